@@ -1,0 +1,294 @@
+"""One typed config tree: TOML files in configs/ plus `--set section.key=value` overrides.
+
+Unknown sections/keys and wrong types are errors that list what is valid. Relative paths
+are resolved against the project root (never the working directory).
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema."""
+
+
+@dataclass
+class DataConfig:
+    dir: str = "input/google-quest-challenge"  # competition files live here (download writes here)
+    train_file: str = "train.csv"  # relative to `dir` unless absolute
+    test_file: str = "test.csv"  # relative to `dir`; on Kaggle the hidden test replaces it
+    sample_submission_file: str = "sample_submission.csv"  # defines submission rows and order
+    clean_text: bool = True  # unescape HTML entities and fold whitespace runs (safe for any tokenizer)
+
+
+@dataclass
+class FoldsConfig:
+    n_folds: int = 5  # K of K-fold; every later stage reads this split from folds.csv
+    seed: int = 42  # shuffles question groups; recorded in folds.json
+    group_key: str = "question_body"  # answers to one question share a fold (or "question_title")
+    stratify: bool = False  # balance folds by a target-profile bin of each question group
+    file: str = "output/folds.csv"  # written once by `folds`, read by every later stage
+
+
+@dataclass
+class EncodeConfig:
+    mode: str = "triple"  # "triple": [CLS] title [SEP] body [SEP] answer [SEP]; "pair": question, answer
+    max_len: int = 512  # rows are padded/truncated to this many tokens (batches may be cut shorter)
+    title_budget: int = 30  # tokens reserved for the title; unused budget flows to the others
+    question_budget: int = 239  # tokens reserved for the question body
+    answer_budget: int = 239  # tokens reserved for the answer
+    head_share: float = 0.5  # share of a truncated field kept from its start (rest from its end)
+    cache_dir: str = "output/cache"  # encoded arrays, keyed by data + tokenizer + these settings
+
+
+@dataclass
+class ModelConfig:
+    path: str = "input/models/bert-base-uncased"  # HF dir (config.json+safetensors) or keras-hub preset dir
+    random_init: bool = False  # build the backbone from its config only (tests, demo, benchmarks)
+    pooling: str = "mean"  # "mean" (masked), "cls", or "weighted" (learned sum of last k layers)
+    pool_layers: int = 4  # k for weighted pooling
+    dropout: float = 0.1  # dropout before the output layer
+    dropout_samples: int = 1  # >1 turns on multi-sample dropout (averaged logits)
+
+
+@dataclass
+class TrainConfig:
+    run_name: str = ""  # output/runs/<run_name>; empty means "<config name>-s<seed>"
+    seed: int = 42  # run seed; per-fold seeds derive from it so a resumed fold repeats exactly
+    folds: list[int] = field(default_factory=list)  # folds to train; empty means all
+    epochs: int = 3  # passes over the training folds
+    batch_size: int = 8  # rows per micro-batch (per replica under a distribution strategy)
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr_backbone: float = 3e-5  # peak learning rate of the pretrained backbone
+    lr_head: float = 1e-3  # peak learning rate of the freshly initialised head
+    weight_decay: float = 0.01  # AdamW decoupled decay (not on biases and norms)
+    warmup: float = 0.1  # share of optimizer steps spent warming up linearly, then linear decay
+    clipnorm: float = 1.0  # global gradient-norm clip; 0 disables
+    keep: str = "best"  # "best" epoch by validation Spearman, or "last"
+    patience: int = 0  # early stopping after this many epochs without improvement; 0 disables
+    bucketing: bool = True  # group rows of similar length into batches
+    dynamic_padding: bool = True  # cut each batch to its longest row (rounded up to pad_multiple)
+    pad_multiple: int = 32  # bounds the number of distinct shapes (retracing, XLA compiles)
+    eval_batch_size: int = 64  # inference batch; rows sorted by length
+    mixed_precision: str = "auto"  # "auto" (bf16/fp16 on accelerators, fp32 on CPU), "none", "bfloat16", "float16"
+    xla: bool = False  # jit-compile the train/predict steps (accelerators)
+    verbose: int = 1  # Keras progress bar per epoch (0 silent, 1 bar, 2 one line)
+
+
+@dataclass
+class ValidateConfig:
+    runs: list[str] = field(default_factory=list)  # extra runs for the comparison table
+    postprocess: list[str] = field(default_factory=lambda: ["snap", "round", "clip"])  # candidates per column
+    round_grids: list[int] = field(default_factory=lambda: [2, 3, 4, 5, 6, 8, 10])  # k in round(p*k)/k
+
+
+@dataclass
+class EnsembleConfig:
+    runs: list[str] = field(default_factory=list)  # run names or dirs; empty means this config's run
+    method: str = "mean"  # "mean", "rank" (average of ranks) or "optimize" (OOF weights, nested)
+    postprocess: bool = True  # fit post-processing on the blend's OOF and apply it to the test blend
+    name: str = "ensemble"  # output/ensembles/<name>/
+
+
+@dataclass
+class OutputConfig:
+    dir: str = "output"  # runs/, ensembles/, cache/ and submission.csv go here
+    submission: str = "output/submission.csv"  # the file Kaggle scores
+
+
+@dataclass
+class KaggleConfig:
+    competition: str = "google-quest-challenge"  # competition slug for download and kernel sources
+    model: str = ""  # model to download: "owner/model/framework/variation" (Kaggle Models) or "owner/dataset"
+    model_name: str = ""  # folder under models_dir for the downloaded model (default: last part of the handle)
+    models_dir: str = "input/models"  # where downloaded models go
+    dataset: str = ""  # "owner/slug" of the bundle dataset for package --upload and the kernel
+    kernel: str = ""  # "owner/slug" of the inference kernel
+    accelerator: str = "gpu"  # kernel accelerator: "none", "gpu" or "tpu"
+
+
+@dataclass
+class Config:
+    name: str = "default"  # config name (TOML file stem); used in default run names
+    data: DataConfig = field(default_factory=DataConfig)
+    folds: FoldsConfig = field(default_factory=FoldsConfig)
+    encode: EncodeConfig = field(default_factory=EncodeConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    validate: ValidateConfig = field(default_factory=ValidateConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    kaggle: KaggleConfig = field(default_factory=KaggleConfig)
+
+    # ---- derived paths (absolute; relative config paths hang off the project root) ----
+    def path(self, value: str) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else ROOT / p
+
+    def data_file(self, key: str) -> Path:
+        base = self.path(self.data.dir)
+        p = Path(getattr(self.data, key))
+        return p if p.is_absolute() else base / p
+
+    @property
+    def run_name(self) -> str:
+        return self.train.run_name or f"{self.name}-s{self.train.seed}"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.path(self.output.dir) / "runs" / self.run_name
+
+
+# Choices checked after loading (a field not listed takes any value of its type).
+CHOICES = {
+    ("encode", "mode"): ("triple", "pair"),
+    ("model", "pooling"): ("mean", "cls", "weighted"),
+    ("train", "keep"): ("best", "last"),
+    ("train", "mixed_precision"): ("auto", "none", "bfloat16", "float16"),
+    ("folds", "group_key"): ("question_body", "question_title"),
+    ("ensemble", "method"): ("mean", "rank", "optimize"),
+    ("kaggle", "accelerator"): ("none", "gpu", "tpu"),
+}
+
+
+def _fields(obj) -> dict[str, type]:
+    hints = typing.get_type_hints(type(obj))
+    return {f.name: hints[f.name] for f in dataclasses.fields(obj)}
+
+
+def _check_type(where: str, value, typ):
+    origin = typing.get_origin(typ)
+    if origin is list:
+        (inner,) = typing.get_args(typ)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list of {inner.__name__}, got {value!r}")
+        return [_check_type(f"{where}[{i}]", v, inner) for i, v in enumerate(value)]
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if typ is bool and not isinstance(value, bool) or (typ is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}: expected {typ.__name__}, got {value!r}")
+    if not isinstance(value, typ):
+        raise ConfigError(f"{where}: expected {typ.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _apply(obj, data: dict, where: str):
+    fields = _fields(obj)
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(f"unknown key '{where}{key}'; valid keys: {', '.join(fields)}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}{key}: expected a [{key}] table, got {value!r}")
+            _apply(current, value, f"{where}{key}.")
+        else:
+            setattr(obj, key, _check_type(f"{where}{key}", value, fields[key]))
+
+
+def _parse_value(text: str):
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text  # bare strings need no quotes on the command line
+
+
+def _override(cfg: Config, assignment: str):
+    if "=" not in assignment:
+        raise ConfigError(f"--set expects section.key=value, got {assignment!r}")
+    dotted, text = assignment.split("=", 1)
+    *sections, key = dotted.strip().split(".")
+    value = _parse_value(text.strip())
+    target = cfg
+    for s in sections:
+        if s not in _fields(target) or not dataclasses.is_dataclass(getattr(target, s)):
+            raise ConfigError(f"--set {dotted}: unknown section {s!r}; valid sections: "
+                              f"{', '.join(k for k, v in _fields(target).items() if dataclasses.is_dataclass(getattr(target, k)))}")
+        target = getattr(target, s)
+    typ = _fields(target).get(key)
+    if typing.get_origin(typ) is list:
+        inner = typing.get_args(typ)[0]
+        if isinstance(value, (int, str)) and not isinstance(value, bool):
+            value = [inner(v) for v in str(value).split(",") if v.strip()]
+    if typ is str and not isinstance(value, str):
+        value = text.strip()  # e.g. --set train.run_name=2024 stays a string
+    _apply(target, {key: value}, ".".join(sections) + "." if sections else "")
+
+
+def validate(cfg: Config) -> Config:
+    for (section, key), allowed in CHOICES.items():
+        value = getattr(getattr(cfg, section), key)
+        if value not in allowed:
+            raise ConfigError(f"{section}.{key} = {value!r}; expected one of {', '.join(allowed)}")
+    e = cfg.encode
+    if e.max_len < 16:
+        raise ConfigError(f"encode.max_len = {e.max_len}; expected at least 16")
+    if not 0.0 <= e.head_share <= 1.0:
+        raise ConfigError(f"encode.head_share = {e.head_share}; expected a value in [0, 1]")
+    if cfg.folds.n_folds < 2:
+        raise ConfigError(f"folds.n_folds = {cfg.folds.n_folds}; expected at least 2")
+    bad = [f for f in cfg.train.folds if not 0 <= f < cfg.folds.n_folds]
+    if bad:
+        raise ConfigError(f"train.folds = {cfg.train.folds}: folds {bad} outside 0..{cfg.folds.n_folds - 1}")
+    for key in ("batch_size", "grad_accum", "epochs", "eval_batch_size", "pad_multiple"):
+        if getattr(cfg.train, key) < 1:
+            raise ConfigError(f"train.{key} = {getattr(cfg.train, key)}; expected at least 1")
+    return cfg
+
+
+def load(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Defaults <- TOML file <- overrides, then validated."""
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{path}: not valid TOML: {err}") from None
+        cfg.name = path.stem
+        try:
+            _apply(cfg, data, "")
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
+    for assignment in overrides:
+        _override(cfg, assignment)
+    return validate(cfg)
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {v!r} as TOML")
+
+
+def to_toml(cfg: Config) -> str:
+    d = to_dict(cfg)
+    lines = [f"{k} = {_toml_value(v)}" for k, v in d.items() if not isinstance(v, dict)]
+    for section, values in d.items():
+        if isinstance(values, dict):
+            lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def from_toml_text(text: str) -> Config:
+    cfg = Config()
+    _apply(cfg, tomllib.loads(text), "")
+    return validate(cfg)

@@ -1,0 +1,106 @@
+"""Load and validate the competition CSVs; safe text clean-up shared by every tokenizer."""
+from __future__ import annotations
+
+import html
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .schema import ID, INPUT_COLUMNS, SUBMISSION_COLUMNS, TARGETS, TEXT_COLUMNS
+
+log = logging.getLogger(__name__)
+
+
+class DataError(ValueError):
+    """A competition file that does not have the expected shape."""
+
+
+_SPACES = re.compile(r"[ \t\u00a0\u200b]+")
+_BLANK_LINES = re.compile(r"\n\s*\n(\s*\n)+")
+
+
+def clean_text(text: str) -> str:
+    """Unescape HTML entities, normalise newlines, fold whitespace runs. Keeps every word."""
+    text = html.unescape(text).replace("\r\n", "\n").replace("\r", "\n")
+    text = _SPACES.sub(" ", text)
+    return _BLANK_LINES.sub("\n\n", text).strip()
+
+
+def read_csv(path: str | Path, kind: str) -> pd.DataFrame:
+    """Read one competition file of `kind` ("train", "test" or "sample_submission") and validate it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{kind} file not found: {path}")
+    try:
+        # Only empty fields are missing: a body that reads "None" or "NA" is text.
+        frame = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={c: str for c in INPUT_COLUMNS[1:]})
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
+        raise DataError(f"{path}: cannot parse as CSV: {err}") from None
+    expected = {"train": INPUT_COLUMNS + TARGETS, "test": INPUT_COLUMNS, "sample_submission": SUBMISSION_COLUMNS}[kind]
+    _check_columns(path, frame, expected, allow_extra=kind != "sample_submission")
+    _check_ids(path, frame)
+    if kind in ("train", "sample_submission"):
+        _check_targets(path, frame, require_unit=kind == "train")
+    if kind in ("train", "test"):
+        frame = _fill_text(path, frame)
+    return frame
+
+
+def _check_columns(path, frame, expected, allow_extra):
+    missing = [c for c in expected if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; expected the competition columns {list(expected)}")
+    extra = [c for c in frame.columns if c not in expected]
+    if extra and not allow_extra:
+        raise DataError(f"{path}: unexpected column(s) {extra}; expected exactly {list(expected)}")
+
+
+def _check_ids(path, frame):
+    ids = pd.to_numeric(frame[ID], errors="coerce")
+    if ids.isna().any():
+        row = int(np.flatnonzero(ids.isna().to_numpy())[0])
+        raise DataError(f"{path}: column {ID!r} must be integers; row {row} holds {frame[ID].iloc[row]!r}")
+    frame[ID] = ids.astype(np.int64)
+    dup = frame[ID][frame[ID].duplicated()]
+    if len(dup):
+        raise DataError(f"{path}: column {ID!r} must be unique; {len(dup)} duplicate(s), e.g. {int(dup.iloc[0])}")
+
+
+def _check_targets(path, frame, require_unit):
+    for col in TARGETS:
+        values = pd.to_numeric(frame[col], errors="coerce")
+        bad = values.isna()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(f"{path}: target column {col!r} must be numeric; row {row} holds {frame[col].iloc[row]!r}")
+        if require_unit and ((values < 0) | (values > 1)).any():
+            raise DataError(f"{path}: target column {col!r} must lie in [0, 1]; "
+                            f"found min {values.min():.4g}, max {values.max():.4g}")
+        frame[col] = values.astype(np.float64)
+
+
+def _fill_text(path, frame):
+    for col in INPUT_COLUMNS[1:]:
+        n = int(frame[col].isna().sum())
+        if n:
+            if col in TEXT_COLUMNS:
+                log.warning("%s: %d empty value(s) in %r read as empty text", path.name, n, col)
+            frame[col] = frame[col].fillna("")
+    return frame
+
+
+def load(cfg, kind: str) -> pd.DataFrame:
+    """Load train/test/sample_submission as named in the config, text cleaned when configured."""
+    key = {"train": "train_file", "test": "test_file", "sample_submission": "sample_submission_file"}[kind]
+    frame = read_csv(cfg.data_file(key), kind)
+    if kind != "sample_submission" and cfg.data.clean_text:
+        for col in TEXT_COLUMNS:
+            frame[col] = frame[col].map(clean_text)
+    return frame
+
+
+def targets(frame: pd.DataFrame) -> np.ndarray:
+    return frame[list(TARGETS)].to_numpy(np.float32)

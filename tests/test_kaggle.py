@@ -1,0 +1,73 @@
+import shutil
+import zipfile
+
+import pytest
+
+from conftest import make_config
+from pipeline import kaggle, stages
+
+
+class FakeKaggle:
+    """Stands in for KaggleApi: serves files from a local folder, records calls."""
+
+    def __init__(self, source=None, fail=None):
+        self.source, self.fail, self.calls = source, fail, []
+
+    def competition_download_files(self, competition, path, quiet=True):
+        self.calls.append(("competition", competition))
+        if self.fail:
+            raise self.fail
+        with zipfile.ZipFile(f"{path}/{competition}.zip", "w") as z:
+            for f in self.source.glob("*.csv"):
+                z.write(f, f.name)
+
+    def model_instance_version_download(self, handle, path, untar=True, quiet=True):
+        self.calls.append(("model", handle))
+        shutil.copytree(self.source, f"{path}/inner")
+
+    def dataset_download_files(self, handle, path, unzip=True, quiet=True):
+        self.calls.append(("dataset", handle))
+        shutil.copytree(self.source, f"{path}/inner")
+
+
+def test_download_unzips_validates_and_then_skips(tmp_path, synth_dir):
+    cfg = make_config(tmp_path, tmp_path / "comp")
+    client = FakeKaggle(synth_dir)
+    paths = stages.download(cfg, client=client)
+    assert [p.name for p in paths] == ["train.csv", "test.csv", "sample_submission.csv"]
+    assert all(p.is_file() for p in paths) and not list((tmp_path / "comp").glob("*.zip"))
+    stages.download(cfg, client=client)
+    assert client.calls == [("competition", "google-quest-challenge")]  # second call: files valid, skipped
+
+
+def test_download_without_credentials_says_where_files_go(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for var in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    cfg = make_config(tmp_path, tmp_path / "comp")
+    with pytest.raises(kaggle.KaggleUnavailable, match=r"no Kaggle credentials.*put train\.csv, test\.csv and "
+                                                        r"sample_submission\.csv in .*comp"):
+        stages.download(cfg)
+
+
+def test_network_failure_leaves_no_partial_files(tmp_path):
+    cfg = make_config(tmp_path, tmp_path / "comp")
+    with pytest.raises(kaggle.KaggleUnavailable, match="ConnectionError"):
+        stages.download(cfg, client=FakeKaggle(fail=ConnectionError("offline")))
+    assert not (tmp_path / "comp").exists() or not list((tmp_path / "comp").iterdir())
+
+
+@pytest.mark.parametrize("handle, call", [("keras/bert/keras/bert_tiny_en_uncased/2", "model"),
+                                          ("someone/tiny-bert-hf", "dataset")])
+def test_model_download_finds_the_model_folder(tmp_path, synth_dir, tiny_model_dir, handle, call):
+    cfg = make_config(tmp_path, synth_dir, kaggle__model=handle, kaggle__model_name="tiny")
+    cfg.data.dir = str(synth_dir)
+    client = FakeKaggle(tiny_model_dir)
+    paths = kaggle.download_model(cfg, client=client)
+    assert (paths[0] / "config.json").is_file() and paths[0].name == "tiny" and client.calls[0][0] == call
+
+
+def test_bad_model_handle(tmp_path, synth_dir):
+    cfg = make_config(tmp_path, synth_dir, kaggle__model="just-a-name")
+    with pytest.raises(ValueError, match="owner/model/framework/variation/version"):
+        kaggle.download_model(cfg, client=FakeKaggle())
