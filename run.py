@@ -16,7 +16,7 @@ STAGES = {
     "encode": "tokenise train/test into two-segment inputs, cached in output/cache/",
     "train": "K-fold fine-tuning; resumable: finished folds are skipped; --folds trains a subset",
     "predict": "average the run's fold models over the test set (or --input CSV)",
-    "validate": "OOF report for the run: per target/fold scores, plots, nested post-processing",
+    "validate": "OOF report for the run: per target/fold scores, plots, nested post-processing (--runs: compare)",
     "ensemble": "blend runs (mean/rank/optimize), fit post-processing, write the submission CSV",
     "all": "folds -> encode -> train -> predict -> validate -> ensemble; current outputs are skipped",
     "demo": "the whole chain offline on generated QUEST-shaped data with a tiny backbone (minutes on CPU)",
@@ -54,7 +54,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    log = logging.getLogger("pipeline")  # its own handler: TensorFlow's absl handler joins the root logger
+    log.addHandler(handler)
+    log.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    log.propagate = False
     if args.stage != "download":  # every other stage runs as on a Kaggle kernel: no hub downloads
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -143,22 +143,28 @@ def cache_key(frame: pd.DataFrame, tok, settings, uses_segments: bool) -> str:
                              settings.answer_budget, settings.head_share, uses_segments)[:16]
 
 
-def encode_cached(cfg, frame: pd.DataFrame, split: str, tok=None) -> tuple[Encoded, Path]:
-    """Encode `frame` with the config's model tokenizer, reusing output/cache/ when nothing changed."""
+def for_model(cfg):
+    """(tokenizer, model info) for cfg.model.path, checked against the encoding settings."""
     info = modeldir.inspect(cfg.path(cfg.model.path))
-    tok = tok or tokenizer_lib.load(info.path)
+    tok = tokenizer_lib.load(info.path)
     if tok.vocab_size > info.vocab_size > 0:
         raise ValueError(f"{info.path}: tokenizer has {tok.vocab_size} tokens but the model only {info.vocab_size}")
     if cfg.encode.max_len > info.max_positions:
         raise ValueError(f"encode.max_len = {cfg.encode.max_len} exceeds the model's {info.max_positions} positions "
                          f"({info.path / 'config.json'})")
-    key = cache_key(frame, tok, cfg.encode, info.uses_segments)
-    path = cfg.path(cfg.encode.cache_dir) / f"{split}-{cfg.encode.mode}-{cfg.encode.max_len}-{key}.npz"
+    return tok, info
+
+
+def encode_cached(settings, cache_dir: Path, frame: pd.DataFrame, split: str, tok,
+                  uses_segments: bool) -> tuple[Encoded, Path]:
+    """Encode `frame`, reusing cache_dir when data, tokenizer and settings are unchanged."""
+    key = cache_key(frame, tok, settings, uses_segments)
+    path = Path(cache_dir) / f"{split}-{settings.mode}-{settings.max_len}-{key}.npz"
     if path.is_file():
         return Encoded.load(path), path
-    enc = encode_frame(frame, tok, cfg.encode, info.uses_segments)
+    enc = encode_frame(frame, tok, settings, uses_segments)
     enc.save(path)
-    truncated = float((enc.field_lengths.sum(1) + n_special(tok, cfg.encode.mode) > cfg.encode.max_len).mean())
+    truncated = float((enc.field_lengths.sum(1) + n_special(tok, settings.mode) > settings.max_len).mean())
     log.info("encoded %d %s rows -> %s (%.0f%% truncated)", len(frame), split, path.name, 100 * truncated)
     return enc, path
 

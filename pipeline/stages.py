@@ -22,10 +22,12 @@ def folds(cfg, force: bool = False) -> list[Path]:
 
 
 def encode(cfg) -> list[Path]:
-    return [encode_lib.encode_cached(cfg, data.load(cfg, split), split)[1] for split in ("train", "test")]
+    tok, info = encode_lib.for_model(cfg)
+    return [encode_lib.encode_cached(cfg.encode, cfg.path(cfg.encode.cache_dir), data.load(cfg, split), split, tok,
+                                     info.uses_segments)[1] for split in ("train", "test")]
 
 
-def demo_inputs(cfg, n_train: int = 600, n_test: int = 120) -> list[Path]:
+def demo_inputs(cfg, n_train: int = 800, n_test: int = 120) -> list[Path]:
     """Generated competition files and a tiny random BERT directory, where the demo config points."""
     paths = []
     if not kaggle.competition_files_valid(cfg):
@@ -33,4 +35,54 @@ def demo_inputs(cfg, n_train: int = 600, n_test: int = 120) -> list[Path]:
     train = data.load(cfg, "train")
     texts = [t for col in TEXT_COLUMNS for t in train[col].tolist()]
     paths.append(tinymodel.make(cfg.path(cfg.model.path), texts, max_positions=max(512, cfg.encode.max_len)))
+    return paths
+
+
+def train(cfg) -> list[Path]:
+    from . import train as train_lib
+
+    return train_lib.train(cfg)
+
+
+def predict(cfg, input_csv: str | None = None) -> list[Path]:
+    from . import predict as predict_lib
+
+    return predict_lib.predict(cfg, input_csv)
+
+
+def validate(cfg, compare: list[str] | None = None) -> list[Path]:
+    from . import validate as validate_lib
+
+    return validate_lib.validate(cfg, compare)
+
+
+def ensemble(cfg, runs: list[str] | None = None) -> list[Path]:
+    from . import ensemble as ensemble_lib
+
+    return ensemble_lib.ensemble(cfg, runs)
+
+
+def run_all(cfg) -> list[Path]:
+    """Every stage in order; each one returns at once when its outputs are current."""
+    paths = []
+    for step in (folds, encode, train, validate, predict, ensemble):
+        log.info("== %s", step.__name__)
+        paths += step(cfg)
+    return paths
+
+
+def demo(cfg) -> list[Path]:
+    """Generated data + tiny BERT, then `all`, then a summary a newcomer can read."""
+    from . import files
+
+    paths = demo_inputs(cfg) + run_all(cfg)
+    summary = files.read_json(cfg.run_dir / "summary.json")
+    ens = files.read_json(cfg.path(cfg.output.dir) / "ensembles" / cfg.ensemble.name / "summary.json")
+    print("\n== demo summary ==")
+    for k, v in summary["per_fold"].items():
+        print(f"fold {k}: OOF Spearman {v:.4f}")
+    print(f"mean of folds {summary['mean_fold_spearman']:.4f}; pooled OOF Spearman {summary['oof_spearman']:.4f}; "
+          f"post-processed (nested) {ens['postprocess']['after_nested']:.4f}")
+    print(f"submission: {cfg.path(cfg.output.submission)}")
+    print(f"report: {cfg.run_dir / 'report' / 'report.md'}")
     return paths

@@ -57,11 +57,10 @@ def _lengths(rng, n, median, sigma, cap):
 
 
 def _text(rng, n_words, factors, filler, markers):
-    """Filler text in which factor k's markers appear at a rate rising with factors[k]."""
-    rates = np.clip(0.02 + 0.10 * (factors + 1.5) / 3.0, 0.0, 0.2)
+    """Filler text in which factor k's marker words appear at a rate rising steeply with factors[k]."""
     words = list(rng.choice(filler, n_words))
-    for k, rate in enumerate(rates):
-        count = rng.binomial(n_words, rate / len(rates) * 2)
+    rates = 0.08 / (1.0 + np.exp(-3.0 * factors))
+    for k, count in enumerate(rng.poisson(rates * max(n_words, 8))):
         for pos in rng.integers(0, max(n_words, 1), count):
             words.insert(int(pos), str(rng.choice(markers[k])))
     sentences, i = [], 0
@@ -87,7 +86,7 @@ def generate(n_train: int = 600, n_test: int = 120, seed: int = 0) -> tuple[pd.D
     filler = _FILLER
     markers = [_words(rng, 12, 2, 2) for _ in range(N_FACTORS)]
     weights = rng.normal(0, 1.2, (N_FACTORS, len(TARGETS))) * (rng.random((N_FACTORS, len(TARGETS))) < 0.35)
-    weights[rng.integers(0, N_FACTORS, len(TARGETS)), np.arange(len(TARGETS))] += rng.choice([-2.0, 2.0], len(TARGETS))
+    weights[rng.integers(0, N_FACTORS, len(TARGETS)), np.arange(len(TARGETS))] += rng.choice([-3.0, 3.0], len(TARGETS))
     bias = rng.normal(0.5, 1.5, len(TARGETS))
     categories = list(HOSTS)
     rows, qa_id, q = [], 0, 0

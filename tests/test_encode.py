@@ -59,8 +59,9 @@ def test_real_rows_round_trip_with_minilm(tmp_path, toy_dir, minilm_dir):
     cfg = make_config(tmp_path, toy_dir, minilm_dir, toy=True, encode__max_len=128,
                       encode__title_budget=10, encode__question_budget=50, encode__answer_budget=64)
     train = data.load(cfg, "train")
-    enc, path = encode.encode_cached(cfg, train, "train")
-    tok = tokenizer.load(minilm_dir)
+    tok, info = encode.for_model(cfg)
+    enc, path = encode.encode_cached(cfg.encode, cfg.path(cfg.encode.cache_dir), train, "train", tok,
+                                     info.uses_segments)
     assert enc.token_ids.dtype == np.int32 and enc.token_ids.shape == (50, 128)
     for r in range(len(train)):
         ids = enc.token_ids[r, :enc.lengths[r]].tolist()
@@ -83,13 +84,17 @@ def test_real_rows_round_trip_with_minilm(tmp_path, toy_dir, minilm_dir):
 def test_cache_key_changes_with_settings_and_tokenizer(tmp_path, synth_dir, tiny_model_dir, minilm_dir):
     cfg = make_config(tmp_path, synth_dir, tiny_model_dir, encode__max_len=64)
     train = data.load(cfg, "train")
-    enc, p1 = encode.encode_cached(cfg, train, "train")
-    again, p2 = encode.encode_cached(cfg, train, "train")
+    def cached():
+        tok, info = encode.for_model(cfg)
+        return encode.encode_cached(cfg.encode, cfg.path(cfg.encode.cache_dir), train, "train", tok, True)
+
+    enc, p1 = cached()
+    again, p2 = cached()
     assert p1 == p2 and np.array_equal(enc.token_ids, again.token_ids)
     cfg.encode.head_share = 0.8
-    assert encode.encode_cached(cfg, train, "train")[1] != p1
+    assert cached()[1] != p1
     cfg.model.path = str(minilm_dir)
-    enc_m, p3 = encode.encode_cached(cfg, train, "train")
+    enc_m, p3 = cached()
     assert p3 != p1
     with pytest.raises(ValueError, match="different tokenizer"):
         encode.check_fingerprint(enc_m, tokenizer.load(tiny_model_dir), "train")
@@ -98,7 +103,7 @@ def test_cache_key_changes_with_settings_and_tokenizer(tmp_path, synth_dir, tiny
 def test_max_len_beyond_model_positions_is_an_error(tmp_path, synth_dir, tiny_model_dir):
     cfg = make_config(tmp_path, synth_dir, tiny_model_dir, encode__max_len=1024)
     with pytest.raises(ValueError, match="exceeds the model's 512 positions"):
-        encode.encode_cached(cfg, data.load(cfg, "train"), "train")
+        encode.for_model(cfg)
 
 
 def test_full_size_train_set_encodes_in_seconds(minilm_dir):

@@ -1,0 +1,114 @@
+"""Blend runs that share folds.csv: equal mean, rank average, or OOF-optimised weights (nested).
+
+Writes output/ensembles/<name>/ (weights.json, oof.csv, test.csv, postprocess.json, summary.json)
+and the submission CSV: blended test predictions with the blend's fitted post-processing applied.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize
+from scipy.stats import rankdata
+
+from . import config as config_lib
+from . import data, files, metrics, postprocess, runs, submission
+from .schema import ID, TARGETS
+
+log = logging.getLogger(__name__)
+
+
+def _ranks(p: np.ndarray) -> np.ndarray:
+    return np.column_stack([rankdata(p[:, j]) / len(p) for j in range(p.shape[1])])
+
+
+def blend(preds: list[np.ndarray], weights: np.ndarray, method: str) -> np.ndarray:
+    if method == "rank":
+        preds = [_ranks(p) for p in preds]
+    return np.clip(sum(w * p for w, p in zip(weights, preds)), 0.0, 1.0)
+
+
+def fit_weights(y: np.ndarray, preds: list[np.ndarray], method: str) -> np.ndarray:
+    """Equal weights, or non-negative weights summing to one that maximise OOF Spearman."""
+    n = len(preds)
+    if method != "optimize" or n == 1:
+        return np.full(n, 1.0 / n)
+
+    def to_weights(z):
+        e = np.exp(z - z.max())
+        return e / e.sum()
+
+    objective = lambda z: -metrics.spearman(y, blend(preds, to_weights(z), "mean")).mean  # noqa: E731
+    res = minimize(objective, np.zeros(n), method="Nelder-Mead", options={"maxiter": 60 * n, "xatol": 1e-3})
+    return to_weights(res.x)
+
+
+def load_members(run_dirs: list[Path], test_csv: Path, cache_dir: Path):
+    """OOF (rows present in every run) and test predictions of each run; all must share one folds.csv."""
+    from . import predict as predict_lib
+
+    prints = {d.name: files.read_json(d / "run.json").get("folds_fingerprint") for d in run_dirs}
+    if len(set(prints.values())) > 1:
+        raise ValueError(f"runs were trained on different fold splits {prints}; their OOF cannot be blended")
+    oofs = [runs.load_oof(d).set_index(ID) for d in run_dirs]
+    common = oofs[0].index
+    for o in oofs[1:]:
+        common = common.intersection(o.index)
+    tests = [pd.read_csv(predict_lib.predict_run(d, test_csv, cache_dir=cache_dir)).set_index(ID) for d in run_dirs]
+    return common, [o.loc[common, list(TARGETS)].to_numpy() for o in oofs], tests
+
+
+def ensemble(cfg, run_names: list[str] | None = None) -> list[Path]:
+    names = run_names or cfg.ensemble.runs or [str(cfg.run_dir)]
+    run_dirs = [runs.resolve(n, cfg) for n in names]
+    out = cfg.path(cfg.output.dir) / "ensembles" / cfg.ensemble.name
+    train, sample = data.load(cfg, "train"), data.load(cfg, "sample_submission")
+    test_csv = cfg.data_file("test_file")
+    common, oof_preds, tests = load_members(run_dirs, test_csv, cfg.path(cfg.encode.cache_dir))
+    stamp = files.sha256_text(*(files.sha256_file(d / "oof.csv") for d in run_dirs),
+                              *(t.to_csv() for t in tests), config_lib.to_toml(cfg), files.sha256_file(test_csv))
+    sub_path = cfg.path(cfg.output.submission)
+    if (out / "summary.json").is_file() and sub_path.is_file() and files.read_json(out / "summary.json").get("stamp") == stamp:
+        return [out / "summary.json", sub_path]
+    truth = train.set_index(ID).loc[common]
+    y = truth[list(TARGETS)].to_numpy()
+    fold = truth.index.map(dict(zip(*_fold_table(cfg)))).to_numpy()
+    method = cfg.ensemble.method
+    weights = fit_weights(y, oof_preds, method)
+    nested = np.empty_like(y)
+    for k in np.unique(fold):  # weights fitted without the held fold
+        held = fold == k
+        w = fit_weights(y[~held], [p[~held] for p in oof_preds], method)
+        nested[held] = blend([p[held] for p in oof_preds], w, method)
+    oof_blend = blend(oof_preds, weights, method)
+    test_ids = tests[0].index
+    test_blend = blend([t.loc[test_ids, list(TARGETS)].to_numpy() for t in tests], weights, method)
+    pp = {}
+    if cfg.ensemble.postprocess:
+        pp = postprocess.fit(y, nested, fold, TARGETS, y, cfg.validate.postprocess, cfg.validate.round_grids)
+        test_blend = postprocess.apply(test_blend, pp, TARGETS)
+    members = {d.name: float(metrics.spearman(y, p).mean) for d, p in zip(run_dirs, oof_preds)}
+    score = metrics.spearman(y, nested)
+    summary = {"stamp": stamp, "runs": [str(d) for d in run_dirs], "method": method, "weights": dict(zip(members, weights.tolist())),
+               "member_oof_spearman": members, "blend_oof_spearman_nested": score.mean,
+               "n_constant": score.n_constant, "n_rows": len(common),
+               "postprocess": postprocess.summary(pp) if pp else None}
+    paths = [files.write_json(out / "weights.json", {"method": method, "runs": [d.name for d in run_dirs],
+                                                     "weights": weights.tolist()}),
+             files.write_csv(out / "oof.csv", runs.predictions_frame(common, oof_blend)),
+             files.write_csv(out / "test.csv", runs.predictions_frame(test_ids, test_blend)),
+             files.write_json(out / "postprocess.json", pp),
+             submission.write(sub_path, sample, runs.predictions_frame(test_ids, test_blend)),
+             files.write_json(out / "summary.json", summary)]  # last: its stamp marks the ensemble current
+    pp_line = (f", post-processed {summary['postprocess']['after_nested']:.4f} "
+               f"({summary['postprocess']['n_applied']} columns)") if pp else ""
+    print(f"ensemble {cfg.ensemble.name} ({method}, {len(run_dirs)} run(s)): nested OOF Spearman "
+          f"{score.mean:.4f}{pp_line}; weights {np.round(weights, 3).tolist()}", flush=True)
+    return paths
+
+
+def _fold_table(cfg):
+    table = pd.read_csv(cfg.path(cfg.folds.file))
+    return table[ID].to_numpy(), table["fold"].to_numpy()

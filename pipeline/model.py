@@ -1,0 +1,120 @@
+"""Backbone loading (offline) and the multi-output regression head, in the keras-hub style.
+
+The model is functional, with inputs named token_ids, segment_ids and padding_mask; families
+without segment embeddings simply leave segment_ids unused.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import keras
+from keras import ops
+
+from . import modeldir
+
+INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask")
+
+
+def load_backbone(path: str | Path, random_init: bool = False) -> keras.Model:
+    """A keras-hub backbone from a HF directory or keras-hub preset, with weights unless random_init."""
+    import keras_hub
+
+    info = modeldir.inspect(path)
+    if not random_init and not info.has_weights:
+        raise modeldir.ModelDirError(
+            f"{info.path}: no weights ({'model.weights.h5' if info.layout == 'keras_hub' else 'model.safetensors'}); "
+            "set model.random_init=true to train this architecture from scratch")
+    try:
+        return keras_hub.models.Backbone.from_preset(str(info.path), load_weights=not random_init)
+    except (ValueError, KeyError) as err:
+        raise modeldir.ModelDirError(f"{info.path}: keras-hub cannot build a backbone from it ({err})") from None
+
+
+def backbone_to_json(backbone: keras.Model) -> str:
+    return json.dumps(keras.saving.serialize_keras_object(backbone), indent=1)
+
+
+def backbone_from_json(text: str) -> keras.Model:
+    import keras_hub  # noqa: F401  (registers the backbone classes)
+
+    return keras.saving.deserialize_keras_object(json.loads(text))
+
+
+@keras.saving.register_keras_serializable(package="quest")
+class MaskedMeanPooling(keras.layers.Layer):
+    """Mean over real tokens only."""
+
+    def call(self, sequence, padding_mask):
+        mask = ops.cast(ops.expand_dims(padding_mask, -1), sequence.dtype)
+        return ops.sum(sequence * mask, axis=1) / ops.maximum(ops.sum(mask, axis=1), 1.0)
+
+
+@keras.saving.register_keras_serializable(package="quest")
+class WeightedLayerSum(keras.layers.Layer):
+    """Softmax-weighted sum of the last k hidden states (weights learned, start equal)."""
+
+    def build(self, input_shape):
+        self.logits = self.add_weight(shape=(len(input_shape),), initializer="zeros", name="layer_logits")
+
+    def call(self, states):
+        w = ops.softmax(self.logits)
+        return sum(ops.cast(w[i], s.dtype) * s for i, s in enumerate(states))
+
+
+@keras.saving.register_keras_serializable(package="quest")
+class MultiSampleDropoutDense(keras.layers.Layer):
+    """Dense(units) on `samples` dropout masks of the same features, logits averaged (samples=1: plain)."""
+
+    def __init__(self, units, rate=0.1, samples=1, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.rate, self.samples = units, rate, samples
+        self.dropout = keras.layers.Dropout(rate)
+        self.dense = keras.layers.Dense(units)
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+
+    def call(self, x, training=None):
+        if not training or self.samples == 1:
+            return self.dense(self.dropout(x, training=training))
+        return sum(self.dense(self.dropout(x, training=True)) for _ in range(self.samples)) / self.samples
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "rate": self.rate, "samples": self.samples}
+
+
+def hidden_state_layers(backbone: keras.Model) -> list:
+    layers = [l for l in backbone.layers if re.search(r"(transformer|encoder)_layer_\d+$", l.name)]
+    if not layers:
+        raise ValueError(f"{type(backbone).__name__} exposes no per-layer outputs; use model.pooling=mean or cls")
+    return sorted(layers, key=lambda l: int(l.name.rsplit("_", 1)[1]))
+
+
+def build(backbone: keras.Model, n_outputs: int, pooling: str = "mean", pool_layers: int = 4,
+          dropout: float = 0.1, dropout_samples: int = 1) -> keras.Model:
+    for layer in backbone.layers:
+        if layer.name == "pooled_dense":  # BERT's pooler: unused by every pooling here, so frozen
+            layer.trainable = False
+    inputs = {n: keras.Input(shape=(None,), dtype="int32", name=n) for n in INPUT_NAMES}
+    feed = {n: inputs[n] for n in backbone.input}
+    if pooling == "weighted":
+        layers = hidden_state_layers(backbone)[-pool_layers:]
+        states = keras.Model(backbone.input, [l.output for l in layers], name="hidden_states")(feed)
+        sequence = WeightedLayerSum(name="layer_weights")(states)
+    else:
+        out = backbone(feed)
+        sequence = out["sequence_output"] if isinstance(out, dict) else out
+    if pooling == "cls":
+        pooled = sequence[:, 0, :]
+    else:
+        pooled = MaskedMeanPooling(name="mean_pool")(sequence, inputs["padding_mask"])
+    logits = MultiSampleDropoutDense(n_outputs, dropout, dropout_samples, name="head")(pooled)
+    outputs = keras.layers.Activation("sigmoid", dtype="float32", name="targets")(logits)
+    return keras.Model(inputs, outputs, name="quest_model")
+
+
+def head_variables(model: keras.Model, backbone: keras.Model) -> list:
+    backbone_ids = {id(v) for v in backbone.trainable_variables}
+    return [v for v in model.trainable_variables if id(v) not in backbone_ids]

@@ -1,0 +1,98 @@
+"""Per-column rank post-processing, fitted on OOF predictions and judged nested.
+
+QUEST labels are averages of a few raters, so most columns hold a handful of values; predictions
+that tie the way labels tie can rank better. Candidate transforms (all monotone, scale-free):
+  snap   - map each prediction's rank to the train label distribution (same ties as the labels)
+  round  - round(p * k) / k for a grid of k
+  clip   - tie the lowest q share of predictions together (rare-positive columns)
+Honesty: for each fold, the transform is chosen on the other folds' OOF and applied to the held
+fold; a column keeps its transform only when that nested score beats the untouched column.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import rankdata
+
+from .metrics import spearman_column
+
+CLIP_SHARES = (0.25, 0.5, 0.75, 0.9)
+
+
+def apply_one(p: np.ndarray, method: str, params: dict) -> np.ndarray:
+    p = np.asarray(p, float)
+    if method == "none":
+        return p
+    if method == "round":
+        return np.round(p * params["k"]) / params["k"]
+    if method == "clip":
+        return np.maximum(p, np.quantile(p, params["q"]))
+    if method == "snap":
+        q = (rankdata(p) - 0.5) / len(p)
+        idx = np.searchsorted(np.asarray(params["cdf"]), q, side="right")
+        return np.asarray(params["values"])[np.minimum(idx, len(params["values"]) - 1)]
+    raise ValueError(f"unknown post-processing method {method!r}")
+
+
+def candidates(y_train_col: np.ndarray, methods, round_grids) -> list[tuple[str, dict]]:
+    out = [("none", {})]
+    if "snap" in methods:
+        values, counts = np.unique(np.round(y_train_col, 6), return_counts=True)
+        out.append(("snap", {"values": values.tolist(), "cdf": (np.cumsum(counts) / counts.sum()).tolist()}))
+    if "round" in methods:
+        out += [("round", {"k": int(k)}) for k in round_grids]
+    if "clip" in methods:
+        out += [("clip", {"q": q}) for q in CLIP_SHARES]
+    return out
+
+
+def _score(y, p) -> float:
+    s = spearman_column(y, p)
+    return 0.0 if np.isnan(s) else s
+
+
+def choose(y: np.ndarray, p: np.ndarray, cands) -> tuple[str, dict]:
+    """The candidate with the best Spearman on (y, p); 'none' wins ties."""
+    best, best_score = cands[0], _score(y, p)
+    for method, params in cands[1:]:
+        s = _score(y, apply_one(p, method, params))
+        if s > best_score + 1e-12:
+            best, best_score = (method, params), s
+    return best
+
+
+def fit(y: np.ndarray, p: np.ndarray, fold: np.ndarray, columns, y_label_source: np.ndarray,
+        methods=("snap", "round", "clip"), round_grids=(2, 3, 4, 5, 6, 8, 10)) -> dict:
+    """Per column: nested before/after and the transform to use at predict time.
+
+    y, p, fold: OOF truth, predictions, fold of each row. y_label_source: train labels whose
+    distribution `snap` copies (the OOF truth itself is fine: labels are not predictions).
+    """
+    report = {}
+    for j, col in enumerate(columns):
+        cands = candidates(y_label_source[:, j], methods, round_grids)
+        nested = np.empty(len(p))
+        for k in np.unique(fold):
+            held = fold == k
+            method, params = choose(y[~held, j], p[~held, j], cands)
+            nested[held] = apply_one(p[held, j], method, params)
+        before, after = _score(y[:, j], p[:, j]), _score(y[:, j], nested)
+        method, params = choose(y[:, j], p[:, j], cands)
+        applied = after > before and method != "none"
+        report[col] = {"method": method if applied else "none", "params": params if applied else {},
+                       "before": before, "after_nested": after, "applied": applied,
+                       "gain": (after - before) if applied else 0.0}
+    return report
+
+
+def summary(report: dict) -> dict:
+    before = float(np.mean([r["before"] for r in report.values()]))
+    after = float(np.mean([r["after_nested"] if r["applied"] else r["before"] for r in report.values()]))
+    return {"before": before, "after_nested": after, "n_applied": sum(r["applied"] for r in report.values())}
+
+
+def apply(preds: np.ndarray, report: dict, columns) -> np.ndarray:
+    out = np.array(preds, float, copy=True)
+    for j, col in enumerate(columns):
+        r = report.get(col, {"method": "none"})
+        out[:, j] = apply_one(out[:, j], r["method"], r.get("params", {}))
+    return np.clip(out, 0.0, 1.0)

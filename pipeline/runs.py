@@ -1,0 +1,132 @@
+"""Run directories: output/runs/<name>/ holds everything needed to reproduce and to predict.
+
+config.toml (resolved config), run.json (command line, seed, git commit, model family), backbone.json
+(architecture, so predict needs no original model folder), tokenizer/ (a copy of the tokenizer
+files), fold<k>/ (weights, oof.csv, test.csv, history.csv, metrics.json - written last, marks the
+fold finished), oof.csv + summary.json over the finished folds.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import config as config_lib
+from . import files, metrics
+from .schema import ID, TARGETS
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json",
+                   "assets/tokenizer/vocabulary.txt", "assets/tokenizer/vocabulary.json",
+                   "assets/tokenizer/merges.txt", "assets/tokenizer/vocabulary.spm")
+# Settings that may differ when a run is resumed or extended; anything else must match.
+_RESUMABLE = {("train", "folds"), ("train", "verbose"), ("train", "eval_batch_size"), ("train", "mixed_precision"),
+              ("train", "xla")}
+_TRAINING_SECTIONS = ("folds", "encode", "model", "train")
+
+
+def git_commit() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=config_lib.ROOT, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=config_lib.ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (sha or "unknown") + ("-dirty" if dirty else "")
+
+
+def _training_settings(cfg) -> dict:
+    d = config_lib.to_dict(cfg)
+    return {(s, k): v for s in _TRAINING_SECTIONS for k, v in d[s].items() if (s, k) not in _RESUMABLE}
+
+
+def open_run(cfg, model_info, tok, extra: dict | None = None) -> Path:
+    """Create or re-open cfg.run_dir; a resumed run must have been trained with the same settings."""
+    run_dir = cfg.run_dir
+    old = run_dir / "config.toml"
+    if old.is_file():
+        before = _training_settings(config_lib.from_toml_text(old.read_text()))
+        changed = {f"{s}.{k}": (before.get((s, k)), v) for (s, k), v in _training_settings(cfg).items()
+                   if before.get((s, k)) != v}
+        if changed:
+            raise ValueError(f"{run_dir} was trained with other settings {changed} (old, new); "
+                             "pick a new train.run_name or delete the run")
+    files.write_text(run_dir / "config.toml", config_lib.to_toml(cfg))
+    files.write_json(run_dir / "run.json", {
+        "command": sys.argv, "seed": cfg.train.seed, "git_commit": git_commit(),
+        "updated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "model_path": str(model_info.path), "family": model_info.family, "uses_segments": model_info.uses_segments,
+        "max_positions": model_info.max_positions, "tokenizer_fingerprint": tok.fingerprint, **(extra or {})})
+    for name in TOKENIZER_FILES:
+        src = Path(model_info.path) / name
+        if src.is_file():
+            dst = run_dir / "tokenizer" / name
+            with files.atomic_path(dst) as tmp:
+                shutil.copyfile(src, tmp)
+    return run_dir
+
+
+def resolve(name_or_dir: str | Path, cfg) -> Path:
+    """A run given by name (under output/runs/) or by directory."""
+    p = Path(name_or_dir)
+    for candidate in (p, cfg.path(str(p)), cfg.path(cfg.output.dir) / "runs" / str(p)):
+        if (candidate / "config.toml").is_file():
+            return candidate.resolve()
+    raise FileNotFoundError(f"no run {name_or_dir!r} (looked for config.toml in {p} and "
+                            f"{cfg.path(cfg.output.dir) / 'runs' / str(p)})")
+
+
+def load_config(run_dir: Path):
+    return config_lib.from_toml_text((run_dir / "config.toml").read_text())
+
+
+def fold_dir(run_dir: Path, k: int) -> Path:
+    return run_dir / f"fold{k}"
+
+
+def finished_folds(run_dir: Path) -> list[int]:
+    return sorted(int(p.parent.name[4:]) for p in run_dir.glob("fold*/metrics.json"))
+
+
+def predictions_frame(qa_ids, preds) -> pd.DataFrame:
+    frame = pd.DataFrame(np.asarray(preds, np.float64), columns=list(TARGETS))
+    frame.insert(0, ID, np.asarray(qa_ids, np.int64))
+    return frame
+
+
+def load_oof(run_dir: Path) -> pd.DataFrame:
+    done = finished_folds(run_dir)
+    if not done:
+        raise FileNotFoundError(f"{run_dir}: no finished fold; run `python run.py train` first")
+    return pd.concat([pd.read_csv(fold_dir(run_dir, k) / "oof.csv") for k in done], ignore_index=True)
+
+
+def summarize(run_dir: Path, train: pd.DataFrame) -> Path:
+    """oof.csv and summary.json over the folds finished so far."""
+    oof = load_oof(run_dir)
+    truth = train[train[ID].isin(oof[ID])]
+    score = metrics.score_frames(truth, oof)
+    per_fold = {k: files.read_json(fold_dir(run_dir, k) / "metrics.json")["val_spearman"]
+                for k in finished_folds(run_dir)}
+    files.write_csv(run_dir / "oof.csv", oof.set_index(ID).loc[truth[ID]].reset_index())
+    return files.write_json(run_dir / "summary.json", {
+        "folds_done": list(per_fold), "per_fold": per_fold, "mean_fold_spearman": float(np.mean(list(per_fold.values()))),
+        "oof_spearman": score.mean, "n_rows": len(truth),
+        "n_constant": score.n_constant, "constant_columns": score.constant_columns})
+
+
+def load_fold_model(run_dir: Path, k: int):
+    """Rebuild the fold's model from backbone.json + config.toml and load its weights."""
+    from . import model as model_lib
+
+    cfg = load_config(run_dir)
+    backbone = model_lib.backbone_from_json((run_dir / "backbone.json").read_text())
+    m = model_lib.build(backbone, len(TARGETS), cfg.model.pooling, cfg.model.pool_layers, cfg.model.dropout,
+                        cfg.model.dropout_samples)
+    m.load_weights(fold_dir(run_dir, k) / "model.weights.h5")
+    return m

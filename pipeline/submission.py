@@ -1,0 +1,48 @@
+"""The submission CSV: exactly the sample submission's rows (same qa_id order) and 30 target columns."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import files
+from .schema import ID, SUBMISSION_COLUMNS, TARGETS
+
+
+class SubmissionError(ValueError):
+    pass
+
+
+def build(sample: pd.DataFrame, preds: pd.DataFrame) -> pd.DataFrame:
+    """Predictions (qa_id + targets, any row order) laid out like the sample submission."""
+    missing_cols = [c for c in SUBMISSION_COLUMNS if c not in preds.columns]
+    if missing_cols:
+        raise SubmissionError(f"predictions lack column(s) {missing_cols}")
+    if preds[ID].duplicated().any():
+        raise SubmissionError(f"predictions hold duplicate {ID} values")
+    indexed = preds.set_index(ID)
+    absent = ~sample[ID].isin(indexed.index)
+    if absent.any():
+        raise SubmissionError(f"{int(absent.sum())} sample-submission {ID}(s) have no prediction, "
+                              f"e.g. {int(sample[ID][absent].iloc[0])}")
+    out = indexed.loc[sample[ID], list(TARGETS)].reset_index()
+    return out[list(SUBMISSION_COLUMNS)]
+
+
+def validate(sub: pd.DataFrame, sample: pd.DataFrame):
+    if list(sub.columns) != list(SUBMISSION_COLUMNS):
+        raise SubmissionError(f"columns must be exactly {list(SUBMISSION_COLUMNS)}")
+    if len(sub) != len(sample) or not np.array_equal(sub[ID].to_numpy(), sample[ID].to_numpy()):
+        raise SubmissionError(f"rows must be the sample submission's {len(sample)} {ID}s in the same order")
+    values = sub[list(TARGETS)].to_numpy(float)
+    if not np.isfinite(values).all():
+        raise SubmissionError(f"{int((~np.isfinite(values)).sum())} NaN/inf value(s) in the submission")
+    if values.min() < 0 or values.max() > 1:
+        raise SubmissionError(f"values must lie in [0, 1]; found [{values.min():.4g}, {values.max():.4g}]")
+
+
+def write(path: str | Path, sample: pd.DataFrame, preds: pd.DataFrame) -> Path:
+    sub = build(sample, preds)
+    validate(sub, sample)
+    return files.write_csv(path, sub)

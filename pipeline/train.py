@@ -1,0 +1,147 @@
+"""K-fold fine-tuning. One fold = one call of train_fold; finished folds are skipped on re-runs."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from . import batching, data, device, encode, files, folds as folds_lib, metrics, runs
+from .schema import ID, TARGETS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Inputs:
+    """Everything a fold needs, prepared once per run."""
+    train: pd.DataFrame
+    test: pd.DataFrame
+    enc_train: encode.Encoded
+    enc_test: encode.Encoded
+    y: np.ndarray
+    fold: np.ndarray
+    test_sha: str
+
+
+def prepare(cfg) -> tuple[Inputs, object, object]:
+    tok, info = encode.for_model(cfg)
+    train, test = data.load(cfg, "train"), data.load(cfg, "test")
+    cache = cfg.path(cfg.encode.cache_dir)
+    enc_train, _ = encode.encode_cached(cfg.encode, cache, train, "train", tok, info.uses_segments)
+    enc_test, _ = encode.encode_cached(cfg.encode, cache, test, "test", tok, info.uses_segments)
+    for enc, split in ((enc_train, "train"), (enc_test, "test")):
+        encode.check_fingerprint(enc, tok, split)
+    inputs = Inputs(train, test, enc_train, enc_test, data.targets(train), folds_lib.read(cfg, train),
+                    files.sha256_file(cfg.data_file("test_file")))
+    return inputs, info, tok
+
+
+class EpochEval:
+    """Keras callback factory: validation Spearman each epoch, best weights kept, optional early stop."""
+
+    @staticmethod
+    def make(model, tcfg, val_inputs, val_lengths, y_val):
+        import keras
+
+        class _Eval(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.rows, self.best, self.best_epoch, self.best_weights, self.wait = [], -np.inf, -1, None, 0
+
+            def on_epoch_end(self, epoch, logs=None):
+                pred = batching.predict(self.model, val_inputs, val_lengths, tcfg.eval_batch_size,
+                                        tcfg.bucketing, tcfg.dynamic_padding, tcfg.pad_multiple)
+                score = metrics.spearman(y_val, pred).mean
+                eps = 1e-7
+                val_loss = float(-np.mean(y_val * np.log(pred + eps) + (1 - y_val) * np.log(1 - pred + eps)))
+                lr = float(self.model.optimizer.learning_rate.numpy()) if hasattr(self.model.optimizer.learning_rate, "numpy") else float("nan")
+                self.rows.append({"epoch": epoch + 1, "loss": float((logs or {}).get("loss", np.nan)),
+                                  "val_loss": val_loss, "val_spearman": score, "lr_backbone": lr})
+                print(f"  epoch {epoch + 1}: loss {self.rows[-1]['loss']:.4f}  val_loss {val_loss:.4f}  "
+                      f"val_spearman {score:.4f}", flush=True)
+                if score > self.best:
+                    self.best, self.best_epoch, self.wait = score, epoch + 1, 0
+                    if tcfg.keep == "best":
+                        self.best_weights = self.model.get_weights()
+                else:
+                    self.wait += 1
+                    if tcfg.patience and self.wait >= tcfg.patience:
+                        self.model.stop_training = True
+
+            def on_train_end(self, logs=None):
+                if tcfg.keep == "best" and self.best_weights is not None:
+                    self.model.set_weights(self.best_weights)
+
+        return _Eval()
+
+
+def train_fold(cfg, k: int, inp: Inputs, info, strat, run_dir) -> dict:
+    import keras
+
+    from . import model as model_lib, optim
+
+    tcfg = cfg.train
+    keras.utils.set_random_seed(tcfg.seed * 1000 + k)  # derived from the run seed: a resumed fold repeats
+    tr, va = np.flatnonzero(inp.fold != k), np.flatnonzero(inp.fold == k)
+    replicas = strat.num_replicas_in_sync
+    batch = tcfg.batch_size * replicas
+    ds = batching.train_dataset(inp.enc_train.inputs(tr), inp.y[tr], inp.enc_train.lengths[tr], batch,
+                                tcfg.seed * 1000 + k, tcfg.bucketing, tcfg.dynamic_padding, tcfg.pad_multiple)
+    steps = -(-len(tr) // batch)
+    with strat.scope():
+        backbone = model_lib.load_backbone(info.path, cfg.model.random_init)
+        model = model_lib.build(backbone, len(TARGETS), cfg.model.pooling, cfg.model.pool_layers,
+                                cfg.model.dropout, cfg.model.dropout_samples)
+        opt = optim.make(tcfg, steps, model_lib.head_variables(model, backbone))
+        model.compile(optimizer=opt, loss=keras.losses.BinaryCrossentropy(), jit_compile=tcfg.xla)
+    if not (run_dir / "backbone.json").is_file():
+        files.write_text(run_dir / "backbone.json", model_lib.backbone_to_json(backbone))
+    val_inputs, val_len = inp.enc_train.inputs(va), inp.enc_train.lengths[va]
+    callback = EpochEval.make(model, tcfg, val_inputs, val_len, inp.y[va])
+    print(f"fold {k}: {len(tr)} train rows, {len(va)} validation rows, {steps} steps/epoch", flush=True)
+    start = time.perf_counter()
+    model.fit(ds, epochs=tcfg.epochs, callbacks=[callback], verbose=tcfg.verbose)
+    seconds = time.perf_counter() - start
+    predict = lambda enc, rows=slice(None): batching.predict(  # noqa: E731
+        model, enc.inputs(rows), enc.lengths[rows], tcfg.eval_batch_size, tcfg.bucketing, tcfg.dynamic_padding,
+        tcfg.pad_multiple)
+    oof = predict(inp.enc_train, va)
+    score = metrics.spearman(inp.y[va], oof)
+    out = runs.fold_dir(run_dir, k)
+    with files.atomic_path(out / "model.weights.h5", suffix=".weights.h5") as tmp:
+        model.save_weights(tmp)
+    files.write_csv(out / "oof.csv", runs.predictions_frame(inp.train[ID].to_numpy()[va], oof))
+    files.write_csv(out / "test.csv", runs.predictions_frame(inp.test[ID], predict(inp.enc_test)))
+    files.write_csv(out / "history.csv", pd.DataFrame(callback.rows))
+    result = {"fold": k, "val_spearman": score.mean, "n_constant": score.n_constant,
+              "best_epoch": callback.best_epoch if tcfg.keep == "best" else len(callback.rows),
+              "epochs_run": len(callback.rows), "train_seconds": seconds,
+              "train_samples_per_s": len(tr) * len(callback.rows) / seconds, "test_sha256": inp.test_sha,
+              "per_column": score.per_column}
+    files.write_json(out / "metrics.json", result)  # last: marks the fold finished
+    keras.backend.clear_session()
+    return result
+
+
+def train(cfg) -> list:
+    inp, info, tok = prepare(cfg)
+    strat = device.strategy()
+    policy = device.set_precision(cfg.train.mixed_precision, device.accelerator_kind(strat))
+    run_dir = runs.open_run(cfg, info, tok, {"folds_fingerprint": folds_lib.fingerprint(cfg), "precision": policy})
+    wanted = cfg.train.folds or list(range(cfg.folds.n_folds))
+    done = set(runs.finished_folds(run_dir))
+    for k in wanted:
+        if k in done:
+            print(f"fold {k}: already finished, skipped", flush=True)
+            continue
+        r = train_fold(cfg, k, inp, info, strat, run_dir)
+        print(f"fold {k}: val Spearman {r['val_spearman']:.4f} (best epoch {r['best_epoch']}/{r['epochs_run']}, "
+              f"{r['train_seconds']:.0f}s, {r['train_samples_per_s']:.1f} samples/s)", flush=True)
+    summary = runs.summarize(run_dir, inp.train)
+    s = files.read_json(summary)
+    print(f"run {run_dir.name}: OOF Spearman {s['oof_spearman']:.4f} over folds {s['folds_done']} "
+          f"({s['n_constant']} constant column(s))", flush=True)
+    return [run_dir, summary]

@@ -1,0 +1,119 @@
+"""Validation report of a run: OOF scores (all rows, unique questions, per target, per fold),
+nested post-processing before/after per column, plots, and a comparison table across runs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import data, files, metrics, postprocess, runs
+from .schema import ID, TARGETS
+
+
+def _plots(report_dir: Path, run_dir: Path, per_column: dict, pp: dict) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    order = sorted(TARGETS, key=lambda c: per_column[c])
+    fig, ax = plt.subplots(figsize=(8, 9))
+    y = np.arange(len(order))
+    ax.barh(y - 0.2, [per_column[c] for c in order], height=0.4, label="OOF")
+    ax.barh(y + 0.2, [pp[c]["after_nested"] if pp[c]["applied"] else per_column[c] for c in order], height=0.4,
+            label="post-processed (nested)")
+    ax.set_yticks(y, order, fontsize=7)
+    ax.set_xlabel("Spearman")
+    ax.set_title(f"{run_dir.name}: per-target OOF Spearman")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    paths.append(report_dir / "per_target.png")
+    with files.atomic_path(paths[-1]) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    for k in runs.finished_folds(run_dir):
+        h = pd.read_csv(runs.fold_dir(run_dir, k) / "history.csv")
+        a1.plot(h["epoch"], h["loss"], "-o", color=f"C{k}", label=f"fold {k} train")
+        a1.plot(h["epoch"], h["val_loss"], "--", color=f"C{k}", label=f"fold {k} val")
+        a2.plot(h["epoch"], h["val_spearman"], "-o", color=f"C{k}", label=f"fold {k}")
+    a1.set(xlabel="epoch", ylabel="BCE loss", title="loss")
+    a2.set(xlabel="epoch", ylabel="Spearman", title="validation Spearman")
+    a1.legend(fontsize=7), a2.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(report_dir / "learning_curves.png")
+    with files.atomic_path(paths[-1]) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def _markdown(run_dir: Path, rep: dict) -> str:
+    lines = [f"# Validation report: {run_dir.name}", "",
+             f"- OOF Spearman (all {rep['n_rows']} rows): **{rep['oof_spearman']:.4f}**",
+             f"- OOF Spearman (question targets once per question): {rep['oof_spearman_unique_questions']:.4f}",
+             f"- Post-processed, nested: {rep['postprocess']['after_nested']:.4f} "
+             f"({rep['postprocess']['n_applied']} column(s) changed)",
+             f"- Constant columns (scored 0): {rep['n_constant']} {rep['constant_columns'] or ''}",
+             f"- Folds: {rep['folds_done']}", "", "| fold | Spearman | best epoch |", "|---|---|---|"]
+    lines += [f"| {k} | {v['val_spearman']:.4f} | {v['best_epoch']} |" for k, v in rep["per_fold"].items()]
+    lines += ["", "| target | OOF | post-processing | nested after |", "|---|---|---|---|"]
+    for c in TARGETS:
+        p = rep["postprocess_columns"][c]
+        method = f"{p['method']} {p['params'].get('k', p['params'].get('q', ''))}".strip() if p["applied"] else "-"
+        lines.append(f"| {c} | {rep['per_column'][c]:.4f} | {method} | {p['after_nested']:.4f} |")
+    lines += ["", "![per target](per_target.png)", "![learning curves](learning_curves.png)", ""]
+    return "\n".join(lines)
+
+
+def validate_run(cfg, run_dir: Path) -> list[Path]:
+    report_dir = run_dir / "report"
+    oof = runs.load_oof(run_dir)
+    stamp = files.sha256_text(oof.to_csv(index=False), cfg.validate.postprocess, cfg.validate.round_grids)
+    if (report_dir / "report.json").is_file() and files.read_json(report_dir / "report.json").get("stamp") == stamp:
+        return [report_dir / "report.json", report_dir / "report.md", run_dir / "postprocess.json"]
+    train = data.load(cfg, "train")
+    truth = train[train[ID].isin(oof[ID])].reset_index(drop=True)
+    y, p = metrics.align(truth, oof)
+    score = metrics.spearman(y, p)
+    unique = metrics.score_unique_questions(truth, oof, cfg.folds.group_key)
+    fold_of = pd.read_csv(cfg.path(cfg.folds.file)).set_index(ID)["fold"]
+    fold = fold_of.loc[truth[ID]].to_numpy()
+    pp = postprocess.fit(y, p, fold, TARGETS, y, cfg.validate.postprocess, cfg.validate.round_grids)
+    per_fold = {k: {key: files.read_json(runs.fold_dir(run_dir, k) / "metrics.json")[key]
+                    for key in ("val_spearman", "best_epoch")} for k in runs.finished_folds(run_dir)}
+    rep = {"run": run_dir.name, "stamp": stamp, "n_rows": len(truth), "folds_done": list(per_fold),
+           "oof_spearman": score.mean, "oof_spearman_unique_questions": unique.mean,
+           "n_constant": score.n_constant, "constant_columns": score.constant_columns, "per_fold": per_fold,
+           "per_column": score.per_column, "postprocess": postprocess.summary(pp), "postprocess_columns": pp}
+    report_dir.mkdir(parents=True, exist_ok=True)
+    paths = _plots(report_dir, run_dir, score.per_column, pp)
+    paths.append(files.write_json(run_dir / "postprocess.json", pp))
+    paths.append(files.write_text(report_dir / "report.md", _markdown(run_dir, rep)))
+    paths.append(files.write_json(report_dir / "report.json", rep))  # last: its stamp marks the report current
+    print(f"{run_dir.name}: OOF {score.mean:.4f}, unique-question OOF {unique.mean:.4f}, post-processed nested "
+          f"{rep['postprocess']['after_nested']:.4f}, {score.n_constant} constant column(s) -> {report_dir}", flush=True)
+    return paths
+
+
+def compare(cfg, run_dirs: list[Path]) -> Path:
+    rows = ["| run | folds | OOF | unique-question OOF | post-processed (nested) | constant cols |",
+            "|---|---|---|---|---|---|"]
+    for d in run_dirs:
+        validate_run(cfg, d)
+        r = files.read_json(d / "report" / "report.json")
+        rows.append(f"| {d.name} | {len(r['folds_done'])} | {r['oof_spearman']:.4f} | "
+                    f"{r['oof_spearman_unique_questions']:.4f} | {r['postprocess']['after_nested']:.4f} | "
+                    f"{r['n_constant']} |")
+    table = "\n".join(rows) + "\n"
+    print(table, flush=True)
+    return files.write_text(cfg.path(cfg.output.dir) / "reports" / "compare.md", table)
+
+
+def validate(cfg, compare_runs: list[str] | None = None) -> list[Path]:
+    if compare_runs:
+        return [compare(cfg, [runs.resolve(r, cfg) for r in compare_runs])]
+    return validate_run(cfg, cfg.run_dir)
