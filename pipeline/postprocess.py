@@ -6,7 +6,7 @@ that tie the way labels tie can rank better. Candidate transforms (all monotone,
   round  - round(p * k) / k for a grid of k
   clip   - tie the lowest q share of predictions together (rare-positive columns)
 Honesty: for each fold, the transform is chosen on the other folds' OOF and applied to the held
-fold; a column keeps its transform only when that nested score beats the untouched column.
+fold; a column keeps its transform only when that nested fold-mean score beats the untouched one.
 """
 from __future__ import annotations
 
@@ -64,18 +64,22 @@ def fit(y: np.ndarray, p: np.ndarray, fold: np.ndarray, columns, y_label_source:
         methods=("snap", "round", "clip"), round_grids=(2, 3, 4, 5, 6, 8, 10)) -> dict:
     """Per column: nested before/after and the transform to use at predict time.
 
-    y, p, fold: OOF truth, predictions, fold of each row. y_label_source: train labels whose
-    distribution `snap` copies (the OOF truth itself is fine: labels are not predictions).
+    Scores are fold means: each held fold is scored as it is (before) and after the transform chosen
+    on the other folds (after), the way one transform meets one test set. Pooling held folds would
+    mix each fold's own ties and understate the gain. y_label_source: labels whose distribution
+    `snap` copies (the OOF truth itself is fine: labels are not predictions).
     """
     report = {}
+    folds = np.unique(fold)
     for j, col in enumerate(columns):
         cands = candidates(y_label_source[:, j], methods, round_grids)
-        nested = np.empty(len(p))
-        for k in np.unique(fold):
+        before, after = [], []
+        for k in folds:
             held = fold == k
             method, params = choose(y[~held, j], p[~held, j], cands)
-            nested[held] = apply_one(p[held, j], method, params)
-        before, after = _score(y[:, j], p[:, j]), _score(y[:, j], nested)
+            before.append(_score(y[held, j], p[held, j]))
+            after.append(_score(y[held, j], apply_one(p[held, j], method, params)))
+        before, after = float(np.mean(before)), float(np.mean(after))
         method, params = choose(y[:, j], p[:, j], cands)
         applied = after > before and method != "none"
         report[col] = {"method": method if applied else "none", "params": params if applied else {},

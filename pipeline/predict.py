@@ -79,10 +79,16 @@ def apply_postprocess(run_dir: Path, pred_csv: Path) -> Path | None:
     pp_file = Path(run_dir) / "postprocess.json"
     if not pp_file.is_file():
         return None
+    out = pred_csv.with_name(pred_csv.stem + ".postprocessed.csv")
+    stamp_path, stamp = out.with_suffix(".json"), {"predictions": files.sha256_file(pred_csv),
+                                                   "postprocess": files.sha256_file(pp_file)}
+    if out.is_file() and stamp_path.is_file() and files.read_json(stamp_path) == stamp:
+        return out
     frame = pd.read_csv(pred_csv)
     values = postprocess.apply(frame[list(TARGETS)].to_numpy(), files.read_json(pp_file), TARGETS)
-    return files.write_csv(pred_csv.with_name(pred_csv.stem + ".postprocessed.csv"),
-                           runs.predictions_frame(frame[ID], values))
+    files.write_csv(out, runs.predictions_frame(frame[ID], values))
+    files.write_json(stamp_path, stamp)
+    return out
 
 
 def predict(cfg, input_csv: str | None = None) -> list[Path]:

@@ -45,17 +45,22 @@ def _training_settings(cfg) -> dict:
     return {(s, k): v for s in _TRAINING_SECTIONS for k, v in d[s].items() if (s, k) not in _RESUMABLE}
 
 
-def open_run(cfg, model_info, tok, extra: dict | None = None) -> Path:
-    """Create or re-open cfg.run_dir; a resumed run must have been trained with the same settings."""
-    run_dir = cfg.run_dir
-    old = run_dir / "config.toml"
+def check_compatible(cfg):
+    """A run is resumed or extended only with the settings it was trained with."""
+    old = cfg.run_dir / "config.toml"
     if old.is_file():
         before = _training_settings(config_lib.from_toml_text(old.read_text()))
         changed = {f"{s}.{k}": (before.get((s, k)), v) for (s, k), v in _training_settings(cfg).items()
                    if before.get((s, k)) != v}
         if changed:
-            raise ValueError(f"{run_dir} was trained with other settings {changed} (old, new); "
+            raise ValueError(f"{cfg.run_dir} was trained with other settings {changed} (old, new); "
                              "pick a new train.run_name or delete the run")
+
+
+def open_run(cfg, model_info, tok, extra: dict | None = None) -> Path:
+    """Create or re-open cfg.run_dir for training and record how it is being trained."""
+    check_compatible(cfg)
+    run_dir = cfg.run_dir
     files.write_text(run_dir / "config.toml", config_lib.to_toml(cfg))
     files.write_json(run_dir / "run.json", {
         "command": sys.argv, "seed": cfg.train.seed, "git_commit": git_commit(),

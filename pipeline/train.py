@@ -127,11 +127,16 @@ def train_fold(cfg, k: int, inp: Inputs, info, strat, run_dir) -> dict:
 
 
 def train(cfg) -> list:
+    wanted = cfg.train.folds or list(range(cfg.folds.n_folds))
+    summary = cfg.run_dir / "summary.json"
+    if summary.is_file() and set(wanted) <= set(runs.finished_folds(cfg.run_dir)):
+        runs.check_compatible(cfg)
+        print(f"run {cfg.run_name}: folds {wanted} already finished", flush=True)
+        return [cfg.run_dir, summary]
     inp, info, tok = prepare(cfg)
     strat = device.strategy()
     policy = device.set_precision(cfg.train.mixed_precision, device.accelerator_kind(strat))
     run_dir = runs.open_run(cfg, info, tok, {"folds_fingerprint": folds_lib.fingerprint(cfg), "precision": policy})
-    wanted = cfg.train.folds or list(range(cfg.folds.n_folds))
     done = set(runs.finished_folds(run_dir))
     for k in wanted:
         if k in done:

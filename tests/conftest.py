@@ -70,3 +70,27 @@ def real_dir() -> Path:
     if not (REAL / "train.csv").is_file():
         pytest.skip(f"real QUEST data not present at {REAL}")
     return REAL
+
+
+def tiny_train_config(tmp: Path, data_dir: Path, model_dir: Path, **sets) -> config.Config:
+    """Two folds, short sequences, a few epochs: seconds per fold on a CPU."""
+    base = dict(folds__n_folds=2, encode__max_len=128, encode__title_budget=12, encode__question_budget=56,
+                encode__answer_budget=56, model__random_init="true", train__epochs=2, train__batch_size=16,
+                train__lr_backbone=2e-3, train__lr_head=3e-3, train__eval_batch_size=64, train__verbose=0)
+    return make_config(tmp, data_dir, model_dir, **{**base, **sets})
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, synth_dir, tiny_model_dir):
+    """Two finished tiny runs on generated data sharing one folds.csv: (config, [run_dir_a, run_dir_b])."""
+    from pipeline import stages
+
+    tmp = tmp_path_factory.mktemp("trained")
+    cfg = tiny_train_config(tmp, synth_dir, tiny_model_dir)
+    stages.folds(cfg)
+    run_dirs = []
+    for seed in (1, 2):
+        cfg.train.seed = seed
+        run_dirs.append(stages.train(cfg)[0])
+    cfg.train.seed = 1
+    return cfg, run_dirs

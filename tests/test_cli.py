@@ -41,3 +41,19 @@ def test_bad_key_and_bad_csv_give_one_clear_line(tmp_path, synth_dir):
     (bad / "train.csv").write_text("qa_id,question_title\n1,hi\n")
     out = run_cli("folds", "--set", f"data.dir={bad}", "--set", f"folds.file={tmp_path}/f.csv")
     assert out.returncode == 2 and "train.csv: missing column(s)" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_demo_runs_offline_and_reruns_as_a_no_op(tmp_path):
+    sets = {"data.dir": tmp_path / "data", "folds.file": tmp_path / "folds.csv", "output.dir": tmp_path / "out",
+            "encode.cache_dir": tmp_path / "cache", "model.path": tmp_path / "tiny-bert",
+            "output.submission": tmp_path / "submission.csv", "train.epochs": 1, "encode.max_len": 128}
+    args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    offline = {"HF_HUB_OFFLINE": "1", "NO_PROXY": "", "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+    out = run_cli("demo", *args, env_extra=offline)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "== demo summary ==" in out.stdout and "pooled OOF Spearman" in out.stdout
+    sub = (tmp_path / "submission.csv").read_text().splitlines()
+    sample = (tmp_path / "data" / "sample_submission.csv").read_text().splitlines()
+    assert sub[0] == sample[0] and len(sub) == len(sample)
+    again = run_cli("demo", *args, env_extra=offline)
+    assert again.returncode == 0 and "already finished" in again.stdout

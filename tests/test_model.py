@@ -1,0 +1,124 @@
+import numpy as np
+import pytest
+
+from pipeline import batching, model, optim
+
+
+@pytest.fixture(scope="module")
+def backbone(tiny_model_dir):
+    return model.load_backbone(tiny_model_dir, random_init=True)
+
+
+def _inputs(n=4, length=24, vocab=200, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(5, vocab, (n, length)).astype("int32")
+    mask = np.ones_like(ids)
+    mask[0, 10:] = 0
+    seg = np.zeros_like(ids)
+    seg[:, 12:] = 1
+    return {"token_ids": ids, "segment_ids": seg, "padding_mask": mask}
+
+
+@pytest.mark.parametrize("pooling, samples", [("mean", 1), ("cls", 1), ("weighted", 4)])
+def test_head_outputs_30_probabilities(backbone, pooling, samples):
+    m = model.build(backbone, 30, pooling=pooling, pool_layers=2, dropout=0.2, dropout_samples=samples)
+    assert sorted(i.name for i in m.inputs) == ["padding_mask", "segment_ids", "token_ids"]
+    out = np.asarray(m(_inputs(), training=False))
+    assert out.shape == (4, 30) and (out > 0).all() and (out < 1).all()
+    if samples > 1:  # multi-sample dropout: training outputs vary between calls, inference does not
+        x = _inputs()
+        assert not np.allclose(m(x, training=True), m(x, training=True))
+        assert np.allclose(m(x, training=False), m(x, training=False))
+
+
+def test_mean_pooling_ignores_padding(backbone):
+    m = model.build(backbone, 30, pooling="mean", dropout=0.0)
+    x = _inputs()
+    changed = {k: v.copy() for k, v in x.items()}
+    changed["token_ids"][0, 10:] = 7  # only padded positions of row 0 change
+    assert np.allclose(m(x), m(changed), atol=1e-6)
+
+
+def test_weighted_pooling_learns_layer_weights(backbone):
+    m = model.build(backbone, 30, pooling="weighted", pool_layers=2)
+    names = [w.path for w in model.head_variables(m, backbone)]
+    assert any("layer_logits" in n for n in names) and any("head" in n for n in names)
+
+
+def test_custom_layers_round_trip_their_config():
+    import keras
+
+    layer = model.MultiSampleDropoutDense(30, rate=0.3, samples=5, name="h")
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert (clone.units, clone.rate, clone.samples) == (30, 0.3, 5)
+    sched = optim.WarmupLinearDecay(1e-3, 10, 100)
+    assert keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(sched)).get_config() == sched.get_config()
+
+
+def test_backbone_architecture_round_trips_through_json(backbone):
+    clone = model.backbone_from_json(model.backbone_to_json(backbone))
+    assert type(clone) is type(backbone) and clone.count_params() == backbone.count_params()
+
+
+def test_schedule_warms_up_then_decays():
+    s = optim.WarmupLinearDecay(1.0, 10, 110)
+    values = [float(s(i)) for i in (0, 5, 10, 60, 110, 200)]
+    assert values == pytest.approx([0.0, 0.5, 1.0, 0.5, 0.0, 0.0])
+
+
+def test_two_learning_rates(backbone):
+    """head_multiplier scales only the head's steps: 0 freezes the head, backbone still moves."""
+    import keras
+    import tensorflow as tf
+
+    m = model.build(backbone, 30, dropout=0.0)
+    head = model.head_variables(m, backbone)
+    opt = optim.TwoGroupAdamW(head_multiplier=0.0, learning_rate=1e-2, weight_decay=0.0)
+    opt.set_head_variables(head)
+    before = {id(v): np.array(v.numpy()) for v in m.trainable_variables}
+    x, y = _inputs(), np.random.default_rng(0).random((4, 30)).astype("float32")
+    with tf.GradientTape() as tape:
+        loss = keras.losses.BinaryCrossentropy()(y, m(x, training=True))
+    opt.apply_gradients(zip(tape.gradient(loss, m.trainable_variables), m.trainable_variables))
+    head_ids = {id(v) for v in head}
+    moved = {id(v): not np.allclose(before[id(v)], v.numpy()) for v in m.trainable_variables}
+    assert not any(moved[i] for i in head_ids)
+    assert any(moved[i] for i in moved if i not in head_ids)
+
+
+def test_missing_weights_is_a_clear_error(tiny_model_dir):
+    with pytest.raises(FileNotFoundError, match="no weights.*random_init=true"):
+        model.load_backbone(tiny_model_dir, random_init=False)
+
+
+def test_real_minilm_loads_with_weights(minilm_dir):
+    bb = model.load_backbone(minilm_dir)
+    assert type(bb).__name__ == "BertBackbone" and bb.num_layers == 6 and bb.hidden_dim == 384
+    emb = bb.get_layer("token_embedding").embeddings.numpy()
+    random = model.load_backbone(minilm_dir, random_init=True).get_layer("token_embedding").embeddings.numpy()
+    assert not np.allclose(emb[:100], random[:100])
+
+
+def test_batch_plan_covers_rows_and_buckets_by_length():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(10, 512, 1000)
+    for bucketing in (True, False):
+        plan = batching.plan(lengths, 16, np.random.default_rng(1), bucketing)
+        assert sorted(np.concatenate(plan).tolist()) == list(range(1000))
+    padded = lambda plan: sum(batching.padded_length(lengths[b].max(), 32, 512) * len(b) for b in plan)  # noqa
+    bucketed = padded(batching.plan(lengths, 16, np.random.default_rng(1), True))
+    plain = padded(batching.plan(lengths, 16, np.random.default_rng(1), False))
+    assert bucketed < 0.75 * plain
+    a = batching.plan(lengths, 16, np.random.default_rng([5, 0]), True)
+    b = batching.plan(lengths, 16, np.random.default_rng([5, 0]), True)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))  # seeded: same plan
+
+
+def test_predict_restores_row_order(backbone):
+    m = model.build(backbone, 30, dropout=0.0)
+    x = _inputs(n=37, length=64, seed=3)
+    lengths = np.random.default_rng(0).integers(5, 64, 37)
+    x["padding_mask"] = (np.arange(64)[None] < lengths[:, None]).astype("int32")
+    direct = np.asarray(m.predict(x, verbose=0))
+    sorted_batches = batching.predict(m, x, lengths, batch_size=8, bucketing=True, dynamic=True, multiple=8)
+    assert np.allclose(direct, sorted_batches, atol=1e-5)

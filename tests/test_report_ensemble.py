@@ -1,0 +1,122 @@
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import tiny_train_config
+from pipeline import data, ensemble, files, metrics, runs, stages, submission, tinymodel
+from pipeline.schema import ID, SUBMISSION_COLUMNS, TARGETS, TEXT_COLUMNS
+
+
+def test_validate_writes_report_and_plots(trained):
+    cfg, (run_dir, _) = trained
+    paths = stages.validate(cfg)
+    rep = files.read_json(run_dir / "report" / "report.json")
+    for name in ("per_target.png", "learning_curves.png"):
+        assert (run_dir / "report" / name).read_bytes()[:4] == b"\x89PNG"
+    assert set(rep["per_column"]) == set(TARGETS) and sorted(rep["per_fold"]) == ["0", "1"]
+    assert rep["postprocess"]["after_nested"] >= rep["postprocess"]["before"]
+    assert rep["oof_spearman"] == pytest.approx(files.read_json(run_dir / "summary.json")["oof_spearman"])
+    md = (run_dir / "report" / "report.md").read_text()
+    assert "once per question" in md and "question_type_spelling" in md and "nested" in md
+    assert (run_dir / "postprocess.json") in paths
+
+
+def test_compare_table_lists_each_run(trained):
+    cfg, run_dirs = trained
+    table = stages.validate(cfg, compare=[str(d) for d in run_dirs])[0].read_text()
+    assert all(d.name in table for d in run_dirs) and table.count("\n") == 4
+
+
+def test_ensemble_of_two_seeds_writes_a_valid_submission(trained):
+    cfg, run_dirs = trained
+    for method in ("mean", "rank", "optimize"):
+        cfg.ensemble.method, cfg.ensemble.name = method, f"ens-{method}"
+        paths = stages.ensemble(cfg, runs=[str(d) for d in run_dirs])
+        summary = files.read_json(cfg.path(cfg.output.dir) / "ensembles" / f"ens-{method}" / "summary.json")
+        sub = pd.read_csv(cfg.path(cfg.output.submission))
+        sample = data.load(cfg, "sample_submission")
+        assert list(sub.columns) == list(SUBMISSION_COLUMNS) and (sub[ID] == sample[ID]).all()
+        assert sub[list(TARGETS)].notna().all().all() and sub[list(TARGETS)].to_numpy().min() >= 0
+        assert len(summary["weights"]) == 2 and sum(summary["weights"].values()) == pytest.approx(1.0)
+        assert np.isfinite(summary["blend_oof_spearman_nested"])
+        assert summary["postprocess"]["after_nested"] >= summary["postprocess"]["before"]
+    cfg.ensemble.method, cfg.ensemble.name = "mean", "ensemble"
+
+
+def test_optimised_weights_prefer_the_better_member():
+    rng = np.random.default_rng(0)
+    y = rng.random((400, 30))
+    good, noise = y + rng.normal(0, 0.2, y.shape), rng.random(y.shape)
+    w = ensemble.fit_weights(y, [noise, good], "optimize")
+    assert w[1] > 0.8 and w.min() >= 0 and w.sum() == pytest.approx(1.0)
+
+
+def test_runs_on_different_folds_cannot_be_blended(trained, tmp_path):
+    cfg, run_dirs = trained
+    other = tmp_path / "other"
+    import shutil
+    shutil.copytree(run_dirs[1], other)
+    info = files.read_json(other / "run.json")
+    files.write_json(other / "run.json", {**info, "folds_fingerprint": "something-else"})
+    with pytest.raises(ValueError, match="different fold splits"):
+        stages.ensemble(cfg, runs=[str(run_dirs[0]), str(other)])
+
+
+def test_submission_is_checked_before_writing(tmp_path, synth_dir):
+    sample = data.read_csv(synth_dir / "sample_submission.csv", "sample_submission")
+    preds = sample.copy()
+    preds[list(TARGETS)] = 0.5
+    path = tmp_path / "submission.csv"
+    with pytest.raises(submission.SubmissionError, match="have no prediction"):
+        submission.write(path, sample, preds.iloc[1:])
+    bad = preds.copy()
+    bad.loc[0, TARGETS[0]] = 1.2
+    with pytest.raises(submission.SubmissionError, match=r"values must lie in \[0, 1\]"):
+        submission.write(path, sample, bad)
+    bad.loc[0, TARGETS[0]] = np.nan
+    with pytest.raises(submission.SubmissionError, match="NaN"):
+        submission.write(path, sample, bad)
+    assert not path.exists()  # nothing half-written
+    submission.write(path, sample, preds.sample(frac=1.0, random_state=0))
+    assert (pd.read_csv(path)[ID] == sample[ID]).all()
+
+
+def test_predict_uses_weights_for_a_new_csv_and_matches_saved_fold_predictions(trained, tmp_path):
+    from pipeline import predict
+
+    cfg, (run_dir, _) = trained
+    test_csv = cfg.data_file("test_file")
+    fast = pd.read_csv(predict.predict_run(run_dir, test_csv, out_dir=tmp_path / "a"))
+    slow = pd.read_csv(predict.predict_run(run_dir, test_csv, out_dir=tmp_path / "b", reuse=False,
+                                           cache_dir=tmp_path / "cache"))
+    assert np.allclose(fast[list(TARGETS)], slow[list(TARGETS)], atol=1e-4)
+
+
+def test_all_rerun_is_a_fast_no_op(trained):
+    cfg, (run_dir, _) = trained
+    stages.run_all(cfg)
+    marks = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
+    sub = cfg.path(cfg.output.submission)
+    marks[sub] = sub.stat().st_mtime_ns
+    start = time.perf_counter()
+    stages.run_all(cfg)
+    assert time.perf_counter() - start < 30
+    assert {p: p.stat().st_mtime_ns for p in marks} == marks  # nothing rewritten
+
+
+def test_validate_and_ensemble_on_real_rows(tmp_path, toy_dir):
+    train = data.read_csv(toy_dir / "train_toy.csv", "train")
+    texts = [t for c in TEXT_COLUMNS for t in train[c]]
+    model_dir = tinymodel.make(tmp_path / "tiny", texts, hidden=32, layers=1, heads=2, vocab_size=2000)
+    cfg = tiny_train_config(tmp_path, toy_dir, model_dir, toy=True, train__epochs=1)
+    stages.folds(cfg)
+    stages.train(cfg)
+    stages.validate(cfg)
+    rep = files.read_json(cfg.run_dir / "report" / "report.json")
+    assert rep["n_rows"] == 50 and (cfg.run_dir / "report" / "per_target.png").is_file()
+    assert rep["postprocess"]["after_nested"] >= rep["postprocess"]["before"]
+    stages.ensemble(cfg)
+    sub = pd.read_csv(cfg.path(cfg.output.submission))
+    assert (sub[ID] == data.load(cfg, "sample_submission")[ID]).all()

@@ -1,0 +1,133 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import ROOT, tiny_train_config
+from pipeline import data, files, metrics, model, runs, stages, synth
+from pipeline.schema import ID, TARGETS
+
+
+def test_run_directory_records_everything(trained):
+    cfg, (run_dir, _) = trained
+    info = files.read_json(run_dir / "run.json")
+    assert info["seed"] == 1 and info["git_commit"] and info["command"] and info["family"] == "bert"
+    assert runs.load_config(run_dir).train.seed == 1
+    assert (run_dir / "backbone.json").is_file() and (run_dir / "tokenizer" / "tokenizer.json").is_file()
+    for k in (0, 1):
+        d = runs.fold_dir(run_dir, k)
+        for name in ("model.weights.h5", "oof.csv", "test.csv", "history.csv", "metrics.json"):
+            assert (d / name).is_file(), name
+        assert len(pd.read_csv(d / "history.csv")) == cfg.train.epochs
+    oof = pd.read_csv(run_dir / "oof.csv")
+    train = data.load(cfg, "train")
+    assert sorted(oof[ID]) == sorted(train[ID])  # every row predicted once, by the fold that held it out
+    summary = files.read_json(run_dir / "summary.json")
+    assert summary["folds_done"] == [0, 1]
+    assert summary["oof_spearman"] == pytest.approx(metrics.score_frames(train, oof).mean)
+
+
+def test_oof_comes_from_the_held_out_fold(trained):
+    cfg, (run_dir, _) = trained
+    train = data.load(cfg, "train")
+    fold_of = dict(zip(*[pd.read_csv(cfg.path(cfg.folds.file))[c] for c in (ID, "fold")]))
+    for k in (0, 1):
+        ids = pd.read_csv(runs.fold_dir(run_dir, k) / "oof.csv")[ID]
+        assert {fold_of[i] for i in ids} == {k}
+        model_k = runs.load_fold_model(run_dir, k)  # weights reload into a rebuilt model
+        assert model_k.count_params() > 0
+
+
+def test_changed_settings_refuse_to_mix_into_a_run(trained):
+    cfg, _ = trained
+    changed = tiny_train_config(cfg.path(cfg.output.dir).parent, cfg.path(cfg.data.dir), cfg.path(cfg.model.path),
+                                train__seed=1, train__epochs=5)
+    with pytest.raises(ValueError, match="trained with other settings.*train.epochs"):
+        stages.train(changed)
+
+
+def _write_frames(d, train, test, sample):
+    d.mkdir(parents=True, exist_ok=True)
+    for name, frame in (("train", train), ("test", test), ("sample_submission", sample)):
+        frame.to_csv(d / f"{name}.csv", index=False)
+
+
+def test_learns_clearly_above_a_shuffled_label_control(tmp_path, tiny_model_dir):
+    train, test, sample = synth.generate(n_train=600, n_test=20, seed=5)
+    shuffled = train.copy()
+    shuffled[list(TARGETS)] = train[list(TARGETS)].sample(frac=1.0, random_state=0).to_numpy()
+    scores = {}
+    for name, frame in (("real", train), ("shuffled", shuffled)):
+        _write_frames(tmp_path / name / "data", frame, test, sample)
+        cfg = tiny_train_config(tmp_path / name, tmp_path / name / "data", tiny_model_dir, train__epochs=5,
+                                train__lr_backbone=5e-3, train__lr_head=7.5e-3)
+        stages.folds(cfg)
+        scores[name] = files.read_json(stages.train(cfg)[1])["oof_spearman"]
+    # 600 rows x 30 columns: the control's mean Spearman has a standard error below 0.01
+    assert scores["real"] > 0.08 and scores["real"] > scores["shuffled"] + 0.06, scores
+
+
+def _untrained_and_trained(cfg, run_dir, k, enc_inputs):
+    import keras
+
+    keras.utils.set_random_seed(cfg.train.seed * 1000 + k)  # the seed train_fold builds the model with
+    bb = model.load_backbone(cfg.path(cfg.model.path), cfg.model.random_init)
+    untrained = model.build(bb, 30, cfg.model.pooling, dropout=cfg.model.dropout)
+    trained = runs.load_fold_model(run_dir, k)
+    return np.asarray(untrained.predict(enc_inputs, verbose=0)), np.asarray(trained.predict(enc_inputs, verbose=0))
+
+
+@pytest.mark.parametrize("source", ["real", "generated"])
+def test_minilm_fine_tunes_a_few_steps(tmp_path, minilm_dir, toy_dir, synth_dir, source):
+    if source == "real":
+        cfg = tiny_train_config(tmp_path, toy_dir, minilm_dir, toy=True)
+    else:
+        cfg = tiny_train_config(tmp_path, synth_dir, minilm_dir)
+    for key, value in dict(random_init=False).items():
+        setattr(cfg.model, key, value)
+    cfg.encode.max_len, cfg.encode.title_budget, cfg.encode.question_budget, cfg.encode.answer_budget = 64, 8, 24, 28
+    cfg.train.epochs, cfg.train.batch_size, cfg.train.lr_backbone, cfg.train.lr_head = 1, 8, 5e-5, 1e-3
+    cfg.train.folds = [0]
+    stages.folds(cfg)
+    run_dir = stages.train(cfg)[0]
+    assert runs.finished_folds(run_dir) == [0]
+    from pipeline import encode
+    tok, info = encode.for_model(cfg)
+    frame = data.load(cfg, "test")
+    enc, _ = encode.encode_cached(cfg.encode, cfg.path(cfg.encode.cache_dir), frame, "test", tok, True)
+    before, after = _untrained_and_trained(cfg, run_dir, 0, enc.inputs())
+    assert np.abs(after - before).max() > 1e-3  # the steps moved the model
+    history = pd.read_csv(runs.fold_dir(run_dir, 0) / "history.csv")
+    assert np.isfinite(history["loss"]).all()
+
+
+def test_killed_run_resumes_only_missing_folds(tmp_path, synth_dir, tiny_model_dir):
+    sets = {"data.dir": synth_dir, "folds.file": tmp_path / "folds.csv", "encode.cache_dir": tmp_path / "cache",
+            "output.dir": tmp_path / "out", "model.path": tiny_model_dir, "model.random_init": "true",
+            "folds.n_folds": 3, "encode.max_len": 128, "train.epochs": 3, "train.verbose": 0, "train.batch_size": 16}
+    args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    cmd = [sys.executable, str(ROOT / "run.py")]
+    assert subprocess.run(cmd + ["folds", *args], env=env, capture_output=True).returncode == 0
+    proc = subprocess.Popen(cmd + ["train", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_dir = tmp_path / "out" / "runs" / "default-s42"
+    deadline = time.time() + 300
+    while not (run_dir / "fold0" / "metrics.json").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (run_dir / "fold0" / "metrics.json").exists() and not (run_dir / "fold2" / "metrics.json").exists()
+    first = (run_dir / "fold0" / "metrics.json").stat().st_mtime_ns
+    leftovers = [p for p in run_dir.rglob(".*") if p.is_file()]
+    out = subprocess.run(cmd + ["train", *args], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "fold 0: already finished, skipped" in out.stdout
+    assert (run_dir / "fold0" / "metrics.json").stat().st_mtime_ns == first
+    assert runs.finished_folds(run_dir) == [0, 1, 2]
+    assert files.read_json(run_dir / "summary.json")["folds_done"] == [0, 1, 2]
+    assert not [p for p in run_dir.rglob(".*") if p.is_file() and p not in leftovers]
