@@ -111,6 +111,8 @@ class KaggleConfig:
     dataset: str = ""  # "owner/slug" of the bundle dataset for package --upload and the kernel
     kernel: str = ""  # "owner/slug" of the inference kernel
     accelerator: str = "gpu"  # kernel accelerator: "none", "gpu" or "tpu"
+    wheels: list[str] = field(default_factory=lambda: ["keras-hub==0.32.0"])  # pure-Python wheels to bundle
+    wheel_dir: str = "input/wheels"  # wheels already downloaded (offline packaging) are taken from here
 
 
 @dataclass

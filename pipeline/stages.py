@@ -86,3 +86,16 @@ def demo(cfg) -> list[Path]:
     print(f"submission: {cfg.path(cfg.output.submission)}")
     print(f"report: {cfg.run_dir / 'report' / 'report.md'}")
     return paths
+
+
+def package(cfg, runs: list[str] | None = None, out: str | None = None, upload: bool = False,
+            client=None) -> list[Path]:
+    from . import bundle
+
+    return bundle.package(cfg, runs or [], out=out, upload=upload, client=client)
+
+
+def kernel(cfg, out: str | None = None, push: bool = False, client=None) -> list[Path]:
+    from . import bundle
+
+    return bundle.kernel(cfg, out=out, push=push, client=client)

@@ -1,0 +1,53 @@
+"""Exploration helpers for notebooks/explore.ipynb: target distributions and token lengths vs budgets."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from . import data, encode
+from .schema import TARGETS
+
+
+def target_table(train: pd.DataFrame) -> pd.DataFrame:
+    """Per target: distinct values, share of the most common value, mean."""
+    y = train[list(TARGETS)]
+    return pd.DataFrame({"distinct": y.nunique(), "top_share": y.apply(lambda c: c.value_counts(normalize=True).iloc[0]),
+                         "mean": y.mean()}).sort_values("top_share", ascending=False)
+
+
+def plot_targets(train: pd.DataFrame):
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(6, 5, figsize=(15, 14), sharey=False)
+    for ax, col in zip(axes.ravel(), TARGETS):
+        counts = train[col].round(3).value_counts().sort_index()
+        ax.bar(counts.index.astype(str), counts.to_numpy())
+        ax.set_title(col, fontsize=8)
+        ax.tick_params(labelsize=6, rotation=90)
+    fig.tight_layout()
+    return fig
+
+
+def length_table(cfg, split: str = "train") -> pd.DataFrame:
+    """Tokens per field before truncation (the model's tokenizer) against the configured budgets."""
+    tok, info = encode.for_model(cfg)
+    frame = data.load(cfg, split)
+    enc, _ = encode.encode_cached(cfg.encode, cfg.path(cfg.encode.cache_dir), frame, split, tok, info.uses_segments)
+    lengths = pd.DataFrame(enc.field_lengths, columns=["title", "body", "answer"])
+    lengths["total"] = lengths.sum(axis=1) + encode.n_special(tok, cfg.encode.mode)
+    budgets = {"title": cfg.encode.title_budget, "body": cfg.encode.question_budget,
+               "answer": cfg.encode.answer_budget, "total": cfg.encode.max_len}
+    rows = {c: {"median": lengths[c].median(), "p75": lengths[c].quantile(0.75), "p90": lengths[c].quantile(0.9),
+                "budget": budgets[c], "over_budget": float((lengths[c] > budgets[c]).mean())} for c in lengths}
+    return pd.DataFrame(rows).T, lengths
+
+
+def plot_lengths(lengths: pd.DataFrame, max_len: int):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.hist(np.minimum(lengths["total"], 2000), bins=60)
+    ax.axvline(max_len, color="red", linestyle="--", label=f"max_len {max_len}")
+    ax.set(xlabel="tokens (title + body + answer + specials, capped at 2000)", ylabel="rows")
+    ax.legend()
+    return fig
