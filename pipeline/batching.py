@@ -60,21 +60,37 @@ def train_dataset(inputs: dict, y: np.ndarray, lengths: np.ndarray, batch_size: 
     return ds.apply(tf.data.experimental.assert_cardinality(n_batches)).prefetch(tf.data.AUTOTUNE)
 
 
+def _predict_fn(model):
+    """One tf.function per model with a fully dynamic input signature: traced once, whatever the batch
+    shapes (Keras' predict would trace each new padded length again on every call)."""
+    import tensorflow as tf
+
+    fn = getattr(model, "_quest_predict_fn", None)
+    if fn is None:
+        spec = {k: tf.TensorSpec((None, None), tf.int32, name=k) for k in model.input}
+        fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        model._quest_predict_fn = fn
+    return fn
+
+
 def predict(model, inputs: dict, lengths: np.ndarray, batch_size: int, bucketing: bool = True,
             dynamic: bool = True, multiple: int = 32) -> np.ndarray:
     """Predictions in the original row order, computed over length-sorted batches."""
     import tensorflow as tf
 
     batches = plan(lengths, batch_size, None, bucketing)
+    if tf.distribute.has_strategy():  # under a strategy, let Keras spread batches over the replicas
+        def generate():
+            for rows in batches:
+                yield take(inputs, rows, lengths, dynamic, multiple)
 
-    def generate():
-        for rows in batches:
-            yield take(inputs, rows, lengths, dynamic, multiple)
-
-    spec = {k: tf.TensorSpec((None, None), tf.int32) for k in inputs}
-    ds = tf.data.Dataset.from_generator(generate, output_signature=spec).prefetch(tf.data.AUTOTUNE)
-    ds = ds.apply(tf.data.experimental.assert_cardinality(len(batches)))
-    out = np.asarray(model.predict(ds, verbose=0), np.float64)
+        spec = {k: tf.TensorSpec((None, None), tf.int32) for k in inputs}
+        ds = tf.data.Dataset.from_generator(generate, output_signature=spec).prefetch(tf.data.AUTOTUNE)
+        out = np.asarray(model.predict(ds.apply(tf.data.experimental.assert_cardinality(len(batches))), verbose=0))
+    else:
+        fn = _predict_fn(model)
+        out = np.concatenate([np.asarray(fn(take(inputs, rows, lengths, dynamic, multiple))) for rows in batches])
+    out = out.astype(np.float64)
     result = np.empty_like(out)
     result[np.concatenate(batches)] = out
     return result

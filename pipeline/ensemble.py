@@ -95,7 +95,8 @@ def ensemble(cfg, run_names: list[str] | None = None) -> list[Path]:
                "member_oof_spearman": members, "blend_oof_spearman_nested": score.mean,
                "n_constant": score.n_constant, "n_rows": len(common),
                "postprocess": postprocess.summary(pp) if pp else None}
-    paths = [files.write_json(out / "weights.json", {"method": method, "runs": [d.name for d in run_dirs],
+    paths = [files.write_text(out / "config.toml", config_lib.to_toml(cfg)),
+             files.write_json(out / "weights.json", {"method": method, "runs": [d.name for d in run_dirs],
                                                      "weights": weights.tolist()}),
              files.write_csv(out / "oof.csv", runs.predictions_frame(common, oof_blend)),
              files.write_csv(out / "test.csv", runs.predictions_frame(test_ids, test_blend)),

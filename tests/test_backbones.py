@@ -1,0 +1,96 @@
+"""Backbone and tokenizer sources beyond the HF BERT directory: keras-hub presets, other families."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from pipeline import encode, model, modeldir, optim, tokenizer
+
+HF_CONFIGS = {
+    "distilbert": {"model_type": "distilbert", "vocab_size": 300, "dim": 32, "n_layers": 2, "n_heads": 2,
+                   "hidden_dim": 64, "max_position_embeddings": 128, "dropout": 0.1},
+    "albert": {"model_type": "albert", "vocab_size": 300, "embedding_size": 16, "hidden_size": 32,
+               "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+               "max_position_embeddings": 128, "type_vocab_size": 2, "num_hidden_groups": 1,
+               "inner_group_num": 1, "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1},
+    "roberta": {"model_type": "roberta", "vocab_size": 300, "hidden_size": 32, "num_hidden_layers": 2,
+                "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 130,
+                "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1, "pad_token_id": 1},
+}
+
+
+@pytest.mark.parametrize("family", sorted(HF_CONFIGS))
+def test_other_hf_families_build_from_config(tmp_path, family):
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["X"], **HF_CONFIGS[family]}))
+    info = modeldir.inspect(tmp_path)
+    assert info.family == family and info.uses_segments == (family == "albert") and not info.has_weights
+    bb = model.load_backbone(tmp_path, random_init=True)
+    m = model.build(bb, 30, pooling="mean")
+    x = {"token_ids": np.full((2, 12), 5, "int32"), "segment_ids": np.zeros((2, 12), "int32"),
+         "padding_mask": np.ones((2, 12), "int32")}
+    assert np.asarray(m(x)).shape == (2, 30)
+
+
+@pytest.fixture(scope="module")
+def keras_hub_preset(tmp_path_factory, tiny_model_dir):
+    """A keras-hub preset directory (as Kaggle Models ships them) saved from a tiny BERT with weights."""
+    import keras_hub
+
+    bb = model.load_backbone(tiny_model_dir, random_init=True)
+    d = tmp_path_factory.mktemp("preset") / "bert_tiny_preset"
+    bb.save_to_preset(str(d))
+    vocab = (tiny_model_dir / "vocab.txt").read_text().splitlines()
+    tok = keras_hub.models.BertTokenizer(vocabulary=vocab, lowercase=True)
+    tok.save_to_preset(str(d))
+    return d, bb
+
+
+def test_keras_hub_preset_loads_weights_and_vocabulary(keras_hub_preset, tiny_model_dir):
+    d, original = keras_hub_preset
+    info = modeldir.inspect(d)
+    assert info.layout == "keras_hub" and info.family == "bert" and info.has_weights
+    loaded = model.load_backbone(d)
+    for a, b in zip(original.weights, loaded.weights):
+        assert np.array_equal(a.numpy(), b.numpy())
+    tok, hf_tok = tokenizer.load(d), tokenizer.load(tiny_model_dir)
+    text = ["what is the answer to this question?"]
+    assert tok.encode_batch(text) == hf_tok.encode_batch(text)
+    assert (tok.cls_id, tok.sep_id, tok.double_sep) == (hf_tok.cls_id, hf_tok.sep_id, False)
+
+
+def test_roberta_style_bpe_vocabulary_gets_its_own_specials(tmp_path):
+    from tokenizers import ByteLevelBPETokenizer
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(["the question and the answer are here"] * 50, vocab_size=300,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>"], show_progress=False)
+    assets = tmp_path / "assets" / "tokenizer"
+    assets.mkdir(parents=True)
+    bpe.save_model(str(assets))
+    shutil.move(assets / "vocab.json", assets / "vocabulary.json")
+    tok = tokenizer.load(tmp_path)
+    assert tok.double_sep and tok.decode([tok.cls_id]) == "<s>"
+    settings = type("S", (), dict(mode="triple", max_len=40, title_budget=5, question_budget=15,
+                                  answer_budget=15, head_share=0.5))
+    fields = [tok.encode_batch(["the question"]), tok.encode_batch(["and here"]), tok.encode_batch(["the answer"])]
+    row = encode.assemble(fields, tok, settings, uses_segments=False)["token_ids"][0].tolist()
+    assert row[0] == tok.cls_id and [tok.sep_id, tok.sep_id] == row[row.index(tok.sep_id, row.index(tok.sep_id) + 1):][:2]
+
+
+def test_gradient_accumulation_steps_the_optimizer_every_k_batches(tiny_model_dir):
+    import keras
+
+    from pipeline import config
+
+    bb = model.load_backbone(tiny_model_dir, random_init=True)
+    m = model.build(bb, 30)
+    tcfg = config.TrainConfig(grad_accum=2, epochs=1, lr_backbone=1e-3, lr_head=1e-3)
+    opt = optim.make(tcfg, steps_per_epoch=6, head_vars=model.head_variables(m, bb))
+    m.compile(optimizer=opt, loss=keras.losses.BinaryCrossentropy())
+    x = {"token_ids": np.full((24, 16), 7, "int32"), "segment_ids": np.zeros((24, 16), "int32"),
+         "padding_mask": np.ones((24, 16), "int32")}
+    m.fit(x, np.random.default_rng(0).random((24, 30)).astype("float32"), batch_size=4, epochs=1, verbose=0)
+    assert int(opt.iterations.numpy()) == 3  # 6 micro-batches, 3 optimizer steps
+    schedule = opt.get_config()["learning_rate"]["config"]
+    assert schedule["peak"] == 1e-3 and schedule["total_steps"] == 3
