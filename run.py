@@ -33,7 +33,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     common.add_argument("--folds", help="comma-separated folds to train/predict, e.g. 0,2 (train.folds)")
     common.add_argument("--seed", type=int, help="run seed (train.seed); folds use folds.seed")
     common.add_argument("--n-folds", type=int, help="number of folds (folds.n_folds)")
-    common.add_argument("--force", action="store_true", help="redo the stage even if its output is current")
+    common.add_argument("--force", action="store_true", help="download: fetch again; folds: overwrite an existing split")
     common.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
 
     parser = argparse.ArgumentParser(prog="run.py", description=__doc__,

@@ -26,27 +26,17 @@ def run_stage(args):
     from . import stages  # heavy imports (TensorFlow) only once a stage runs
 
     cfg = build_config(args)
-    stage = args.stage
-    if stage == "download":
-        return stages.download(cfg, force=args.force)
-    if stage == "folds":
-        return stages.folds(cfg, force=args.force)
-    if stage == "encode":
-        return stages.encode(cfg)
-    if stage == "train":
-        return stages.train(cfg)
-    if stage == "predict":
-        return stages.predict(cfg, input_csv=args.input)
-    if stage == "validate":
-        return stages.validate(cfg, compare=args.runs)
-    if stage == "ensemble":
-        return stages.ensemble(cfg, runs=args.runs)
-    if stage == "all":
-        return stages.run_all(cfg)
-    if stage == "demo":
-        return stages.demo(cfg)
-    if stage == "package":
-        return stages.package(cfg, runs=args.runs, out=args.out, upload=args.upload)
-    if stage == "kernel":
-        return stages.kernel(cfg, out=args.out, push=args.push)
-    raise ValueError(f"unknown stage {stage!r}")
+    handlers = {
+        "download": lambda: stages.download(cfg, force=args.force),
+        "folds": lambda: stages.folds(cfg, force=args.force),
+        "encode": lambda: stages.encode(cfg),
+        "train": lambda: stages.train(cfg),
+        "predict": lambda: stages.predict(cfg, input_csv=args.input),
+        "validate": lambda: stages.validate(cfg, compare=args.runs),
+        "ensemble": lambda: stages.ensemble(cfg, runs=args.runs),
+        "all": lambda: stages.run_all(cfg),
+        "demo": lambda: stages.demo(cfg),
+        "package": lambda: stages.package(cfg, runs=args.runs, out=args.out, upload=args.upload),
+        "kernel": lambda: stages.kernel(cfg, out=args.out, push=args.push),
+    }
+    return handlers[args.stage]()
