@@ -39,43 +39,40 @@ def prepare(cfg) -> tuple[Inputs, object, object]:
     return inputs, info, tok
 
 
-class EpochEval:
-    """Keras callback factory: validation Spearman each epoch, best weights kept, optional early stop."""
+def epoch_eval(tcfg, val_inputs, val_lengths, y_val):
+    """Keras callback: validation Spearman each epoch, best weights kept, optional early stop."""
+    import keras
 
-    @staticmethod
-    def make(model, tcfg, val_inputs, val_lengths, y_val):
-        import keras
+    class _Eval(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.rows, self.best, self.best_epoch, self.best_weights, self.wait = [], -np.inf, -1, None, 0
 
-        class _Eval(keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.rows, self.best, self.best_epoch, self.best_weights, self.wait = [], -np.inf, -1, None, 0
+        def on_epoch_end(self, epoch, logs=None):
+            pred = batching.predict(self.model, val_inputs, val_lengths, tcfg.eval_batch_size,
+                                    tcfg.bucketing, tcfg.dynamic_padding, tcfg.pad_multiple)
+            score = metrics.spearman(y_val, pred).mean
+            eps = 1e-7
+            val_loss = float(-np.mean(y_val * np.log(pred + eps) + (1 - y_val) * np.log(1 - pred + eps)))
+            lr = float(self.model.optimizer.learning_rate.numpy()) if hasattr(self.model.optimizer.learning_rate, "numpy") else float("nan")
+            self.rows.append({"epoch": epoch + 1, "loss": float((logs or {}).get("loss", np.nan)),
+                              "val_loss": val_loss, "val_spearman": score, "lr_backbone": lr})
+            print(f"  epoch {epoch + 1}: loss {self.rows[-1]['loss']:.4f}  val_loss {val_loss:.4f}  "
+                  f"val_spearman {score:.4f}", flush=True)
+            if score > self.best:
+                self.best, self.best_epoch, self.wait = score, epoch + 1, 0
+                if tcfg.keep == "best":
+                    self.best_weights = self.model.get_weights()
+            else:
+                self.wait += 1
+                if tcfg.patience and self.wait >= tcfg.patience:
+                    self.model.stop_training = True
 
-            def on_epoch_end(self, epoch, logs=None):
-                pred = batching.predict(self.model, val_inputs, val_lengths, tcfg.eval_batch_size,
-                                        tcfg.bucketing, tcfg.dynamic_padding, tcfg.pad_multiple)
-                score = metrics.spearman(y_val, pred).mean
-                eps = 1e-7
-                val_loss = float(-np.mean(y_val * np.log(pred + eps) + (1 - y_val) * np.log(1 - pred + eps)))
-                lr = float(self.model.optimizer.learning_rate.numpy()) if hasattr(self.model.optimizer.learning_rate, "numpy") else float("nan")
-                self.rows.append({"epoch": epoch + 1, "loss": float((logs or {}).get("loss", np.nan)),
-                                  "val_loss": val_loss, "val_spearman": score, "lr_backbone": lr})
-                print(f"  epoch {epoch + 1}: loss {self.rows[-1]['loss']:.4f}  val_loss {val_loss:.4f}  "
-                      f"val_spearman {score:.4f}", flush=True)
-                if score > self.best:
-                    self.best, self.best_epoch, self.wait = score, epoch + 1, 0
-                    if tcfg.keep == "best":
-                        self.best_weights = self.model.get_weights()
-                else:
-                    self.wait += 1
-                    if tcfg.patience and self.wait >= tcfg.patience:
-                        self.model.stop_training = True
+        def on_train_end(self, logs=None):
+            if tcfg.keep == "best" and self.best_weights is not None:
+                self.model.set_weights(self.best_weights)
 
-            def on_train_end(self, logs=None):
-                if tcfg.keep == "best" and self.best_weights is not None:
-                    self.model.set_weights(self.best_weights)
-
-        return _Eval()
+    return _Eval()
 
 
 def train_fold(cfg, k: int, inp: Inputs, info, strat, run_dir) -> dict:
@@ -100,7 +97,7 @@ def train_fold(cfg, k: int, inp: Inputs, info, strat, run_dir) -> dict:
     if not (run_dir / "backbone.json").is_file():
         files.write_text(run_dir / "backbone.json", model_lib.backbone_to_json(backbone))
     val_inputs, val_len = inp.enc_train.inputs(va), inp.enc_train.lengths[va]
-    callback = EpochEval.make(model, tcfg, val_inputs, val_len, inp.y[va])
+    callback = epoch_eval(tcfg, val_inputs, val_len, inp.y[va])
     print(f"fold {k}: {len(tr)} train rows, {len(va)} validation rows, {steps} steps/epoch", flush=True)
     start = time.perf_counter()
     model.fit(ds, epochs=tcfg.epochs, callbacks=[callback], verbose=tcfg.verbose)

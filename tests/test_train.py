@@ -88,8 +88,7 @@ def test_minilm_fine_tunes_a_few_steps(tmp_path, minilm_dir, toy_dir, synth_dir,
         cfg = tiny_train_config(tmp_path, toy_dir, minilm_dir, toy=True)
     else:
         cfg = tiny_train_config(tmp_path, synth_dir, minilm_dir)
-    for key, value in dict(random_init=False).items():
-        setattr(cfg.model, key, value)
+    cfg.model.random_init = False
     cfg.encode.max_len, cfg.encode.title_budget, cfg.encode.question_budget, cfg.encode.answer_budget = 64, 8, 24, 28
     cfg.train.epochs, cfg.train.batch_size, cfg.train.lr_backbone, cfg.train.lr_head = 1, 8, 5e-5, 1e-3
     cfg.train.folds = [0]
