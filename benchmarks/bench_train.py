@@ -50,6 +50,7 @@ def parse(argv=None):
     p.add_argument("--quick", action="store_true", help="tiny backbone, fewer rows: a few minutes on CPU")
     p.add_argument("--skip-quality", action="store_true")
     p.add_argument("--name", help="result file name (default: backbone-maxlen-device)")
+    p.add_argument("--peak-tflops", type=float, help="accelerator bf16 dense peak for MFU (default: known GPUs)")
     p.add_argument("--worker", choices=["speed", "quality"], help=argparse.SUPPRESS)
     p.add_argument("--path", choices=["baseline", "pipeline"], help=argparse.SUPPRESS)
     p.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -99,6 +100,16 @@ def make_config(work: Path, data_dir: Path, model_dir: Path, args, path: str, **
             "train.lr_backbone": 1e-4 if args.backbone == "minilm" else 2e-3,
             "train.lr_head": 1e-3 if args.backbone == "minilm" else 3e-3, **extra}
     return config.load(None, [f"{k}={v}" for k, v in sets.items()])
+
+
+BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "T4": 65.0, "P100": 19.0}  # dense
+
+
+def train_flops_per_token(bb, seq_len: float) -> float:
+    """Model FLOPs per trained token: 6 x non-embedding parameters + attention scores (PaLM appendix B)."""
+    embed = sum(int(w.numpy().size) for w in bb.weights if "embedding" in w.path)
+    params = bb.count_params() - embed
+    return 6.0 * params + 12.0 * bb.num_layers * bb.hidden_dim * seq_len
 
 
 def peak_memory_mib() -> tuple[float, str]:
@@ -165,7 +176,10 @@ def worker_speed(args) -> dict:
     padded = sum(batching.padded_length(lengths[b].max(), t.pad_multiple, args.max_len) * len(b) if t.dynamic_padding
                  else args.max_len * len(b) for b in batching.plan(lengths, t.batch_size, np.random.default_rng(0),
                                                                      t.bucketing))
+    tokens_per_row = padded / len(rows)
+    flops_per_row = train_flops_per_token(bb, tokens_per_row) * tokens_per_row
     return {"path": args.path, "precision": policy, "xla": t.xla, "train_rows": len(rows),
+            "train_model_tflops_per_s": flops_per_row * len(rows) / steady / 1e12,
             "first_epoch_s": first, "epoch_s": epoch_s, "train_samples_per_s": len(rows) / steady,
             "infer_rows": len(test_rows), "infer_samples_per_s": len(test_rows) / infer,
             "peak_memory_mib": mem, "memory_kind": mem_kind,
@@ -224,6 +238,10 @@ def bench_encoding(work: Path, data_dir: Path, model_dir: Path, args) -> dict:
     return {"rows": len(train), "cold_s": cold, "cached_s": cached}
 
 
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
 def markdown(res: dict) -> str:
     b, p, r = res["baseline"], res["pipeline"], res["ratios"]
     lines = [f"## {res['name']}", "", f"- device: {res['device']}; backbone: {res['backbone']}; max_len {res['max_len']}; "
@@ -237,6 +255,10 @@ def markdown(res: dict) -> str:
              f"{r['infer_speedup']:.2f}x |",
              f"| tokens computed per row | {b['tokens_per_row_computed']:.0f} | {p['tokens_per_row_computed']:.0f} | "
              f"{r['token_ratio']:.2f}x |",
+             f"| model TFLOP/s (training) | {b['train_model_tflops_per_s']:.3f} | {p['train_model_tflops_per_s']:.3f} | |",
+             f"| MFU vs {res['peak_tflops']} TFLOP/s bf16 peak | {_pct(b['mfu'])} | {_pct(p['mfu'])} | |",
+             f"| projected full run (5 folds x 3 epochs, 6,079 rows) | {b['projected_5fold_3epoch_hours']:.2f} h | "
+             f"{p['projected_5fold_3epoch_hours']:.2f} h | |",
              f"| {b['memory_kind']} (MiB) | {b['peak_memory_mib']:.0f} | {p['peak_memory_mib']:.0f} | "
              f"{r['memory_ratio']:.2f}x |"]
     if "quality" in res:
@@ -276,6 +298,14 @@ def main(argv=None):
                      "token_ratio": b["tokens_per_row_computed"] / p["tokens_per_row_computed"],
                      "memory_ratio": b["peak_memory_mib"] / p["peak_memory_mib"],
                      "encoding_cached_speedup": res["encoding"]["cold_s"] / max(res["encoding"]["cached_s"], 1e-9)}
+    peak = args.peak_tflops or next((v for k, v in BF16_PEAK_TFLOPS.items() if k in device_name), None)
+    for path in ("baseline", "pipeline"):
+        r = res[path]
+        r["mfu"] = r["train_model_tflops_per_s"] / peak if peak else None
+        # full QUEST run: 6,079 rows, 5 folds x 3 epochs on 4/5 of the rows, plus OOF and test inference per fold
+        r["projected_5fold_3epoch_hours"] = (5 * 3 * 6079 * 0.8 / r["train_samples_per_s"]
+                                             + 5 * (6079 * 0.2 * 3 + 476) / r["infer_samples_per_s"]) / 3600
+    res["peak_tflops"] = peak
     if not args.skip_quality:
         res["quality_budget"] = f"{args.quality_rows} rows, 2 folds, {args.quality_epochs} epochs"
         res["quality"] = {path: run_worker(args, "quality", path, work) for path in ("baseline", "pipeline")}
