@@ -96,9 +96,13 @@ def load(cfg, kind: str) -> pd.DataFrame:
     """Load train/test/sample_submission as named in the config, text cleaned when configured."""
     key = {"train": "train_file", "test": "test_file", "sample_submission": "sample_submission_file"}[kind]
     frame = read_csv(cfg.data_file(key), kind)
-    if kind != "sample_submission" and cfg.data.clean_text:
-        for col in TEXT_COLUMNS:
-            frame[col] = frame[col].map(clean_text)
+    return clean_frame(frame) if kind != "sample_submission" and cfg.data.clean_text else frame
+
+
+def clean_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """clean_text over the title, body and answer columns (in place; returns the frame)."""
+    for col in TEXT_COLUMNS:
+        frame[col] = frame[col].map(clean_text)
     return frame
 
 

@@ -15,6 +15,7 @@ from scipy.stats import rankdata
 
 from . import config as config_lib
 from . import data, files, metrics, postprocess, runs, submission
+from . import folds as folds_lib
 from .schema import ID, TARGETS
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def ensemble(cfg, run_names: list[str] | None = None) -> list[Path]:
         return [out / "summary.json", sub_path]
     truth = train.set_index(ID).loc[common]
     y = truth[list(TARGETS)].to_numpy()
-    fold = truth.index.map(dict(zip(*_fold_table(cfg)))).to_numpy()
+    fold = folds_lib.by_id(cfg, train).loc[common].to_numpy()
     method = cfg.ensemble.method
     weights = fit_weights(y, oof_preds, method)
     nested = np.empty_like(y)
@@ -109,7 +110,3 @@ def ensemble(cfg, run_names: list[str] | None = None) -> list[Path]:
           f"{score.mean:.4f}{pp_line}; weights {np.round(weights, 3).tolist()}", flush=True)
     return paths
 
-
-def _fold_table(cfg):
-    table = pd.read_csv(cfg.path(cfg.folds.file))
-    return table[ID].to_numpy(), table["fold"].to_numpy()

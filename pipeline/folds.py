@@ -81,6 +81,11 @@ def read(cfg, train: pd.DataFrame) -> np.ndarray:
     return fold
 
 
+def by_id(cfg, train: pd.DataFrame) -> pd.Series:
+    """read() as a Series indexed by qa_id, for stages that hold a subset of the train rows."""
+    return pd.Series(read(cfg, train), index=train[ID].to_numpy())
+
+
 def fingerprint(cfg) -> str:
     return files.sha256_file(cfg.path(cfg.folds.file))[:16]
 

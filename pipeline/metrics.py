@@ -53,19 +53,28 @@ def spearman(y_true: np.ndarray, y_pred: np.ndarray, columns=TARGETS) -> Score:
     return Score(float(np.mean(list(per.values()))), per, constant)
 
 
+def _check_frame(frame: pd.DataFrame, what: str, error):
+    missing = [c for c in (ID, *TARGETS) if c not in frame.columns]
+    if missing:
+        raise error(f"{what} frame lacks column(s) {missing}")
+    if frame[ID].duplicated().any():
+        raise error(f"{what} frame has duplicate {ID} values")
+
+
+def lookup(pred: pd.DataFrame, ids: pd.Series, error=ValueError) -> np.ndarray:
+    """The 30 predictions of each id, in the order of ids; each id needs exactly one prediction row."""
+    _check_frame(pred, "prediction", error)
+    indexed = pred.set_index(ID)
+    absent = ~ids.isin(indexed.index)
+    if absent.any():
+        raise error(f"{int(absent.sum())} {ID}(s) have no prediction, e.g. {int(ids[absent].iloc[0])}")
+    return indexed.loc[ids, list(TARGETS)].to_numpy(float)
+
+
 def align(truth: pd.DataFrame, pred: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Match prediction rows to truth rows by qa_id; every truth row needs exactly one prediction."""
-    for name, frame in (("truth", truth), ("prediction", pred)):
-        missing = [c for c in (ID, *TARGETS) if c not in frame.columns]
-        if missing:
-            raise ValueError(f"{name} frame lacks column(s) {missing}")
-        if frame[ID].duplicated().any():
-            raise ValueError(f"{name} frame has duplicate {ID} values")
-    pred = pred.set_index(ID)
-    absent = ~truth[ID].isin(pred.index)
-    if absent.any():
-        raise ValueError(f"{int(absent.sum())} {ID}(s) have no prediction, e.g. {int(truth[ID][absent].iloc[0])}")
-    return truth[list(TARGETS)].to_numpy(float), pred.loc[truth[ID], list(TARGETS)].to_numpy(float)
+    _check_frame(truth, "truth", ValueError)
+    return truth[list(TARGETS)].to_numpy(float), lookup(pred, truth[ID])
 
 
 def score_frames(truth: pd.DataFrame, pred: pd.DataFrame) -> Score:

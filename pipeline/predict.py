@@ -35,8 +35,7 @@ def predict_run(run_dir: Path, csv_path: Path, out_dir: Path | None = None, cach
     rcfg = runs.load_config(run_dir)
     frame = data.read_csv(csv_path, "test")
     if rcfg.data.clean_text:
-        for col in ("question_title", "question_body", "answer"):
-            frame[col] = frame[col].map(data.clean_text)
+        data.clean_frame(frame)
     fold_tests = [runs.fold_dir(run_dir, k) / "test.csv" for k in folds]
     same_file = all(files.read_json(runs.fold_dir(run_dir, k) / "metrics.json").get("test_sha256") == sha
                     for k in folds)

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import files
+from . import files, metrics
 from .schema import ID, SUBMISSION_COLUMNS, TARGETS
 
 
@@ -16,18 +16,9 @@ class SubmissionError(ValueError):
 
 def build(sample: pd.DataFrame, preds: pd.DataFrame) -> pd.DataFrame:
     """Predictions (qa_id + targets, any row order) laid out like the sample submission."""
-    missing_cols = [c for c in SUBMISSION_COLUMNS if c not in preds.columns]
-    if missing_cols:
-        raise SubmissionError(f"predictions lack column(s) {missing_cols}")
-    if preds[ID].duplicated().any():
-        raise SubmissionError(f"predictions hold duplicate {ID} values")
-    indexed = preds.set_index(ID)
-    absent = ~sample[ID].isin(indexed.index)
-    if absent.any():
-        raise SubmissionError(f"{int(absent.sum())} sample-submission {ID}(s) have no prediction, "
-                              f"e.g. {int(sample[ID][absent].iloc[0])}")
-    out = indexed.loc[sample[ID], list(TARGETS)].reset_index()
-    return out[list(SUBMISSION_COLUMNS)]
+    out = pd.DataFrame(metrics.lookup(preds, sample[ID], SubmissionError), columns=list(TARGETS))
+    out.insert(0, ID, sample[ID].to_numpy())
+    return out
 
 
 def validate(sub: pd.DataFrame, sample: pd.DataFrame):

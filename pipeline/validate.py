@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import data, files, metrics, postprocess, runs
+from . import data, files, folds, metrics, postprocess, runs
 from .schema import ID, TARGETS
 
 
@@ -80,8 +80,7 @@ def validate_run(cfg, run_dir: Path) -> list[Path]:
     y, p = metrics.align(truth, oof)
     score = metrics.spearman(y, p)
     unique = metrics.score_unique_questions(truth, oof, cfg.folds.group_key)
-    fold_of = pd.read_csv(cfg.path(cfg.folds.file)).set_index(ID)["fold"]
-    fold = fold_of.loc[truth[ID]].to_numpy()
+    fold = folds.by_id(cfg, train).loc[truth[ID]].to_numpy()
     pp = postprocess.fit(y, p, fold, TARGETS, y, cfg.validate.postprocess, cfg.validate.round_grids)
     per_fold = {k: {key: files.read_json(runs.fold_dir(run_dir, k) / "metrics.json")[key]
                     for key in ("val_spearman", "best_epoch")} for k in runs.finished_folds(run_dir)}
