@@ -21,7 +21,8 @@ STAGES = {
     "all": "folds -> encode -> train -> predict -> validate -> ensemble; current outputs are skipped",
     "demo": "the whole chain offline on generated QUEST-shaped data with a tiny backbone (minutes on CPU)",
     "package": "write a Kaggle dataset folder with code, fold weights and tokenizer (--upload to publish)",
-    "kernel": "write kernel-metadata.json for the inference notebook (--push to publish)",
+    "kernel": "write kernel-metadata.json for the inference notebook (--push: wait for the dataset, publish)",
+    "submit": "submit a pushed kernel version's submission.csv to the competition (--version N)",
 }
 
 
@@ -49,6 +50,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     subs["package"].add_argument("--upload", action="store_true", help="create/version the Kaggle dataset")
     subs["kernel"].add_argument("--push", action="store_true", help="push the notebook as a Kaggle kernel")
     subs["kernel"].add_argument("--out", help="folder for the notebook + kernel-metadata.json")
+    subs["kernel"].add_argument("--wait", type=float, default=900,
+                                help="seconds to wait for the bundle dataset to be ready before pushing (default 900)")
+    subs["submit"].add_argument("--version", type=int, required=True, help="kernel version (printed by kernel --push)")
+    subs["submit"].add_argument("--message", default="", help="submission description")
     return parser.parse_args(argv)
 
 

@@ -5,7 +5,7 @@ Bundle layout (everything inference needs, nothing it does not):
   runs/<run>/  config.toml run.json backbone.json tokenizer/ postprocess.json fold<k>/{model.weights.h5,metrics.json}
   bundle.json                                   runs, blend method and weights, post-processing of the blend
   postprocess.json                              the blend's fitted post-processing ({} when none)
-  wheels/                                       pure-Python wheels a Kaggle image may lack
+  wheels/                                       pure-Python wheels the Kaggle image lacks (see wheels.py)
   dataset-metadata.json                         for `kaggle datasets create/version`
 """
 from __future__ import annotations
@@ -13,17 +13,16 @@ from __future__ import annotations
 import logging
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 from . import config as config_lib
-from . import files, kaggle, runs
+from . import files, kaggle, runs, wheels
 
 log = logging.getLogger(__name__)
 RUN_FILES = ("config.toml", "run.json", "backbone.json", "postprocess.json")
 FOLD_FILES = ("model.weights.h5", "metrics.json")
-_SLUG = re.compile(r"^[A-Za-z0-9_-]+/[a-z0-9][a-z0-9-]{4,49}$")
+_SLUG = re.compile(r"^[A-Za-z0-9_-]+/[a-z0-9][a-z0-9-]{5,49}$")  # Kaggle slugs: 6-50 characters
+DEV_MODULES = ("synth", "tinymodel", "explore")  # generated data, tiny test models, notebooks' plots: not shipped
 PLACEHOLDER_OWNER = "your-kaggle-username"
 
 
@@ -33,7 +32,7 @@ def dataset_metadata(handle: str, title: str) -> dict:
 
 def validate_dataset_metadata(meta: dict):
     if not _SLUG.match(meta.get("id", "")):
-        raise ValueError(f"dataset id {meta.get('id')!r}: expected 'owner/slug' (slug 5-50 of a-z 0-9 -)")
+        raise ValueError(f"dataset id {meta.get('id')!r}: expected 'owner/slug' (slug 6-50 of a-z 0-9 -)")
     if not 6 <= len(meta.get("title", "")) <= 50:
         raise ValueError(f"dataset title {meta.get('title')!r}: Kaggle wants 6-50 characters")
     if not meta.get("licenses"):
@@ -51,15 +50,15 @@ def kernel_metadata(cfg, code_file: str) -> dict:
 
 def validate_kernel_metadata(meta: dict):
     if not _SLUG.match(meta.get("id", "")):
-        raise ValueError(f"kernel id {meta.get('id')!r}: expected 'owner/slug'")
+        raise ValueError(f"kernel id {meta.get('id')!r}: expected 'owner/slug' (slug 6-50 of a-z 0-9 -)")
     if meta.get("enable_internet") is not False:
         raise ValueError("kernel must run with enable_internet = false (code competitions score offline)")
     if meta.get("kernel_type") != "notebook" or not meta.get("code_file", "").endswith(".ipynb"):
         raise ValueError("kernel must be a notebook (.ipynb code_file)")
     if not meta.get("competition_sources") or not meta.get("dataset_sources"):
         raise ValueError("kernel needs competition_sources and dataset_sources (the bundle)")
-    if meta["enable_gpu"] and meta["enable_tpu"]:
-        raise ValueError("enable_gpu and enable_tpu are exclusive")
+    if meta.get("enable_tpu"):
+        raise ValueError("enable_tpu: QUEST is scored from CPU or GPU notebooks only")
 
 
 def _copy(src: Path, dst: Path):
@@ -67,23 +66,24 @@ def _copy(src: Path, dst: Path):
     shutil.copy2(src, dst)
 
 
-def collect_wheels(specs: list[str], wheel_dir: Path, dest: Path) -> list[Path]:
-    """Pure-Python wheels: those in wheel_dir, plus `pip download` of specs not found there."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for whl in sorted(Path(wheel_dir).glob("*-none-any.whl")) if Path(wheel_dir).is_dir() else []:
-        _copy(whl, dest / whl.name)
-    have = {w.name.split("-")[0].lower().replace("_", "-") for w in dest.glob("*.whl")}
-    for spec in specs:
-        name = re.split(r"[=<>!~ ]", spec, maxsplit=1)[0].lower().replace("_", "-")
-        if name in have:
-            continue
-        res = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                              "--python-version", "3", "--implementation", "py", "-q", "-d", str(dest), spec],
-                             capture_output=True, text=True)
-        if res.returncode:
-            log.warning("could not fetch a pure-Python wheel for %s (%s); the Kaggle image must provide it",
-                        spec, res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "pip failed")
-    return sorted(dest.glob("*.whl"))
+def trained_versions(run_dirs: list[Path]) -> dict[str, str]:
+    """keras / keras-hub versions the runs were trained with (run.json), which the kernel must run."""
+    found: dict[str, set] = {d: set() for d in wheels.TRAINED_WITH}
+    for d in run_dirs:
+        recorded = files.read_json(d / "run.json").get("versions") or runs.library_versions()
+        for dist in wheels.TRAINED_WITH:
+            found[dist].add(recorded[dist])
+    mixed = {d: sorted(v) for d, v in found.items() if len(v) > 1}
+    if mixed:
+        raise ValueError(f"the runs were trained with different library versions {mixed}; bundle them separately")
+    return {d: v.pop() for d, v in found.items()}
+
+
+def _replaceable(out_dir: Path):
+    """package writes only where nothing or an earlier bundle is: never over a folder it did not create."""
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "bundle.json").is_file():
+        raise ValueError(f"--out {out_dir} exists and is not a bundle (no bundle.json); "
+                         "choose an empty or new folder")
 
 
 def package(cfg, run_names: list[str], out: str | None = None, upload: bool = False, client=None) -> list[Path]:
@@ -92,10 +92,12 @@ def package(cfg, run_names: list[str], out: str | None = None, upload: bool = Fa
         if not runs.finished_folds(d):
             raise FileNotFoundError(f"{d}: no finished fold to bundle")
     out_dir = cfg.path(out or str(Path(cfg.output.dir) / "kaggle-bundle"))
+    _replaceable(out_dir)
     staging = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     root = config_lib.ROOT
-    for src in sorted((root / "pipeline").glob("*.py")) + [root / "run.py", root / "requirements.txt"]:
+    code = [f for f in sorted((root / "pipeline").glob("*.py")) if f.stem not in DEV_MODULES]
+    for src in code + [root / "run.py", root / "requirements.txt"]:
         _copy(src, staging / src.relative_to(root))
     for src in sorted((root / "configs").glob("*.toml")):
         _copy(src, staging / "configs" / src.name)
@@ -112,18 +114,19 @@ def package(cfg, run_names: list[str], out: str | None = None, upload: bool = Fa
     blend, pp = _blend_for(cfg, run_dirs)
     files.write_json(staging / "bundle.json", {"runs": [d.name for d in run_dirs], **blend})
     files.write_json(staging / "postprocess.json", pp)
-    collect_wheels(cfg.kaggle.wheels, cfg.path(cfg.kaggle.wheel_dir), staging / "wheels")
+    wheels.collect(trained_versions(run_dirs), cfg.kaggle.wheels, wheels.read_image(cfg.path(cfg.kaggle.image)),
+                   cfg.path(cfg.kaggle.wheel_dir), staging / "wheels")
     meta = dataset_metadata(cfg.kaggle.dataset or f"{PLACEHOLDER_OWNER}/quest-bundle", "QUEST pipeline bundle")
     validate_dataset_metadata(meta)
     files.write_json(staging / "dataset-metadata.json", meta)
     shutil.rmtree(out_dir, ignore_errors=True)
     staging.rename(out_dir)
     size = sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file())
-    print(f"bundle {out_dir}: {len(run_dirs)} run(s), {size / 2**20:.1f} MiB", flush=True)
+    log.info("bundle %s: %d run(s), %.1f MiB", out_dir, len(run_dirs), size / 2**20)
     if upload:
         if not cfg.kaggle.dataset:
             raise ValueError("set kaggle.dataset = 'owner/slug' to upload the bundle")
-        print(f"dataset {cfg.kaggle.dataset}: {kaggle.upload_dataset(out_dir, client=client)}", flush=True)
+        log.info("dataset %s: %s", cfg.kaggle.dataset, kaggle.upload_dataset(out_dir, client=client))
     return [out_dir]
 
 
@@ -139,7 +142,8 @@ def _blend_for(cfg, run_dirs: list[Path]) -> tuple[dict, dict]:
     return {"method": "mean", "weights": [1.0 / len(run_dirs)] * len(run_dirs)}, {}
 
 
-def kernel(cfg, out: str | None = None, push: bool = False, client=None) -> list[Path]:
+def kernel(cfg, out: str | None = None, push: bool = False, client=None, wait: float = 900) -> list[Path]:
+    """The notebook + kernel-metadata.json; with push, wait (bounded) for the bundle dataset, then push."""
     out_dir = cfg.path(out or str(Path(cfg.output.dir) / "kaggle-kernel"))
     notebook = config_lib.ROOT / "notebooks" / "kaggle_inference.ipynb"
     _copy(notebook, out_dir / notebook.name)
@@ -149,6 +153,21 @@ def kernel(cfg, out: str | None = None, push: bool = False, client=None) -> list
     if push:
         if not cfg.kaggle.kernel or not cfg.kaggle.dataset:
             raise ValueError("set kaggle.kernel and kaggle.dataset ('owner/slug') to push the kernel")
-        kaggle.push_kernel(out_dir, client=client)
-        print(f"kernel {cfg.kaggle.kernel} pushed", flush=True)
+        kaggle.wait_dataset_ready(cfg.kaggle.dataset, client=client, timeout=wait)
+        pushed = kaggle.push_kernel(out_dir, client=client)
+        log.info("kernel %s version %s pushed: %s; when it has run, submit it with "
+                 "`python run.py submit --version %s`", cfg.kaggle.kernel, pushed["version"], pushed["url"],
+                 pushed["version"])
     return paths
+
+
+def submit(cfg, version: int, message: str = "", client=None) -> list[Path]:
+    """Submit version `version` of kaggle.kernel (its submission.csv) to the competition."""
+    if not cfg.kaggle.kernel:
+        raise ValueError("set kaggle.kernel = 'owner/slug' (the pushed inference kernel) to submit")
+    if version < 1:
+        raise ValueError(f"--version {version}: expected the kernel version number `kernel --push` printed (>= 1)")
+    answer = kaggle.submit_kernel(cfg.kaggle.competition, cfg.kaggle.kernel, version,
+                                  message or f"{cfg.kaggle.kernel} v{version}", client=client)
+    log.info("%s version %d -> %s: %s", cfg.kaggle.kernel, version, cfg.kaggle.competition, answer)
+    return []

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from . import config as config_lib
-from . import data, folds, kaggle, modeldir, tokenizer
+from . import data, folds, kaggle, modeldir, tokenizer, wheels
 
 USER_ERRORS = (config_lib.ConfigError, data.DataError, folds.FoldsError, kaggle.KaggleUnavailable,
-               modeldir.ModelDirError, tokenizer.TokenizerError, FileNotFoundError, ValueError)
+               kaggle.KaggleApiError, wheels.WheelError, modeldir.ModelDirError, tokenizer.TokenizerError,
+               FileNotFoundError, ValueError)
 
 
 def build_config(args) -> config_lib.Config:
@@ -37,6 +38,7 @@ def run_stage(args):
         "all": lambda: stages.run_all(cfg),
         "demo": lambda: stages.demo(cfg),
         "package": lambda: stages.package(cfg, runs=args.runs, out=args.out, upload=args.upload),
-        "kernel": lambda: stages.kernel(cfg, out=args.out, push=args.push),
+        "kernel": lambda: stages.kernel(cfg, out=args.out, push=args.push, wait=args.wait),
+        "submit": lambda: stages.submit(cfg, version=args.version, message=args.message),
     }
     return handlers[args.stage]()

@@ -77,6 +77,7 @@ class TrainConfig:
     pad_multiple: int = 32  # bounds the number of distinct shapes (retracing, XLA compiles)
     eval_batch_size: int = 64  # inference batch; rows sorted by length
     mixed_precision: str = "auto"  # "auto" (bf16/fp16 on accelerators, fp32 on CPU), "none", "bfloat16", "float16"
+    predict_precision: str = "auto"  # "auto": what the predicting device supports (fp16 on P100/T4), whatever trained
     xla: bool = False  # jit-compile the train/predict steps (accelerators)
     verbose: int = 1  # Keras progress bar per epoch (0 silent, 1 bar, 2 one line)
 
@@ -110,9 +111,10 @@ class KaggleConfig:
     models_dir: str = "input/models"  # where downloaded models go
     dataset: str = ""  # "owner/slug" of the bundle dataset for package --upload and the kernel
     kernel: str = ""  # "owner/slug" of the inference kernel
-    accelerator: str = "gpu"  # kernel accelerator: "none", "gpu" or "tpu"
-    wheels: list[str] = field(default_factory=lambda: ["keras-hub==0.32.0"])  # pure-Python wheels to bundle
-    wheel_dir: str = "input/wheels"  # wheels already downloaded (offline packaging) are taken from here
+    accelerator: str = "gpu"  # kernel accelerator: "none" or "gpu" (QUEST accepts CPU/GPU notebooks only)
+    wheels: list[str] = field(default_factory=list)  # extra pure-Python wheels; keras/keras-hub as trained are automatic
+    image: str = "configs/kaggle-image-constraints.txt"  # the Kaggle image's versions: decides which wheels to bundle
+    wheel_dir: str = "input/wheels"  # wheels are taken from here first; `pip download`ed ones are kept here
 
 
 @dataclass
@@ -153,9 +155,10 @@ CHOICES = {
     ("model", "pooling"): ("mean", "cls", "weighted"),
     ("train", "keep"): ("best", "last"),
     ("train", "mixed_precision"): ("auto", "none", "bfloat16", "float16"),
+    ("train", "predict_precision"): ("auto", "none", "bfloat16", "float16"),
     ("folds", "group_key"): ("question_body", "question_title"),
     ("ensemble", "method"): ("mean", "rank", "optimize"),
-    ("kaggle", "accelerator"): ("none", "gpu", "tpu"),
+    ("kaggle", "accelerator"): ("none", "gpu"),
 }
 
 
@@ -224,6 +227,9 @@ def _override(cfg: Config, assignment: str):
 
 
 def validate(cfg: Config) -> Config:
+    if cfg.kaggle.accelerator == "tpu":
+        raise ConfigError("kaggle.accelerator = 'tpu': QUEST is a code competition scored from CPU or GPU notebooks "
+                          "only; use 'gpu' (P100/T4) or 'none'")
     for (section, key), allowed in CHOICES.items():
         value = getattr(getattr(cfg, section), key)
         if value not in allowed:

@@ -9,8 +9,9 @@ log = logging.getLogger(__name__)
 _TPU_HINTS = ("TPU_NAME", "COLAB_TPU_ADDR", "TPU_ACCELERATOR_TYPE")
 
 
-def strategy():
-    """TPUStrategy on a TPU (Kaggle/Colab), MirroredStrategy on several GPUs, else the default strategy."""
+def strategy(quiet: bool = False):
+    """TPUStrategy on a TPU (Kaggle/Colab), MirroredStrategy on several GPUs, else the default strategy.
+    quiet: say nothing about the device (prediction)."""
     import tensorflow as tf
 
     if any(os.environ.get(v) for v in _TPU_HINTS) or Path("/dev/accel0").exists():
@@ -26,11 +27,10 @@ def strategy():
     if len(gpus) > 1:
         log.info("%d GPUs: MirroredStrategy", len(gpus))
         return tf.distribute.MirroredStrategy()
-    if gpus:
-        log.info("GPU found: %s", gpus[0].name)
-    else:
-        log.info("No accelerator found: training on CPU. Expect ~3 samples/s for MiniLM, ~0.5 for bert-base "
-                 "at 256 tokens; use configs/demo.toml here and a GPU/TPU kernel for real runs.")
+    if not quiet:
+        log.info("GPU found: %s", gpus[0].name) if gpus else log.info(
+            "No accelerator found: training on CPU (fine for configs/demo.toml; real backbones want a GPU kernel, "
+            "see benchmarks/README.md for rates measured on a CPU)")
     return tf.distribute.get_strategy()
 
 
@@ -40,6 +40,19 @@ def accelerator_kind(strat) -> str:
     if isinstance(strat, tf.distribute.TPUStrategy):
         return "tpu"
     return "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
+
+
+def describe() -> str:
+    """The device and the precision prediction will use, in words (for the Kaggle notebook)."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return f"CPU ({os.cpu_count()} cores), float32"
+    details = tf.config.experimental.get_device_details(gpus[0])
+    cc = details.get("compute_capability", (0, 0))
+    return (f"{len(gpus)} x {details.get('device_name', 'GPU')} (compute capability {cc[0]}.{cc[1]}), "
+            f"{'bfloat16' if cc[0] >= 8 else 'float16'} mixed precision")
 
 
 def set_precision(setting: str, kind: str) -> str:

@@ -31,6 +31,22 @@ def blend(preds: list[np.ndarray], weights: np.ndarray, method: str) -> np.ndarr
     return np.clip(sum(w * p for w, p in zip(weights, preds)), 0.0, 1.0)
 
 
+def blend_members(members: list[pd.DataFrame], weights, method: str, pp: dict) -> pd.DataFrame:
+    """Blend per-run prediction tables (qa_id + targets, rows in any order) and apply post-processing."""
+    ids = members[0].index if members[0].index.name == ID else pd.Index(members[0][ID])
+    frames = [m if m.index.name == ID else m.set_index(ID) for m in members]
+    values = blend([f.loc[ids, list(TARGETS)].to_numpy() for f in frames], weights, method)
+    if pp:
+        values = postprocess.apply(values, pp, TARGETS)
+    return runs.predictions_frame(ids, values)
+
+
+def write_submission(path: Path, sample: pd.DataFrame, members: list, weights, method: str, pp: dict) -> Path:
+    """The one blend -> post-process -> submission path, for `ensemble` and for the Kaggle kernel."""
+    frames = [pd.read_csv(m) if isinstance(m, (str, Path)) else m for m in members]
+    return submission.write(path, sample, blend_members(frames, weights, method, pp))
+
+
 def fit_weights(y: np.ndarray, preds: list[np.ndarray], method: str) -> np.ndarray:
     """Equal weights, or non-negative weights summing to one that maximise OOF Spearman."""
     n = len(preds)
@@ -84,12 +100,9 @@ def ensemble(cfg, run_names: list[str] | None = None) -> list[Path]:
         w = fit_weights(y[~held], [p[~held] for p in oof_preds], method)
         nested[held] = blend([p[held] for p in oof_preds], w, method)
     oof_blend = blend(oof_preds, weights, method)
-    test_ids = tests[0].index
-    test_blend = blend([t.loc[test_ids, list(TARGETS)].to_numpy() for t in tests], weights, method)
     pp = {}
     if cfg.ensemble.postprocess:
         pp = postprocess.fit(y, nested, fold, TARGETS, y, cfg.validate.postprocess, cfg.validate.round_grids)
-        test_blend = postprocess.apply(test_blend, pp, TARGETS)
     members = {d.name: float(metrics.spearman(y, p).mean) for d, p in zip(run_dirs, oof_preds)}
     score = metrics.spearman(y, nested)
     summary = {"stamp": stamp, "runs": [str(d) for d in run_dirs], "method": method, "weights": dict(zip(members, weights.tolist())),
@@ -100,9 +113,9 @@ def ensemble(cfg, run_names: list[str] | None = None) -> list[Path]:
              files.write_json(out / "weights.json", {"method": method, "runs": [d.name for d in run_dirs],
                                                      "weights": weights.tolist()}),
              files.write_csv(out / "oof.csv", runs.predictions_frame(common, oof_blend)),
-             files.write_csv(out / "test.csv", runs.predictions_frame(test_ids, test_blend)),
+             files.write_csv(out / "test.csv", blend_members(tests, weights, method, pp)),
              files.write_json(out / "postprocess.json", pp),
-             submission.write(sub_path, sample, runs.predictions_frame(test_ids, test_blend)),
+             write_submission(sub_path, sample, tests, weights, method, pp),
              files.write_json(out / "summary.json", summary)]  # last: its stamp marks the ensemble current
     pp_line = (f", post-processed {summary['postprocess']['after_nested']:.4f} "
                f"({summary['postprocess']['n_applied']} columns)") if pp else ""

@@ -4,13 +4,16 @@
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import time
 import zipfile
 from pathlib import Path
 
 from . import data as data_lib
 
+log = logging.getLogger(__name__)
 COMPETITION_FILES = {"train": "train_file", "test": "test_file", "sample_submission": "sample_submission_file"}
 
 
@@ -112,19 +115,88 @@ def download_model(cfg, client=None, force: bool = False) -> list[Path]:
     return [target]
 
 
+class KaggleApiError(RuntimeError):
+    """The Kaggle API answered, but with a failure (kaggle 2.x reports many failures in the returned object)."""
+
+
+def _field(result, *names):
+    for n in names:
+        value = getattr(result, n, None)
+        if value:
+            return value
+    return None
+
+
+def check_result(result, what: str):
+    """Raise KaggleApiError when an API result object carries an error, a bad status or invalid sources."""
+    if result is None:
+        raise KaggleApiError(f"{what}: the Kaggle API returned nothing")
+    error = _field(result, "error")
+    status = _field(result, "status")
+    if error or (isinstance(status, str) and status.lower() not in ("ok", "ready", "")):
+        raise KaggleApiError(f"{what} failed: {error or status}")
+    for snake, camel in (("invalid_dataset_sources", "invalidDatasetSources"),
+                         ("invalid_competition_sources", "invalidCompetitionSources"),
+                         ("invalid_kernel_sources", "invalidKernelSources"),
+                         ("invalid_model_sources", "invalidModelSources")):
+        bad = _field(result, snake, camel)
+        if bad:
+            raise KaggleApiError(f"{what} failed: Kaggle does not accept these sources: {list(bad)} ({snake})")
+    return result
+
+
 def upload_dataset(folder: Path, client=None, notes: str = "update") -> str:
     """Create the dataset described by folder/dataset-metadata.json, or add a version if it exists."""
     client = client or get_client()
     try:
-        client.dataset_create_version(str(folder), version_notes=notes, dir_mode="zip", quiet=False)
+        check_result(client.dataset_create_version(str(folder), version_notes=notes, dir_mode="zip", quiet=False),
+                     f"new version of the dataset in {folder}")
         return "version"
+    except KaggleApiError:
+        raise
     except Exception as err:  # the API answers 404 for a dataset that does not exist yet
         if "404" not in str(err) and "not found" not in str(err).lower():
             raise
-    client.dataset_create_new(str(folder), public=False, dir_mode="zip", quiet=False)
+    check_result(client.dataset_create_new(str(folder), public=False, dir_mode="zip", quiet=False),
+                 f"creating the dataset in {folder}")
     return "created"
 
 
-def push_kernel(folder: Path, client=None):
+def wait_dataset_ready(handle: str, client=None, timeout: float = 900, poll: float = 15, sleep=time.sleep) -> str:
+    """Poll dataset_status until 'ready' (a kernel pushed before that sees no files); bounded by timeout."""
     client = client or get_client()
-    return client.kernels_push(str(folder))
+    waited = 0.0
+    while True:
+        status = str(client.dataset_status(handle) or "").lower()
+        if status == "ready":
+            return status
+        if status in ("error", "failed"):
+            raise KaggleApiError(f"dataset {handle} failed to process on Kaggle (status {status!r}); "
+                                 "open it on kaggle.com to see why, then upload again")
+        if waited >= timeout:
+            raise KaggleApiError(f"dataset {handle} still {status!r} after {timeout:.0f}s; "
+                                 "push the kernel later with `python run.py kernel --push`")
+        log.info("dataset %s: %s, waiting (%.0fs of at most %.0fs)", handle, status or "unknown", waited, timeout)
+        sleep(poll)
+        waited += poll
+
+
+def push_kernel(folder: Path, client=None) -> dict:
+    """Push folder (kernel-metadata.json + notebook); returns the new version number and URL."""
+    client = client or get_client()
+    res = check_result(client.kernels_push(str(folder)), f"pushing the kernel in {folder}")
+    return {"version": _field(res, "version_number", "versionNumber"), "url": _field(res, "url")}
+
+
+def submit_kernel(competition: str, kernel: str, version: int, message: str, client=None,
+                  file_name: str = "submission.csv") -> str:
+    """Submit a kernel version's output file to a code competition."""
+    client = client or get_client()
+    res = client.competition_submit_code(file_name, message, competition, kernel=kernel, kernel_version=version,
+                                         quiet=True)
+    if res is None:
+        raise KaggleApiError(f"submitting {kernel} version {version}: the Kaggle API returned nothing")
+    ref, text = _field(res, "ref"), _field(res, "message", "error")
+    if not ref and text:
+        raise KaggleApiError(f"submitting {kernel} version {version} to {competition} failed: {text}")
+    return text or f"submitted (ref {ref})"

@@ -32,14 +32,20 @@ def load_backbone(path: str | Path, random_init: bool = False) -> keras.Model:
         raise modeldir.ModelDirError(f"{info.path}: keras-hub cannot build a backbone from it ({err})") from None
 
 
+def _without_dtype(description: dict) -> dict:
+    """The training-time dtype policy (e.g. mixed_bfloat16) is not part of the architecture: without it
+    a rebuilt backbone follows the global policy of the machine that predicts (fp16 on a P100/T4)."""
+    return {**description, "config": {k: v for k, v in description["config"].items() if k != "dtype"}}
+
+
 def backbone_to_json(backbone: keras.Model) -> str:
-    return json.dumps(keras.saving.serialize_keras_object(backbone), indent=1)
+    return json.dumps(_without_dtype(keras.saving.serialize_keras_object(backbone)), indent=1)
 
 
 def backbone_from_json(text: str) -> keras.Model:
     import keras_hub  # noqa: F401  (registers the backbone classes)
 
-    return keras.saving.deserialize_keras_object(json.loads(text))
+    return keras.saving.deserialize_keras_object(_without_dtype(json.loads(text)))
 
 
 @keras.saving.register_keras_serializable(package="quest")

@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 
 def predict_run(run_dir: Path, csv_path: Path, out_dir: Path | None = None, cache_dir: Path | None = None,
-                batch_size: int | None = None, reuse: bool = True) -> Path:
+                batch_size: int | None = None, reuse: bool = True, precision: str | None = None) -> Path:
+    """precision: "auto" (default: the run's train.predict_precision), "none", "float16" or "bfloat16"."""
     run_dir, csv_path = Path(run_dir), Path(csv_path)
     out_dir = Path(out_dir) if out_dir else run_dir / "predictions"
     out = out_dir / f"{csv_path.stem}.csv"
@@ -28,7 +29,7 @@ def predict_run(run_dir: Path, csv_path: Path, out_dir: Path | None = None, cach
     if not folds:
         raise FileNotFoundError(f"{run_dir}: no finished fold to predict with; run `python run.py train` first")
     sha = files.sha256_file(csv_path)
-    stamp = {"input": str(csv_path), "input_sha256": sha, "folds": folds}
+    stamp = {"input": str(csv_path), "input_sha256": sha, "folds": folds, "precision": precision or "run"}
     stamp_path = out.with_suffix(".json")
     if out.is_file() and stamp_path.is_file() and files.read_json(stamp_path) == stamp:
         return out
@@ -42,33 +43,78 @@ def predict_run(run_dir: Path, csv_path: Path, out_dir: Path | None = None, cach
     if reuse and same_file and all(p.is_file() for p in fold_tests):
         preds = np.mean([pd.read_csv(p).set_index(ID).loc[frame[ID], list(TARGETS)].to_numpy() for p in fold_tests], 0)
     else:
-        preds = _predict_with_weights(run_dir, rcfg, frame, folds, cache_dir, batch_size)
+        preds = _predict_with_weights(run_dir, rcfg, frame, folds, cache_dir, batch_size,
+                                      precision or rcfg.train.predict_precision)
     files.write_csv(out, runs.predictions_frame(frame[ID], preds))
     files.write_json(stamp_path, stamp)
     return out
 
 
-def _predict_with_weights(run_dir, rcfg, frame, folds, cache_dir, batch_size) -> np.ndarray:
-    import keras
-
-    from . import device
-
+def _encode_for_run(run_dir: Path, rcfg, frame, cache_dir):
     info = files.read_json(run_dir / "run.json")
     tok = tokenizer_lib.load(run_dir / "tokenizer")
     if tok.fingerprint != info["tokenizer_fingerprint"]:
         raise ValueError(f"{run_dir / 'tokenizer'} differs from the tokenizer the run was trained with")
     cache_dir = Path(cache_dir) if cache_dir else run_dir / "cache"
-    enc, _ = encode.encode_cached(rcfg.encode, cache_dir, frame, "predict", tok, info["uses_segments"])
-    device.set_precision(rcfg.train.mixed_precision, device.accelerator_kind(device.strategy()))
+    return encode.encode_cached(rcfg.encode, cache_dir, frame, "predict", tok, info["uses_segments"])[0]
+
+
+def _fold_predict(run_dir, k, enc, t, batch_size, rows=slice(None)) -> np.ndarray:
+    model = runs.load_fold_model(run_dir, k)
+    return batching.predict(model, enc.inputs(rows), enc.lengths[rows], batch_size or t.eval_batch_size,
+                            t.bucketing, t.dynamic_padding, t.pad_multiple)
+
+
+def _predict_with_weights(run_dir, rcfg, frame, folds, cache_dir, batch_size, precision) -> np.ndarray:
+    """Each fold in the precision this device supports (whatever the run trained in); a fold whose
+    float16 predictions come out non-finite is recomputed in float32."""
+    import keras
+
+    from . import device
+
+    enc = _encode_for_run(run_dir, rcfg, frame, cache_dir)
+    kind = device.accelerator_kind(device.strategy(quiet=True))
     t = rcfg.train
     total = np.zeros((len(frame), len(TARGETS)))
     for k in folds:
-        model = runs.load_fold_model(run_dir, k)
-        total += batching.predict(model, enc.inputs(), enc.lengths, batch_size or t.eval_batch_size,
-                                  t.bucketing, t.dynamic_padding, t.pad_multiple)
+        policy = device.set_precision(precision, kind)  # again per fold: clear_session resets the policy
+        pred = _fold_predict(run_dir, k, enc, t, batch_size)
         keras.backend.clear_session()
-        log.info("%s: fold %d predicted %d rows", run_dir.name, k, len(frame))
+        if not np.isfinite(pred).all() and policy != "float32":
+            log.warning("%s fold %d: non-finite predictions under %s; recomputing in float32", run_dir.name, k, policy)
+            keras.mixed_precision.set_global_policy("float32")
+            pred = _fold_predict(run_dir, k, enc, t, batch_size)
+            keras.backend.clear_session()
+        total += pred
+        log.info("%s: fold %d predicted %d rows (%s)", run_dir.name, k, len(frame), policy)
     return total / len(folds)
+
+
+def seconds_per_row(run_dir: Path, frame: pd.DataFrame, cache_dir: Path | None = None, sample: int = 64) -> float:
+    """Measured cost of one row through every finished fold: one warm-up batch, then one timed batch of
+    rows drawn at random from frame (so their lengths follow its length profile)."""
+    import time
+
+    import keras
+
+    from . import device
+
+    run_dir = Path(run_dir)
+    rcfg = runs.load_config(run_dir)
+    if rcfg.data.clean_text:
+        data.clean_frame(frame)
+    enc = _encode_for_run(run_dir, rcfg, frame, cache_dir or Path("/tmp/quest-cache"))
+    device.set_precision(rcfg.train.predict_precision, device.accelerator_kind(device.strategy(quiet=True)))
+    rows = np.random.default_rng(0).choice(len(frame), size=min(sample, len(frame)), replace=False)
+    model = runs.load_fold_model(run_dir, runs.finished_folds(run_dir)[0])
+    t = rcfg.train
+    args = (enc.inputs(rows), enc.lengths[rows], len(rows), False, t.dynamic_padding, t.pad_multiple)
+    batching.predict(model, *args)
+    start = time.perf_counter()
+    batching.predict(model, *args)
+    seconds = (time.perf_counter() - start) / len(rows)
+    keras.backend.clear_session()
+    return seconds * len(runs.finished_folds(run_dir))
 
 
 def apply_postprocess(run_dir: Path, pred_csv: Path) -> Path | None:

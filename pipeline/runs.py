@@ -25,7 +25,7 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "spec
                    "assets/tokenizer/merges.txt", "assets/tokenizer/vocabulary.spm")
 # Settings that may differ when a run is resumed or extended; anything else must match.
 _RESUMABLE = {("train", "folds"), ("train", "verbose"), ("train", "eval_batch_size"), ("train", "mixed_precision"),
-              ("train", "xla")}
+              ("train", "predict_precision"), ("train", "xla")}
 _TRAINING_SECTIONS = ("folds", "encode", "model", "train")
 
 
@@ -38,6 +38,13 @@ def git_commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (sha or "unknown") + ("-dirty" if dirty else "")
+
+
+def library_versions() -> dict:
+    """Versions a saved model depends on; `package` bundles the pure-Python ones for the Kaggle kernel."""
+    import importlib.metadata
+
+    return {d: importlib.metadata.version(d) for d in ("keras", "keras-hub", "tensorflow")}
 
 
 def _training_settings(cfg) -> dict:
@@ -66,7 +73,8 @@ def open_run(cfg, model_info, tok, extra: dict | None = None) -> Path:
         "command": sys.argv, "seed": cfg.train.seed, "git_commit": git_commit(),
         "updated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "model_path": str(model_info.path), "family": model_info.family, "uses_segments": model_info.uses_segments,
-        "max_positions": model_info.max_positions, "tokenizer_fingerprint": tok.fingerprint, **(extra or {})})
+        "max_positions": model_info.max_positions, "tokenizer_fingerprint": tok.fingerprint,
+        "versions": library_versions(), **(extra or {})})
     for name in TOKENIZER_FILES:
         src = Path(model_info.path) / name
         if src.is_file():

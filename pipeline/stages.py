@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from . import data, encode as encode_lib, folds as folds_lib, kaggle, synth, tinymodel
+from . import data, encode as encode_lib, folds as folds_lib, kaggle
 from .schema import TEXT_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,8 @@ def encode(cfg) -> list[Path]:
 
 def demo_inputs(cfg, n_train: int = 800, n_test: int = 120) -> list[Path]:
     """Generated competition files and a tiny random BERT directory, where the demo config points."""
+    from . import synth, tinymodel  # development-only modules: not in the Kaggle bundle
+
     paths = []
     if not kaggle.competition_files_valid(cfg):
         paths += list(synth.write(cfg.path(cfg.data.dir), n_train=n_train, n_test=n_test, seed=0).values())
@@ -95,7 +97,13 @@ def package(cfg, runs: list[str] | None = None, out: str | None = None, upload: 
     return bundle.package(cfg, runs or [], out=out, upload=upload, client=client)
 
 
-def kernel(cfg, out: str | None = None, push: bool = False, client=None) -> list[Path]:
+def kernel(cfg, out: str | None = None, push: bool = False, client=None, wait: float = 900) -> list[Path]:
     from . import bundle
 
-    return bundle.kernel(cfg, out=out, push=push, client=client)
+    return bundle.kernel(cfg, out=out, push=push, client=client, wait=wait)
+
+
+def submit(cfg, version: int, message: str = "", client=None) -> list[Path]:
+    from . import bundle
+
+    return bundle.submit(cfg, version, message, client=client)

@@ -132,13 +132,15 @@ def train(cfg) -> list:
         return [cfg.run_dir, summary]
     inp, info, tok = prepare(cfg)
     strat = device.strategy()
-    policy = device.set_precision(cfg.train.mixed_precision, device.accelerator_kind(strat))
+    kind = device.accelerator_kind(strat)
+    policy = device.set_precision(cfg.train.mixed_precision, kind)
     run_dir = runs.open_run(cfg, info, tok, {"folds_fingerprint": folds_lib.fingerprint(cfg), "precision": policy})
     done = set(runs.finished_folds(run_dir))
     for k in wanted:
         if k in done:
             print(f"fold {k}: already finished, skipped", flush=True)
             continue
+        device.set_precision(cfg.train.mixed_precision, kind)  # per fold: each fold ends with clear_session
         r = train_fold(cfg, k, inp, info, strat, run_dir)
         print(f"fold {k}: val Spearman {r['val_spearman']:.4f} (best epoch {r['best_epoch']}/{r['epochs_run']}, "
               f"{r['train_seconds']:.0f}s, {r['train_samples_per_s']:.1f} samples/s)", flush=True)

@@ -1,88 +1,117 @@
-import base64
-import hashlib
-import json
+"""The Kaggle path: bundle contents, wheels, input discovery, the inference notebook, the API calls."""
 import os
-import shutil
-import zipfile
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from conftest import ROOT
-from pipeline import bundle, files, stages
+from kaggle_fakes import SOCKET_GUARD, FakeApi, make_wheel, mount, read_only, snapshot
+from pipeline import bundle, config, files, kaggle, kaggle_inference, stages, wheels
 from pipeline.schema import ID, TARGETS
 
-# Loaded into the notebook kernel through PYTHONPATH: any connection off this machine fails.
-SOCKET_GUARD = '''
-import socket
-_connect = socket.socket.connect
-def _guarded(self, address):
-    host = address[0] if isinstance(address, tuple) else address
-    if isinstance(host, str) and not (host.startswith("127.") or host in ("::1", "localhost") or host.startswith("/")):
-        raise OSError(f"network disabled for this kernel: {address}")
-    return _connect(self, address)
-socket.socket.connect = _guarded
-'''
+
+# ---- input discovery (no TensorFlow) ----
+
+def _fake_inputs(tmp_path):
+    b, d = tmp_path / "src-bundle", tmp_path / "src-data"
+    for folder, names in ((b, ["bundle.json"]), (d, ["test.csv", "sample_submission.csv"])):
+        folder.mkdir(exist_ok=True)
+        for n in names:
+            (folder / n).write_text("x\n")
+    return b, d
 
 
-def make_wheel(folder, name="questdummy", version="0.1"):
-    """A minimal valid pure-Python wheel."""
-    path = folder / f"{name}-{version}-py3-none-any.whl"
-    entries = {f"{name}/__init__.py": "VALUE = 42\n",
-               f"{name}-{version}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
-               f"{name}-{version}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
-    record = []
-    for n, text in entries.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
-        record.append(f"{n},sha256={digest},{len(text.encode())}")
-    record.append(f"{name}-{version}.dist-info/RECORD,,")
-    folder.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w") as z:
-        for n, text in entries.items():
-            z.writestr(n, text)
-        z.writestr(f"{name}-{version}.dist-info/RECORD", "\n".join(record) + "\n")
-    return path
+@pytest.mark.parametrize("layout", ["current", "old"])
+def test_inputs_are_found_by_contents_in_both_mount_layouts(tmp_path, layout, monkeypatch):
+    for var in ("QUEST_BUNDLE", "QUEST_DATA"):
+        monkeypatch.delenv(var, raising=False)
+    root = tmp_path / "input"
+    want = mount(root, *_fake_inputs(tmp_path), layout=layout, slug="any-name-at-all")
+    assert kaggle_inference.find_inputs(root) == want
 
 
-class FakeApi:
-    def __init__(self, exists=False):
-        self.exists, self.calls = exists, []
+def test_environment_overrides_discovery(tmp_path, monkeypatch):
+    root = tmp_path / "input"
+    mount(root, *_fake_inputs(tmp_path), layout="current")
+    other = tmp_path / "elsewhere"
+    mount(other, *_fake_inputs(tmp_path), layout="old")
+    monkeypatch.setenv("QUEST_BUNDLE", str(other / "my-quest-models"))
+    monkeypatch.delenv("QUEST_DATA", raising=False)
+    b, d = kaggle_inference.find_inputs(root)
+    assert b == other / "my-quest-models" and d == root / "competitions" / "google-quest-challenge"
 
-    def dataset_create_version(self, folder, version_notes, dir_mode, quiet):
-        self.calls.append(("version", folder))
-        if not self.exists:
-            raise RuntimeError("404 Client Error: Not Found")
 
-    def dataset_create_new(self, folder, public, dir_mode, quiet):
-        self.calls.append(("create", folder))
+def test_missing_inputs_fail_with_the_input_tree(tmp_path, monkeypatch):
+    for var in ("QUEST_BUNDLE", "QUEST_DATA"):
+        monkeypatch.delenv(var, raising=False)
+    (tmp_path / "input" / "competitions" / "google-quest-challenge").mkdir(parents=True)
+    (tmp_path / "input" / "competitions" / "google-quest-challenge" / "train.csv").write_text("x")
+    with pytest.raises(kaggle_inference.InputsNotFound) as err:
+        kaggle_inference.find_inputs(tmp_path / "input")
+    msg = str(err.value)
+    assert "bundle.json" in msg and "test.csv + sample_submission.csv" in msg
+    assert "google-quest-challenge/" in msg and "train.csv" in msg  # the tree as it is
 
-    def kernels_push(self, folder):
-        self.calls.append(("push", folder))
-        meta = json.loads((folder_path := __import__("pathlib").Path(folder) / "kernel-metadata.json").read_text())
-        bundle.validate_kernel_metadata(meta)
-        assert (folder_path.parent / meta["code_file"]).is_file()
 
+# ---- which wheels a bundle carries (no TensorFlow) ----
+
+def test_bundle_carries_trained_versions_and_what_the_image_lacks(tmp_path):
+    src = tmp_path / "src"
+    make_wheel(src, "kerasx", "3.15", requires=("depa>=2", "depb", "depc>=9; extra == 'grain'",
+                                                   "depd>=9; platform_system == 'Windows'"))
+    make_wheel(src, "depa", "1.5")
+    make_wheel(src, "depa", "2.1")
+    make_wheel(src, "hubx", "0.26")
+    image = {"kerasx": "3.13", "depa": "1.0", "depb": "0.5", "depc": "1", "depd": "1", "hubx": "0.26"}
+    out = wheels.collect({"kerasx": "3.15", "hubx": "0.26"}, [], image, src, tmp_path / "bundle")
+    assert [p.name for p in out] == ["depa-2.1-py3-none-any.whl", "kerasx-3.15-py3-none-any.whl"]
+
+
+def test_wheels_that_cannot_be_had_fail_loudly(tmp_path):
+    src = tmp_path / "src"
+    make_wheel(src, "kerasx", "3.15", requires=("depa>=2",))
+    with pytest.raises(wheels.WheelError, match="image lacks depa>=2"):
+        wheels.collect({"kerasx": "3.15"}, [], {"kerasx": "3.13", "depa": "1.0"}, src, tmp_path / "b")
+    make_wheel(src, "natx", "2.0", tag="cp312-cp312-manylinux_2_17_x86_64")
+    with pytest.raises(wheels.WheelError, match="not pure Python"):
+        wheels.collect({"natx": "2.0"}, [], {"natx": "1.0"}, src, tmp_path / "b")
+    with pytest.raises(wheels.WheelError, match="looks like a pip option"):
+        wheels.collect({}, ["--index-url=http://evil"], {}, src, tmp_path / "b")
+
+
+def test_kernel_install_resolves_against_the_image_and_stays_in_tmp(tmp_path, monkeypatch):
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    make_wheel(good / "wheels", "questdummy", "0.2", requires=("numpy",))
+    make_wheel(bad / "wheels", "questdummy", "0.2", requires=("questmissing>=1",))
+    (tmp_path / "working").mkdir()
+    monkeypatch.chdir(tmp_path / "working")
+    with pytest.raises(RuntimeError, match="questmissing"):  # --no-deps would have hidden this
+        kaggle_inference.install_wheels(bad, target=tmp_path / "site-bad")
+    assert kaggle_inference.install_wheels(good, target=tmp_path / "site") == ["questdummy-0.2"]
+    assert (tmp_path / "site" / "questdummy" / "__init__.py").is_file()
+    assert os.listdir(tmp_path / "working") == []  # nothing written to the working directory
+    sys.path.remove(str(tmp_path / "site"))
+
+
+# ---- the bundle and the notebook (tiny trained runs) ----
 
 @pytest.fixture(scope="module")
-def kaggle_layout(trained, tmp_path_factory):
-    """A bundle of the two trained runs (with a fitted ensemble) laid out as on a Kaggle kernel."""
+def bundled(trained, tmp_path_factory):
+    """A bundle of the two trained runs with a fitted ensemble; the ensemble's submission for comparison."""
     cfg, run_dirs = trained
     cfg.ensemble.name = "bundled"
     stages.ensemble(cfg, runs=[str(d) for d in run_dirs])
     expected = pd.read_csv(cfg.path(cfg.output.submission))
-    tmp = tmp_path_factory.mktemp("kaggle")
-    cfg.kaggle.wheels, cfg.kaggle.wheel_dir = [], str(tmp / "wheels-src")
-    make_wheel(tmp / "wheels-src")
-    out = stages.package(cfg, runs=[str(d) for d in run_dirs], out=str(tmp / "kaggle" / "input" / "quest-bundle"))[0]
+    out = stages.package(cfg, runs=[str(d) for d in run_dirs], out=str(tmp_path_factory.mktemp("b") / "bundle"))[0]
     cfg.ensemble.name = "ensemble"
-    shutil.copytree(cfg.path(cfg.data.dir), tmp / "kaggle" / "input" / "google-quest-challenge")
-    (tmp / "kaggle" / "working").mkdir()
-    return cfg, run_dirs, out, tmp / "kaggle", expected
+    return cfg, run_dirs, out, expected
 
 
-def test_bundle_holds_what_inference_needs_and_no_more(kaggle_layout):
-    cfg, run_dirs, out, _, _ = kaggle_layout
+def test_bundle_holds_what_inference_needs_and_no_more(bundled):
+    cfg, run_dirs, out, _ = bundled
     manifest = files.read_json(out / "bundle.json")
     assert manifest["runs"] == [d.name for d in run_dirs] and len(manifest["weights"]) == 2
     for d in run_dirs:
@@ -91,88 +120,170 @@ def test_bundle_holds_what_inference_needs_and_no_more(kaggle_layout):
                      "fold0/model.weights.h5", "fold1/metrics.json"):
             assert (r / name).is_file(), name
         assert not list(r.rglob("oof.csv")) and not (r / "cache").exists()
-    assert (out / "pipeline" / "predict.py").is_file() and (out / "run.py").is_file()
-    assert [w.name for w in (out / "wheels").glob("*.whl")] == ["questdummy-0.1-py3-none-any.whl"]
+    shipped = {p.stem for p in (out / "pipeline").glob("*.py")}
+    assert "predict" in shipped and not shipped & set(bundle.DEV_MODULES)
+    code = "import importlib, pkgutil, pipeline\n[importlib.import_module('pipeline.' + m.name) for m in " \
+           "pkgutil.iter_modules(pipeline.__path__)]"
+    res = subprocess.run([sys.executable, "-c", code], cwd=out, env={**os.environ, "PYTHONPATH": str(out)},
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]  # every shipped module imports without the dev modules
+    trained_with = files.read_json(run_dirs[0] / "run.json")["versions"]
+    names = sorted(w.name for w in (out / "wheels").glob("*.whl"))
+    assert f"keras-{trained_with['keras']}-py3-none-any.whl" in names
+    assert f"keras_hub-{trained_with['keras-hub']}-py3-none-any.whl" in names
+    assert all(n.endswith("-none-any.whl") for n in names)
     bundle.validate_dataset_metadata(files.read_json(out / "dataset-metadata.json"))
 
 
-def test_inference_notebook_runs_offline_and_matches_predict_plus_ensemble(kaggle_layout, tmp_path, monkeypatch):
+def test_package_never_replaces_a_folder_it_did_not_write(bundled, tmp_path):
+    cfg, run_dirs, _, _ = bundled
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="not a bundle"):
+        stages.package(cfg, runs=[str(run_dirs[0])], out=str(tmp_path))
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def run_notebook(python: str, root, work, tmp_path, extra_env=None):
+    """Execute notebooks/kaggle_inference.ipynb headless with `python` as the kernel, network blocked."""
     import nbformat
     from nbclient import NotebookClient
 
-    cfg, run_dirs, out, kaggle_root, expected = kaggle_layout
-    guard = tmp_path / "guard"
+    guard, kernels = tmp_path / "guard", tmp_path / "jupyter" / "kernels" / "quest-test"
     guard.mkdir()
     (guard / "sitecustomize.py").write_text(SOCKET_GUARD)
-    env = {"QUEST_BUNDLE": str(out), "QUEST_DATA": str(kaggle_root / "input" / "google-quest-challenge"),
-           "QUEST_WORK": str(kaggle_root / "working"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "PIP_NO_INDEX": "1", "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
-           "PYTHONPATH": str(guard), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    nb = nbformat.read(ROOT / "notebooks" / "kaggle_inference.ipynb", as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(kaggle_root / "working")}}).execute()
-    outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    assert "questdummy-0.1-py3-none-any.whl" in outputs  # the bundled wheel was installed with --no-index
-    sub = pd.read_csv(kaggle_root / "working" / "submission.csv")
-    sample = pd.read_csv(kaggle_root / "input" / "google-quest-challenge" / "sample_submission.csv")
+    kernels.mkdir(parents=True)
+    files.write_json(kernels / "kernel.json", {"argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                                               "display_name": "quest-test", "language": "python"})
+    env = {"QUEST_INPUT_ROOT": str(root), "QUEST_WORK": str(work), "QUEST_SITE": str(tmp_path / "site"),
+           "QUEST_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1", "PIP_NO_INDEX": "1",
+           "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "PYTHONPATH": str(guard),
+           "TF_CPP_MIN_LOG_LEVEL": "3", "JUPYTER_PATH": str(tmp_path / "jupyter"), **(extra_env or {})}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    for var in ("QUEST_BUNDLE", "QUEST_DATA"):
+        os.environ.pop(var, None)
+    try:
+        nb = nbformat.read(ROOT / "notebooks" / "kaggle_inference.ipynb", as_version=4)
+        NotebookClient(nb, timeout=900, kernel_name="quest-test", resources={"metadata": {"path": str(work)}}).execute()
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+
+
+def check_kernel_output(work, data, run_dirs, expected, atol=1e-5):
+    sub = pd.read_csv(work / "submission.csv")
+    sample = pd.read_csv(data / "sample_submission.csv")
     assert list(sub.columns) == list(sample.columns) and (sub[ID] == sample[ID]).all()
     for d in run_dirs:  # the kernel's per-run predictions equal `run.py predict` on the same runs
-        mine = pd.read_csv(kaggle_root / "working" / "predictions" / d.name / "test.csv")
+        mine = pd.read_csv(work / "predictions" / d.name / "test.csv")
         ref = pd.read_csv(d / "predictions" / "test.csv")
-        assert np.allclose(mine[list(TARGETS)], ref[list(TARGETS)], atol=1e-5)
-    close = np.isclose(sub[list(TARGETS)], expected[list(TARGETS)], atol=1e-5)
+        assert np.allclose(mine[list(TARGETS)], ref[list(TARGETS)], atol=atol)
+    close = np.isclose(sub[list(TARGETS)], expected[list(TARGETS)], atol=atol)
     assert close.mean() > 0.995, f"{(~close).sum()} cells differ"  # post-processing ties may flip a near-tie
 
 
-def test_network_guard_really_blocks(tmp_path):
-    import subprocess
-    import sys
+@pytest.mark.parametrize("layout", ["current", "old"])
+def test_inference_notebook_runs_offline_and_matches_ensemble(bundled, tmp_path, layout):
+    cfg, run_dirs, out, expected = bundled
+    root, work = tmp_path / "input", tmp_path / "working"
+    work.mkdir()
+    _, data = mount(root, out, cfg.path(cfg.data.dir), layout)
+    read_only(root)
+    before = snapshot(root)
+    text = run_notebook(sys.executable, root, work, tmp_path)
+    assert snapshot(root) == before  # the inputs were only read
+    assert "projected time for a 10,000-row hidden test" in text and "installed from the bundle" in text
+    check_kernel_output(work, data, run_dirs, expected)
+    assert not (work / "site").exists() and (tmp_path / "cache").is_dir()  # installs and caches outside working/
 
-    (tmp_path / "sitecustomize.py").write_text(SOCKET_GUARD)
-    code = "import socket\ntry:\n    socket.create_connection(('8.8.8.8', 53), timeout=2)\nexcept OSError as e:\n    print(e)"
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(tmp_path)},
-                         capture_output=True, text=True)
-    assert "network disabled" in out.stdout
 
+# ---- the Kaggle API, through an injected client ----
 
-def test_upload_creates_then_versions(kaggle_layout):
-    cfg, run_dirs, out, _, _ = kaggle_layout
+def test_upload_creates_then_versions_and_reports_failures(bundled):
+    cfg, run_dirs, out, _ = bundled
     cfg.kaggle.dataset = "someone/quest-bundle"
-    api = FakeApi(exists=False)
-    stages.package(cfg, runs=[str(run_dirs[0])], out=str(out.parent / "b2"), upload=True, client=api)
-    assert [c[0] for c in api.calls] == ["version", "create"]
-    api = FakeApi(exists=True)
-    stages.package(cfg, runs=[str(run_dirs[0])], out=str(out.parent / "b2"), upload=True, client=api)
-    assert [c[0] for c in api.calls] == ["version"]
-    cfg.kaggle.dataset = ""
+    try:
+        api = FakeApi(exists=False)
+        stages.package(cfg, runs=[str(run_dirs[0])], out=str(out.parent / "b2"), upload=True, client=api)
+        assert [c[0] for c in api.calls] == ["version", "create"]
+        api = FakeApi(exists=True)
+        stages.package(cfg, runs=[str(run_dirs[0])], out=str(out.parent / "b2"), upload=True, client=api)
+        assert [c[0] for c in api.calls] == ["version"]
+        with pytest.raises(kaggle.KaggleApiError, match="Dataset slug already taken"):
+            stages.package(cfg, runs=[str(run_dirs[0])], out=str(out.parent / "b2"), upload=True,
+                           client=FakeApi(error="Dataset slug already taken"))
+    finally:
+        cfg.kaggle.dataset = ""
 
 
-def test_kernel_metadata_is_offline_and_pushable(tmp_path, trained):
+def test_kernel_push_waits_for_the_dataset_and_checks_the_answer(tmp_path, trained, monkeypatch):
     cfg, _ = trained
+    monkeypatch.setattr(kaggle.time, "sleep", lambda s: None)
     cfg.kaggle.kernel, cfg.kaggle.dataset = "someone/quest-inference", "someone/quest-bundle"
-    nb_path, meta_path = stages.kernel(cfg, out=str(tmp_path / "k"))
-    meta = files.read_json(meta_path)
-    assert meta["enable_internet"] is False and meta["competition_sources"] == ["google-quest-challenge"]
-    assert meta["dataset_sources"] == ["someone/quest-bundle"] and meta["enable_gpu"] is True
-    api = FakeApi()
-    stages.kernel(cfg, out=str(tmp_path / "k"), push=True, client=api)
-    assert api.calls == [("push", str(tmp_path / "k"))]
-    cfg.kaggle.kernel = cfg.kaggle.dataset = ""
-    with pytest.raises(ValueError, match="set kaggle.kernel and kaggle.dataset"):
+    try:
+        nb_path, meta_path = stages.kernel(cfg, out=str(tmp_path / "k"))
+        meta = files.read_json(meta_path)
+        assert meta["enable_internet"] is False and meta["competition_sources"] == ["google-quest-challenge"]
+        assert meta["dataset_sources"] == ["someone/quest-bundle"] and meta["enable_gpu"] is True
+        api = FakeApi(statuses=["pending", "pending", "ready"])
         stages.kernel(cfg, out=str(tmp_path / "k"), push=True, client=api)
+        assert [c[0] for c in api.calls] == ["status", "status", "status", "push"]
+        api = FakeApi(statuses=["pending"])
+        with pytest.raises(kaggle.KaggleApiError, match="still 'pending' after"):
+            stages.kernel(cfg, out=str(tmp_path / "k"), push=True, client=api, wait=60)
+        assert "push" not in [c[0] for c in api.calls]  # never pushed before the dataset was ready
+        with pytest.raises(kaggle.KaggleApiError, match="someone/quest-bundle"):
+            stages.kernel(cfg, out=str(tmp_path / "k"), push=True, client=FakeApi(invalid_sources=["someone/quest-bundle"]))
+        with pytest.raises(kaggle.KaggleApiError, match="Notebook quota exceeded"):
+            stages.kernel(cfg, out=str(tmp_path / "k"), push=True, client=FakeApi(error="Notebook quota exceeded"))
+        cfg.kaggle.kernel = ""
+        with pytest.raises(ValueError, match="set kaggle.kernel and kaggle.dataset"):
+            stages.kernel(cfg, out=str(tmp_path / "k"), push=True, client=FakeApi())
+    finally:
+        cfg.kaggle.kernel = cfg.kaggle.dataset = ""
+
+
+def test_submit_sends_the_kernel_version_and_reports_refusals(trained):
+    cfg, _ = trained
+    cfg.kaggle.kernel = "someone/quest-inference"
+    try:
+        api = FakeApi()
+        stages.submit(cfg, version=3, client=api)
+        assert api.calls == [("submit", "google-quest-challenge", "someone/quest-inference", 3, "submission.csv")]
+        with pytest.raises(kaggle.KaggleApiError, match="has no output"):
+            stages.submit(cfg, version=3, client=FakeApi(submit_ref=0))
+        with pytest.raises(ValueError, match="--version 0"):
+            stages.submit(cfg, version=0, client=api)
+    finally:
+        cfg.kaggle.kernel = ""
 
 
 @pytest.mark.parametrize("change, message", [({"enable_internet": True}, "enable_internet = false"),
                                              ({"id": "no-slash"}, "owner/slug"),
+                                             ({"id": "someone/short"}, "6-50"),
+                                             ({"id": "someone/" + "x" * 51}, "6-50"),
                                              ({"code_file": "x.py"}, "notebook"),
+                                             ({"enable_tpu": True}, "CPU or GPU notebooks only"),
                                              ({"dataset_sources": []}, "dataset_sources")])
 def test_bad_kernel_metadata_is_rejected(trained, change, message):
     cfg, _ = trained
     meta = {**bundle.kernel_metadata(cfg, "kaggle_inference.ipynb"), **change}
     with pytest.raises(ValueError, match=message):
         bundle.validate_kernel_metadata(meta)
+
+
+def test_tpu_is_refused_with_the_reason():
+    with pytest.raises(config.ConfigError, match="CPU or GPU notebooks only"):
+        config.load(None, ["kaggle.accelerator=tpu"])
+
+
+def test_network_guard_really_blocks(tmp_path):
+    (tmp_path / "sitecustomize.py").write_text(SOCKET_GUARD)
+    code = "import socket\ntry:\n    socket.create_connection(('8.8.8.8', 53), timeout=2)\nexcept OSError as e:\n    print(e)"
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(tmp_path)},
+                         capture_output=True, text=True)
+    assert "network disabled" in out.stdout
 
 
 def test_exploration_notebook_runs(tmp_path, synth_dir, tiny_model_dir, monkeypatch):
