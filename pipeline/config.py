@@ -40,9 +40,11 @@ class FoldsConfig:
 class EncodeConfig:
     mode: str = "triple"  # "triple": [CLS] title [SEP] body [SEP] answer [SEP]; "pair": question, answer
     max_len: int = 512  # rows are padded/truncated to this many tokens (batches may be cut shorter)
-    title_budget: int = 30  # tokens reserved for the title; unused budget flows to the others
-    question_budget: int = 239  # tokens reserved for the question body
-    answer_budget: int = 239  # tokens reserved for the answer
+    # Field budgets are relative weights: they are rescaled to share max_len minus the special tokens; a field
+    # shorter than its share gives the rest to the longer fields; a longer one keeps its head and tail.
+    title_budget: int = 30  # weight of the title
+    question_budget: int = 239  # weight of the question body
+    answer_budget: int = 239  # weight of the answer
     head_share: float = 0.5  # share of a truncated field kept from its start (rest from its end)
     cache_dir: str = "output/cache"  # encoded arrays, keyed by data + tokenizer + these settings
 
@@ -79,7 +81,8 @@ class TrainConfig:
     mixed_precision: str = "auto"  # "auto" (bf16/fp16 on accelerators, fp32 on CPU), "none", "bfloat16", "float16"
     predict_precision: str = "auto"  # "auto": what the predicting device supports (fp16 on P100/T4), whatever trained
     xla: bool = False  # jit-compile the train/predict steps (accelerators)
-    verbose: int = 1  # Keras progress bar per epoch (0 silent, 1 bar, 2 one line)
+    verbose: int = 1  # 0 silent; 1 a bar on a terminal, else a log line every ~10% of an epoch; 2 a line per epoch
+    max_steps: int = 0  # >0: a throughput probe of this many steps per fold; writes probes/, never a finished fold
 
 
 @dataclass

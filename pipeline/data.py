@@ -12,6 +12,7 @@ import pandas as pd
 from .schema import ID, INPUT_COLUMNS, SUBMISSION_COLUMNS, TARGETS, TEXT_COLUMNS
 
 log = logging.getLogger(__name__)
+PREDICT_COLUMNS = (ID,) + TEXT_COLUMNS  # what a trained run reads from a row
 
 
 class DataError(ValueError):
@@ -30,7 +31,8 @@ def clean_text(text: str) -> str:
 
 
 def read_csv(path: str | Path, kind: str) -> pd.DataFrame:
-    """Read one competition file of `kind` ("train", "test" or "sample_submission") and validate it."""
+    """Read one competition file of `kind` and validate it: "train", "test", "sample_submission", or
+    "predict" (any CSV to predict: only the id and the text fields a run reads are required)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{kind} file not found: {path}")
@@ -39,12 +41,13 @@ def read_csv(path: str | Path, kind: str) -> pd.DataFrame:
         frame = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={c: str for c in INPUT_COLUMNS[1:]})
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
         raise DataError(f"{path}: cannot parse as CSV: {err}") from None
-    expected = {"train": INPUT_COLUMNS + TARGETS, "test": INPUT_COLUMNS, "sample_submission": SUBMISSION_COLUMNS}[kind]
+    expected = {"train": INPUT_COLUMNS + TARGETS, "test": INPUT_COLUMNS, "sample_submission": SUBMISSION_COLUMNS,
+                "predict": PREDICT_COLUMNS}[kind]
     _check_columns(path, frame, expected, allow_extra=kind != "sample_submission")
     _check_ids(path, frame)
     if kind in ("train", "sample_submission"):
         _check_targets(path, frame, require_unit=kind == "train")
-    if kind in ("train", "test"):
+    if kind in ("train", "test", "predict"):
         frame = _fill_text(path, frame)
     return frame
 
@@ -52,7 +55,7 @@ def read_csv(path: str | Path, kind: str) -> pd.DataFrame:
 def _check_columns(path, frame, expected, allow_extra):
     missing = [c for c in expected if c not in frame.columns]
     if missing:
-        raise DataError(f"{path}: missing column(s) {missing}; expected the competition columns {list(expected)}")
+        raise DataError(f"{path}: missing column(s) {missing}; expected the columns {list(expected)}")
     extra = [c for c in frame.columns if c not in expected]
     if extra and not allow_extra:
         raise DataError(f"{path}: unexpected column(s) {extra}; expected exactly {list(expected)}")
@@ -83,7 +86,7 @@ def _check_targets(path, frame, require_unit):
 
 
 def _fill_text(path, frame):
-    for col in INPUT_COLUMNS[1:]:
+    for col in [c for c in INPUT_COLUMNS[1:] if c in frame.columns]:
         n = int(frame[col].isna().sum())
         if n:
             if col in TEXT_COLUMNS:

@@ -83,6 +83,21 @@ def _budgets(settings, available: int, n_fields: int) -> list[int]:
     return scaled
 
 
+def truncation_table(enc: Encoded, tok, settings) -> list[dict]:
+    """Per field: its budget, token lengths before truncation (median, p75, p90) and the share of rows cut."""
+    available = settings.max_len - n_special(tok, settings.mode)
+    lengths = enc.field_lengths
+    if settings.mode == "pair":
+        lengths, names = np.column_stack([lengths[:, 0] + lengths[:, 1], lengths[:, 2]]), ["title+body", ANSWER]
+    else:
+        names = list(TEXT_COLUMNS)
+    budgets = _budgets(settings, available, len(names))
+    kept = np.array([allocate(list(map(int, row)), budgets, available) for row in lengths]).reshape(lengths.shape)
+    return [{"field": name, "budget": budgets[i], "median": float(np.median(lengths[:, i])),
+             "p75": float(np.percentile(lengths[:, i], 75)), "p90": float(np.percentile(lengths[:, i], 90)),
+             "truncated_share": float((kept[:, i] < lengths[:, i]).mean())} for i, name in enumerate(names)]
+
+
 def n_special(tok, mode: str) -> int:
     """Special tokens per row: [CLS] + one [SEP] per field (+1 for RoBERTa's doubled separator)."""
     return (2 if mode == "pair" else 3) + 1 + int(tok.double_sep)

@@ -91,7 +91,8 @@ def ensemble(cfg, run_names: list[str] | None = None) -> list[Path]:
         return [out / "summary.json", sub_path]
     truth = train.set_index(ID).loc[common]
     y = truth[list(TARGETS)].to_numpy()
-    fold = folds_lib.by_id(cfg, train).loc[common].to_numpy()
+    fold, _ = postprocess.split_for_nesting(folds_lib.by_id(cfg, train).loc[common].to_numpy(),
+                                            truth[cfg.folds.group_key])
     method = cfg.ensemble.method
     weights = fit_weights(y, oof_preds, method)
     nested = np.empty_like(y)
@@ -119,7 +120,7 @@ def ensemble(cfg, run_names: list[str] | None = None) -> list[Path]:
              files.write_json(out / "summary.json", summary)]  # last: its stamp marks the ensemble current
     pp_line = (f", post-processed {summary['postprocess']['after_nested']:.4f} "
                f"({summary['postprocess']['n_applied']} columns)") if pp else ""
-    print(f"ensemble {cfg.ensemble.name} ({method}, {len(run_dirs)} run(s)): nested OOF Spearman "
-          f"{score.mean:.4f}{pp_line}; weights {np.round(weights, 3).tolist()}", flush=True)
+    log.info("ensemble %s (%s, %d run(s)): nested OOF Spearman %.4f%s; weights %s", cfg.ensemble.name, method,
+             len(run_dirs), score.mean, pp_line, np.round(weights, 3).tolist())
     return paths
 

@@ -162,9 +162,10 @@ def upload_dataset(folder: Path, client=None, notes: str = "update") -> str:
     return "created"
 
 
-def wait_dataset_ready(handle: str, client=None, timeout: float = 900, poll: float = 15, sleep=time.sleep) -> str:
+def wait_dataset_ready(handle: str, client=None, timeout: float = 900, poll: float = 15) -> str:
     """Poll dataset_status until 'ready' (a kernel pushed before that sees no files); bounded by timeout."""
     client = client or get_client()
+    sleep = time.sleep
     waited = 0.0
     while True:
         status = str(client.dataset_status(handle) or "").lower()

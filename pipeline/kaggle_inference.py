@@ -111,7 +111,7 @@ def projected_seconds(bundle: str | Path, data_dir: str | Path, rows: int = HIDD
     from . import data, files, predict
 
     bundle = Path(bundle)
-    frame = data.read_csv(Path(data_dir) / DATA_FILES[0], "test")
+    frame = data.read_csv(Path(data_dir) / DATA_FILES[0], "predict")
     total = 0.0
     for name in files.read_json(bundle / BUNDLE_MARKER)["runs"]:
         total += predict.seconds_per_row(bundle / "runs" / name, pd.DataFrame(frame), CACHE) * rows

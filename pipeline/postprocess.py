@@ -10,12 +10,34 @@ fold; a column keeps its transform only when that nested fold-mean score beats t
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from scipy.stats import rankdata
 
 from .metrics import spearman_column
 
 CLIP_SHARES = (0.25, 0.5, 0.75, 0.9)
+log = logging.getLogger(__name__)
+
+
+SUB_FOLDS = 3
+
+
+def split_for_nesting(fold: np.ndarray, groups) -> tuple[np.ndarray, str]:
+    """Nested post-processing needs two held-out parts: the finished folds, or, with one fold finished,
+    question-grouped sub-folds of it (answers to one question stay together), said so in the report."""
+    if len(np.unique(fold)) >= 2:
+        return fold, "finished folds"
+    from sklearn.model_selection import GroupKFold
+
+    sub = np.empty(len(fold), int)
+    for i, (_, held) in enumerate(GroupKFold(SUB_FOLDS).split(np.zeros(len(fold)), groups=np.asarray(groups))):
+        sub[held] = i
+    note = (f"only fold {int(fold[0])} is finished: post-processing is chosen and scored nested over "
+            f"{SUB_FOLDS} question-grouped sub-folds of it; train more folds for the usual nested estimate")
+    log.warning(note)
+    return sub, note
 
 
 def apply_one(p: np.ndarray, method: str, params: dict) -> np.ndarray:
@@ -71,6 +93,8 @@ def fit(y: np.ndarray, p: np.ndarray, fold: np.ndarray, columns, y_label_source:
     """
     report = {}
     folds = np.unique(fold)
+    if len(folds) < 2:
+        raise ValueError("nested post-processing needs predictions from at least two folds (or sub-folds)")
     for j, col in enumerate(columns):
         cands = candidates(y_label_source[:, j], methods, round_grids)
         before, after = [], []

@@ -34,7 +34,7 @@ def predict_run(run_dir: Path, csv_path: Path, out_dir: Path | None = None, cach
     if out.is_file() and stamp_path.is_file() and files.read_json(stamp_path) == stamp:
         return out
     rcfg = runs.load_config(run_dir)
-    frame = data.read_csv(csv_path, "test")
+    frame = data.read_csv(csv_path, "predict")
     if rcfg.data.clean_text:
         data.clean_frame(frame)
     fold_tests = [runs.fold_dir(run_dir, k) / "test.csv" for k in folds]

@@ -25,7 +25,7 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "spec
                    "assets/tokenizer/merges.txt", "assets/tokenizer/vocabulary.spm")
 # Settings that may differ when a run is resumed or extended; anything else must match.
 _RESUMABLE = {("train", "folds"), ("train", "verbose"), ("train", "eval_batch_size"), ("train", "mixed_precision"),
-              ("train", "predict_precision"), ("train", "xla")}
+              ("train", "predict_precision"), ("train", "xla"), ("train", "max_steps")}
 _TRAINING_SECTIONS = ("folds", "encode", "model", "train")
 
 
@@ -100,6 +100,11 @@ def load_config(run_dir: Path):
 
 def fold_dir(run_dir: Path, k: int) -> Path:
     return run_dir / f"fold{k}"
+
+
+def probe_file(run_dir: Path, k: int) -> Path:
+    """Throughput of a step-limited probe (train.max_steps); never marks the fold finished."""
+    return run_dir / "probes" / f"fold{k}.json"
 
 
 def finished_folds(run_dir: Path) -> list[int]:

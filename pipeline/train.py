@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from . import batching, data, device, encode, files, folds as folds_lib, metrics, runs
+from . import batching, data, device, encode, files, folds as folds_lib, metrics, progress, runs
 from .schema import ID, TARGETS
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ def epoch_eval(tcfg, val_inputs, val_lengths, y_val):
         def __init__(self):
             super().__init__()
             self.rows, self.best, self.best_epoch, self.best_weights, self.wait = [], -np.inf, -1, None, 0
+            self.best_pred = self.last_pred = None  # validation predictions of the kept epoch: never recomputed
 
         def on_epoch_end(self, epoch, logs=None):
             pred = batching.predict(self.model, val_inputs, val_lengths, tcfg.eval_batch_size,
@@ -57,10 +58,11 @@ def epoch_eval(tcfg, val_inputs, val_lengths, y_val):
             lr = float(self.model.optimizer.learning_rate.numpy()) if hasattr(self.model.optimizer.learning_rate, "numpy") else float("nan")
             self.rows.append({"epoch": epoch + 1, "loss": float((logs or {}).get("loss", np.nan)),
                               "val_loss": val_loss, "val_spearman": score, "lr_backbone": lr})
-            print(f"  epoch {epoch + 1}: loss {self.rows[-1]['loss']:.4f}  val_loss {val_loss:.4f}  "
-                  f"val_spearman {score:.4f}", flush=True)
+            log.info("  epoch %d: loss %.4f  val_loss %.4f  val_spearman %.4f", epoch + 1, self.rows[-1]["loss"],
+                     val_loss, score)
+            self.last_pred = pred
             if score > self.best:
-                self.best, self.best_epoch, self.wait = score, epoch + 1, 0
+                self.best, self.best_epoch, self.wait, self.best_pred = score, epoch + 1, 0, pred
                 if tcfg.keep == "best":
                     self.best_weights = self.model.get_weights()
             else:
@@ -73,6 +75,24 @@ def epoch_eval(tcfg, val_inputs, val_lengths, y_val):
                 self.model.set_weights(self.best_weights)
 
     return _Eval()
+
+
+def _probe(model, ds, tcfg, k: int, batch: int, run_dir) -> dict:
+    """train.max_steps: a throughput probe. Writes probes/fold<k>.json only: no weights, no metrics.json,
+    so the fold stays unfinished and a later real run trains it in full."""
+    import keras
+
+    steps = tcfg.max_steps
+    warm = min(2, steps - 1)  # the first steps trace the shapes; time the rest
+    clock = progress.StepClock(warm)
+    model.fit(ds.repeat(), epochs=1, steps_per_epoch=steps, callbacks=[clock, *progress.callbacks(tcfg, f"probe fold {k}", steps, batch)],
+              verbose=progress.keras_verbose(tcfg))
+    result = {"fold": k, "probe": True, "steps": steps, "batch_size": batch,
+              "train_samples_per_s": (steps - warm) * batch / max(clock.seconds, 1e-9)}
+    files.write_json(runs.probe_file(run_dir, k), result)
+    log.info("probe fold %d: %d steps, %.2f samples/s (not a finished fold)", k, steps, result["train_samples_per_s"])
+    keras.backend.clear_session()
+    return result
 
 
 def train_fold(cfg, k: int, inp: Inputs, info, strat, run_dir) -> dict:
@@ -96,16 +116,19 @@ def train_fold(cfg, k: int, inp: Inputs, info, strat, run_dir) -> dict:
         model.compile(optimizer=opt, loss=keras.losses.BinaryCrossentropy(), jit_compile=tcfg.xla)
     if not (run_dir / "backbone.json").is_file():
         files.write_text(run_dir / "backbone.json", model_lib.backbone_to_json(backbone))
+    log.info("fold %d: %d train rows, %d validation rows, %d steps/epoch", k, len(tr), len(va), steps)
+    if tcfg.max_steps:
+        return _probe(model, ds, tcfg, k, batch, run_dir)
     val_inputs, val_len = inp.enc_train.inputs(va), inp.enc_train.lengths[va]
     callback = epoch_eval(tcfg, val_inputs, val_len, inp.y[va])
-    print(f"fold {k}: {len(tr)} train rows, {len(va)} validation rows, {steps} steps/epoch", flush=True)
     start = time.perf_counter()
-    model.fit(ds, epochs=tcfg.epochs, callbacks=[callback], verbose=tcfg.verbose)
+    model.fit(ds, epochs=tcfg.epochs, callbacks=[callback, *progress.callbacks(tcfg, f"fold {k}", steps, batch)],
+              verbose=progress.keras_verbose(tcfg))
     seconds = time.perf_counter() - start
     predict = lambda enc, rows=slice(None): batching.predict(  # noqa: E731
         model, enc.inputs(rows), enc.lengths[rows], tcfg.eval_batch_size, tcfg.bucketing, tcfg.dynamic_padding,
         tcfg.pad_multiple)
-    oof = predict(inp.enc_train, va)
+    oof = callback.best_pred if tcfg.keep == "best" else callback.last_pred
     score = metrics.spearman(inp.y[va], oof)
     out = runs.fold_dir(run_dir, k)
     with files.atomic_path(out / "model.weights.h5", suffix=".weights.h5") as tmp:
@@ -126,9 +149,9 @@ def train_fold(cfg, k: int, inp: Inputs, info, strat, run_dir) -> dict:
 def train(cfg) -> list:
     wanted = cfg.train.folds or list(range(cfg.folds.n_folds))
     summary = cfg.run_dir / "summary.json"
-    if summary.is_file() and set(wanted) <= set(runs.finished_folds(cfg.run_dir)):
+    if summary.is_file() and not cfg.train.max_steps and set(wanted) <= set(runs.finished_folds(cfg.run_dir)):
         runs.check_compatible(cfg)
-        print(f"run {cfg.run_name}: folds {wanted} already finished", flush=True)
+        log.info("run %s: folds %s already finished", cfg.run_name, wanted)
         return [cfg.run_dir, summary]
     inp, info, tok = prepare(cfg)
     strat = device.strategy()
@@ -138,14 +161,17 @@ def train(cfg) -> list:
     done = set(runs.finished_folds(run_dir))
     for k in wanted:
         if k in done:
-            print(f"fold {k}: already finished, skipped", flush=True)
+            log.info("fold %d: already finished, skipped", k)
             continue
         device.set_precision(cfg.train.mixed_precision, kind)  # per fold: each fold ends with clear_session
         r = train_fold(cfg, k, inp, info, strat, run_dir)
-        print(f"fold {k}: val Spearman {r['val_spearman']:.4f} (best epoch {r['best_epoch']}/{r['epochs_run']}, "
-              f"{r['train_seconds']:.0f}s, {r['train_samples_per_s']:.1f} samples/s)", flush=True)
+        if not r.get("probe"):
+            log.info("fold %d: val Spearman %.4f (best epoch %d/%d, %.0fs, %.1f samples/s)", k, r["val_spearman"],
+                     r["best_epoch"], r["epochs_run"], r["train_seconds"], r["train_samples_per_s"])
+    if not runs.finished_folds(run_dir):
+        return [run_dir]
     summary = runs.summarize(run_dir, inp.train)
     s = files.read_json(summary)
-    print(f"run {run_dir.name}: OOF Spearman {s['oof_spearman']:.4f} over folds {s['folds_done']} "
-          f"({s['n_constant']} constant column(s))", flush=True)
+    log.info("run %s: OOF Spearman %.4f over folds %s (%d constant column(s))", run_dir.name, s["oof_spearman"],
+             s["folds_done"], s["n_constant"])
     return [run_dir, summary]

@@ -2,13 +2,17 @@
 nested post-processing before/after per column, plots, and a comparison table across runs."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from . import data, files, folds, metrics, postprocess, runs
+from . import baseline, data, encode, files, folds, metrics, postprocess, runs
+from . import tokenizer as tokenizer_lib
 from .schema import ID, TARGETS
+
+log = logging.getLogger(__name__)
 
 
 def _plots(report_dir: Path, run_dir: Path, per_column: dict, pp: dict) -> list[Path]:
@@ -56,23 +60,41 @@ def _markdown(run_dir: Path, rep: dict) -> str:
              f"- OOF Spearman (all {rep['n_rows']} rows): **{rep['oof_spearman']:.4f}**",
              f"- OOF Spearman (question targets once per question): {rep['oof_spearman_unique_questions']:.4f}",
              f"- Post-processed, nested: {rep['postprocess']['after_nested']:.4f} "
-             f"({rep['postprocess']['n_applied']} column(s) changed)",
+             f"({rep['postprocess']['n_applied']} column(s) changed; nested over {rep['postprocess']['split']})",
              f"- Constant columns (scored 0): {rep['n_constant']} {rep['constant_columns'] or ''}",
              f"- Folds: {rep['folds_done']}", "", "| fold | Spearman | best epoch |", "|---|---|---|"]
     lines += [f"| {k} | {v['val_spearman']:.4f} | {v['best_epoch']} |" for k, v in rep["per_fold"].items()]
-    lines += ["", "| target | OOF | post-processing | nested after |", "|---|---|---|---|"]
+    lines += ["", "Token lengths per field before truncation (train rows), against the field's budget:", "",
+              "| field | budget | median | p75 | p90 | rows truncated |", "|---|---|---|---|---|---|"]
+    lines += [f"| {t['field']} | {t['budget']} | {t['median']:.0f} | {t['p75']:.0f} | {t['p90']:.0f} | "
+              f"{100 * t['truncated_share']:.0f}% |" for t in rep["truncation"]]
+    lines += ["", f"TF-IDF + ridge baseline on the same folds; **{len(rep['below_baseline'])}** target(s) score below it "
+              "(marked ⚠).", "",
+              "| target | OOF | TF-IDF ridge | post-processing | nested after |", "|---|---|---|---|---|"]
     for c in TARGETS:
         p = rep["postprocess_columns"][c]
         method = f"{p['method']} {p['params'].get('k', p['params'].get('q', ''))}".strip() if p["applied"] else "-"
-        lines.append(f"| {c} | {rep['per_column'][c]:.4f} | {method} | {p['after_nested']:.4f} |")
+        flag = " ⚠" if c in rep["below_baseline"] else ""
+        lines.append(f"| {c}{flag} | {rep['per_column'][c]:.4f} | {rep['baseline_per_column'][c]:.4f} | {method} | "
+                     f"{p['after_nested']:.4f} |")
     lines += ["", "![per target](per_target.png)", "![learning curves](learning_curves.png)", ""]
     return "\n".join(lines)
+
+
+REPORT_VERSION = 2  # bump when the report gains content, so current-looking old reports are rebuilt
+
+
+def _truncation(cfg, run_dir: Path, train: pd.DataFrame) -> list[dict]:
+    rcfg, info = runs.load_config(run_dir), files.read_json(run_dir / "run.json")
+    tok = tokenizer_lib.load(run_dir / "tokenizer")
+    enc, _ = encode.encode_cached(rcfg.encode, cfg.path(cfg.encode.cache_dir), train, "train", tok, info["uses_segments"])
+    return encode.truncation_table(enc, tok, rcfg.encode)
 
 
 def validate_run(cfg, run_dir: Path) -> list[Path]:
     report_dir = run_dir / "report"
     oof = runs.load_oof(run_dir)
-    stamp = files.sha256_text(oof.to_csv(index=False), cfg.validate.postprocess, cfg.validate.round_grids)
+    stamp = files.sha256_text(oof.to_csv(index=False), cfg.validate.postprocess, cfg.validate.round_grids, REPORT_VERSION)
     if (report_dir / "report.json").is_file() and files.read_json(report_dir / "report.json").get("stamp") == stamp:
         return [report_dir / "report.json", report_dir / "report.md", run_dir / "postprocess.json"]
     train = data.load(cfg, "train")
@@ -80,21 +102,27 @@ def validate_run(cfg, run_dir: Path) -> list[Path]:
     y, p = metrics.align(truth, oof)
     score = metrics.spearman(y, p)
     unique = metrics.score_unique_questions(truth, oof, cfg.folds.group_key)
-    fold = folds.by_id(cfg, train).loc[truth[ID]].to_numpy()
+    fold, split_note = postprocess.split_for_nesting(folds.by_id(cfg, train).loc[truth[ID]].to_numpy(), truth[cfg.folds.group_key])
     pp = postprocess.fit(y, p, fold, TARGETS, y, cfg.validate.postprocess, cfg.validate.round_grids)
+    truncation = _truncation(cfg, run_dir, train)
+    all_fold = folds.by_id(cfg, train).loc[train[ID]].to_numpy()
+    base = baseline.oof_scores(train, data.targets(train).astype(float), all_fold, runs.finished_folds(run_dir))
     per_fold = {k: {key: files.read_json(runs.fold_dir(run_dir, k) / "metrics.json")[key]
                     for key in ("val_spearman", "best_epoch")} for k in runs.finished_folds(run_dir)}
     rep = {"run": run_dir.name, "stamp": stamp, "n_rows": len(truth), "folds_done": list(per_fold),
            "oof_spearman": score.mean, "oof_spearman_unique_questions": unique.mean,
            "n_constant": score.n_constant, "constant_columns": score.constant_columns, "per_fold": per_fold,
-           "per_column": score.per_column, "postprocess": postprocess.summary(pp), "postprocess_columns": pp}
+           "per_column": score.per_column, "postprocess": {**postprocess.summary(pp), "split": split_note},
+           "postprocess_columns": pp, "baseline_per_column": base, "truncation": truncation,
+           "below_baseline": [c for c in TARGETS if score.per_column[c] < base[c]]}
     report_dir.mkdir(parents=True, exist_ok=True)
     paths = _plots(report_dir, run_dir, score.per_column, pp)
     paths.append(files.write_json(run_dir / "postprocess.json", pp))
     paths.append(files.write_text(report_dir / "report.md", _markdown(run_dir, rep)))
     paths.append(files.write_json(report_dir / "report.json", rep))  # last: its stamp marks the report current
-    print(f"{run_dir.name}: OOF {score.mean:.4f}, unique-question OOF {unique.mean:.4f}, post-processed nested "
-          f"{rep['postprocess']['after_nested']:.4f}, {score.n_constant} constant column(s) -> {report_dir}", flush=True)
+    log.info("%s: OOF %.4f, unique-question OOF %.4f, post-processed nested %.4f, %d constant column(s), "
+             "%d target(s) below the TF-IDF baseline -> %s", run_dir.name, score.mean, unique.mean,
+             rep["postprocess"]["after_nested"], score.n_constant, len(rep["below_baseline"]), report_dir)
     return paths
 
 
@@ -108,7 +136,7 @@ def compare(cfg, run_dirs: list[Path]) -> Path:
                     f"{r['oof_spearman_unique_questions']:.4f} | {r['postprocess']['after_nested']:.4f} | "
                     f"{r['n_constant']} |")
     table = "\n".join(rows) + "\n"
-    print(table, flush=True)
+    log.info("\n%s", table)
     return files.write_text(cfg.path(cfg.output.dir) / "reports" / "compare.md", table)
 
 

@@ -17,6 +17,11 @@ from pipeline import config, synth, tinymodel  # noqa: E402
 from pipeline.schema import TEXT_COLUMNS  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: end-to-end runs (subprocesses, notebooks, real backbones); "
+                                       "`pytest -m 'not slow'` skips them, `make test` runs everything")
 TOY = SHARED / "quest-toy"
 REAL = SHARED / "google-quest-challenge"
 

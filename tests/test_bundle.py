@@ -183,6 +183,7 @@ def check_kernel_output(work, data, run_dirs, expected, atol=1e-5):
     assert close.mean() > 0.995, f"{(~close).sum()} cells differ"  # post-processing ties may flip a near-tie
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["current", "old"])
 def test_inference_notebook_runs_offline_and_matches_ensemble(bundled, tmp_path, layout):
     cfg, run_dirs, out, expected = bundled
@@ -196,6 +197,31 @@ def test_inference_notebook_runs_offline_and_matches_ensemble(bundled, tmp_path,
     assert "projected time for a 10,000-row hidden test" in text and "installed from the bundle" in text
     check_kernel_output(work, data, run_dirs, expected)
     assert not (work / "site").exists() and (tmp_path / "cache").is_dir()  # installs and caches outside working/
+
+
+KAGGLE_PYTHON = os.environ.get("QUEST_KAGGLE_PYTHON", "")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isfile(KAGGLE_PYTHON), reason="no Kaggle-image environment: run `make kaggle-check` "
+                    "(builds .venv-kaggle from configs/kaggle-image-constraints.txt)")
+@pytest.mark.parametrize("layout", ["current", "old"])
+def test_notebook_on_the_kaggle_image(bundled, tmp_path, layout):
+    """The bundle made here, mounted read-only under a fake /kaggle/input, run by Kaggle's versions (Python 3.12,
+    TF 2.20, keras 3.13, keras-hub 0.26 ...) with the network blocked: only the bundle's wheels can be installed."""
+    cfg, run_dirs, out, expected = bundled
+    root, work = tmp_path / "input", tmp_path / "working"
+    work.mkdir()
+    _, data = mount(root, out, cfg.path(cfg.data.dir), layout)
+    read_only(root)
+    before = snapshot(root)
+    text = run_notebook(KAGGLE_PYTHON, root, work, tmp_path)
+    assert snapshot(root) == before
+    versions = files.read_json(run_dirs[0] / "run.json")["versions"]
+    for dist in ("keras", "keras-hub"):  # the image's older versions were replaced by the trained ones
+        assert f"{dist}-{versions[dist]}" in text
+    assert (tmp_path / "site").is_dir() and not (work / "site").exists()
+    check_kernel_output(work, data, run_dirs, expected, atol=1e-4)
 
 
 # ---- the Kaggle API, through an injected client ----
@@ -286,6 +312,7 @@ def test_network_guard_really_blocks(tmp_path):
     assert "network disabled" in out.stdout
 
 
+@pytest.mark.slow
 def test_exploration_notebook_runs(tmp_path, synth_dir, tiny_model_dir, monkeypatch):
     import nbformat
     from nbclient import NotebookClient

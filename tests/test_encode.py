@@ -106,6 +106,7 @@ def test_max_len_beyond_model_positions_is_an_error(tmp_path, synth_dir, tiny_mo
         encode.for_model(cfg)
 
 
+@pytest.mark.slow
 def test_full_size_train_set_encodes_in_seconds(minilm_dir):
     """Correctness of a 6,079-row encode; its speed is measured in benchmarks/, here only bounded loosely."""
     train, _, _ = synth.generate(n_train=6079, n_test=1, seed=0)

@@ -106,6 +106,7 @@ def test_all_rerun_is_a_fast_no_op(trained):
     assert {p: p.stat().st_mtime_ns for p in marks} == marks  # nothing rewritten
 
 
+@pytest.mark.slow
 def test_validate_and_ensemble_on_real_rows(tmp_path, toy_dir):
     train = data.read_csv(toy_dir / "train_toy.csv", "train")
     texts = [t for c in TEXT_COLUMNS for t in train[c]]

@@ -57,6 +57,7 @@ def _write_frames(d, train, test, sample):
         frame.to_csv(d / f"{name}.csv", index=False)
 
 
+@pytest.mark.slow
 def test_learns_clearly_above_a_shuffled_label_control(tmp_path, tiny_model_dir):
     train, test, sample = synth.generate(n_train=600, n_test=20, seed=5)
     shuffled = train.copy()
@@ -82,6 +83,7 @@ def _untrained_and_trained(cfg, run_dir, k, enc_inputs):
     return np.asarray(untrained.predict(enc_inputs, verbose=0)), np.asarray(trained.predict(enc_inputs, verbose=0))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["real", "generated"])
 def test_minilm_fine_tunes_a_few_steps(tmp_path, minilm_dir, toy_dir, synth_dir, source):
     if source == "real":
@@ -105,6 +107,7 @@ def test_minilm_fine_tunes_a_few_steps(tmp_path, minilm_dir, toy_dir, synth_dir,
     assert np.isfinite(history["loss"]).all()
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_only_missing_folds(tmp_path, synth_dir, tiny_model_dir):
     sets = {"data.dir": synth_dir, "folds.file": tmp_path / "folds.csv", "encode.cache_dir": tmp_path / "cache",
             "output.dir": tmp_path / "out", "model.path": tiny_model_dir, "model.random_init": "true",
@@ -125,13 +128,14 @@ def test_killed_run_resumes_only_missing_folds(tmp_path, synth_dir, tiny_model_d
     leftovers = [p for p in run_dir.rglob(".*") if p.is_file()]
     out = subprocess.run(cmd + ["train", *args], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "fold 0: already finished, skipped" in out.stdout
+    assert "fold 0: already finished, skipped" in out.stderr
     assert (run_dir / "fold0" / "metrics.json").stat().st_mtime_ns == first
     assert runs.finished_folds(run_dir) == [0, 1, 2]
     assert files.read_json(run_dir / "summary.json")["folds_done"] == [0, 1, 2]
     assert not [p for p in run_dir.rglob(".*") if p.is_file() and p not in leftovers]
 
 
+@pytest.mark.slow
 def test_bf16_trained_run_predicts_in_fp16_and_fp32(tmp_path, synth_dir, tiny_model_dir, monkeypatch):
     """A run trained under mixed_bfloat16 (TPU / Ampere+) predicts on a P100/T4 (float16) and a CPU (float32):
     the saved architecture carries no dtype policy, and the results agree within 2e-2 (fp16 has a 10-bit

@@ -1,0 +1,73 @@
+"""Training progress that reads well both on a terminal and in a log file.
+
+On a terminal Keras draws its bar. When output goes to a file or a pipe (a Kaggle kernel's log, `nohup`,
+CI), a bar becomes one escape-coded line per step, so instead a plain log line is written every ~10% of an
+epoch with the loss, samples/s and the epoch's ETA.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import warnings
+
+import keras  # imported by train only, after a stage has started
+
+log = logging.getLogger(__name__)
+LINES_PER_EPOCH = 10
+
+
+def _terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def keras_verbose(tcfg) -> int:
+    """Keras' own verbosity: its bar only on a terminal; 2 (a line per epoch) stays as asked."""
+    return 0 if tcfg.verbose == 1 and not _terminal() else tcfg.verbose
+
+
+def callbacks(tcfg, label: str, steps: int, batch: int) -> list:
+    # Our tf.data pipeline is shuffled by plan (batching.py); Keras warns about shuffle=True on every fit.
+    warnings.filterwarnings("ignore", message=r".*`shuffle=True` was passed.*")
+    if tcfg.verbose == 1 and not _terminal():
+        return [LineProgress(label, steps, batch)]
+    return []
+
+
+class LineProgress(keras.callbacks.Callback):
+    def __init__(self, label: str, steps: int, batch: int):
+        super().__init__()
+        self.label, self.steps, self.batch = label, steps, batch
+        self.every = max(1, steps // LINES_PER_EPOCH)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch, self.start = epoch + 1, time.perf_counter()
+
+    def on_train_batch_end(self, step, logs=None):
+        done = step + 1
+        if done % self.every and done != self.steps:
+            return
+        seconds = time.perf_counter() - self.start
+        rate = done * self.batch / max(seconds, 1e-9)
+        eta = (self.steps - done) * seconds / done
+        log.info("%s epoch %d: step %d/%d  loss %.4f  %.1f samples/s  ETA %dm%02ds", self.label, self.epoch, done,
+                 self.steps, float((logs or {}).get("loss", float("nan"))), rate, eta // 60, eta % 60)
+
+
+class StepClock(keras.callbacks.Callback):
+    """Seconds spent after the first `warm` steps (which trace the shapes)."""
+
+    def __init__(self, warm: int):
+        super().__init__()
+        self.warm, self.seconds, self.t0 = warm, 0.0, None
+
+    def on_train_begin(self, logs=None):
+        if self.warm == 0:
+            self.t0 = time.perf_counter()
+
+    def on_train_batch_end(self, step, logs=None):
+        if step + 1 == self.warm:
+            self.t0 = time.perf_counter()
+
+    def on_train_end(self, logs=None):
+        self.seconds = time.perf_counter() - (self.t0 or time.perf_counter())

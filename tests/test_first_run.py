@@ -1,0 +1,110 @@
+"""What a first real run meets: one finished fold, a text-only CSV to predict, a step-limited probe,
+validation predicted once per fold, logs in a file, and a report that shows truncation and a baseline."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import ROOT, tiny_train_config
+from pipeline import batching, data, files, predict, runs, stages
+from pipeline.schema import ID, TARGETS, TEXT_COLUMNS
+
+
+@pytest.fixture(scope="module")
+def one_fold(tmp_path_factory, synth_dir, tiny_model_dir):
+    """A 3-fold split with only fold 0 trained (`train --folds 0`, the usual first step)."""
+    tmp = tmp_path_factory.mktemp("onefold")
+    cfg = tiny_train_config(tmp, synth_dir, tiny_model_dir, folds__n_folds=3, train__folds="0", train__epochs=2)
+    stages.folds(cfg)
+    calls = []
+    real = batching.predict
+    batching.predict = lambda model, inputs, *a, **k: calls.append(len(next(iter(inputs.values())))) or real(
+        model, inputs, *a, **k)
+    try:
+        run_dir = stages.train(cfg)[0]
+    finally:
+        batching.predict = real
+    return cfg, run_dir, calls
+
+
+def test_validation_rows_are_predicted_once_per_epoch_not_again(one_fold):
+    cfg, run_dir, calls = one_fold
+    fold = pd.read_csv(cfg.path(cfg.folds.file))
+    n_val, n_test = int((fold["fold"] == 0).sum()), len(data.load(cfg, "test"))
+    assert calls == [n_val, n_val, n_test]  # two epochs' validation, then the test set; no extra OOF pass
+    oof = pd.read_csv(run_dir / "fold0" / "oof.csv")
+    history = pd.read_csv(run_dir / "fold0" / "history.csv")
+    saved = files.read_json(run_dir / "fold0" / "metrics.json")
+    assert len(oof) == n_val and saved["val_spearman"] == pytest.approx(history["val_spearman"].max())
+
+
+def test_one_finished_fold_validates_with_nested_sub_folds(one_fold):
+    cfg, run_dir, _ = one_fold
+    paths = stages.validate(cfg)
+    rep = files.read_json(run_dir / "report" / "report.json")
+    assert rep["folds_done"] == [0] and np.isfinite(rep["oof_spearman"])
+    assert "only fold 0 is finished" in rep["postprocess"]["split"] and (run_dir / "postprocess.json") in paths
+    assert "question-grouped sub-folds" in (run_dir / "report" / "report.md").read_text()
+
+
+def test_report_shows_truncation_per_field_and_a_text_baseline(one_fold):
+    cfg, run_dir, _ = one_fold
+    stages.validate(cfg)
+    rep = files.read_json(run_dir / "report" / "report.json")
+    assert [t["field"] for t in rep["truncation"]] == list(TEXT_COLUMNS)
+    assert sum(t["budget"] for t in rep["truncation"]) == cfg.encode.max_len - 4  # [CLS] + 3 [SEP]
+    assert any(t["truncated_share"] > 0 for t in rep["truncation"])  # generated rows run past 128 tokens
+    base = rep["baseline_per_column"]
+    assert set(base) == set(TARGETS) and all(-1 <= v <= 1 for v in base.values())
+    assert rep["below_baseline"] == [c for c in TARGETS if rep["per_column"][c] < base[c]]
+    md = (run_dir / "report" / "report.md").read_text()
+    assert "rows truncated" in md and "TF-IDF ridge" in md
+
+
+def test_predict_needs_only_the_fields_a_run_reads(one_fold, tmp_path):
+    cfg, run_dir, _ = one_fold
+    test = data.load(cfg, "test")
+    slim = tmp_path / "slim.csv"
+    test[[ID, *TEXT_COLUMNS]].to_csv(slim, index=False)
+    out = pd.read_csv(predict.predict_run(run_dir, slim, out_dir=tmp_path / "p"))
+    assert list(out[ID]) == list(test[ID]) and np.isfinite(out[list(TARGETS)].to_numpy()).all()
+    test[[ID, "question_title", "answer"]].to_csv(tmp_path / "nobody.csv", index=False)
+    with pytest.raises(data.DataError, match=r"nobody.csv: missing column\(s\) \['question_body'\]"):
+        predict.predict_run(run_dir, tmp_path / "nobody.csv", out_dir=tmp_path / "p")
+
+
+def test_a_step_limited_probe_is_never_a_finished_fold(tmp_path, synth_dir, tiny_model_dir):
+    cfg = tiny_train_config(tmp_path, synth_dir, tiny_model_dir, train__folds="0", train__max_steps=3)
+    stages.folds(cfg)
+    stages.train(cfg)
+    probe = files.read_json(runs.probe_file(cfg.run_dir, 0))
+    assert probe["probe"] and probe["steps"] == 3 and probe["train_samples_per_s"] > 0
+    assert runs.finished_folds(cfg.run_dir) == [] and not (cfg.run_dir / "fold0" / "model.weights.h5").exists()
+    assert not (cfg.run_dir / "summary.json").exists()
+    cfg.train.max_steps = 0  # the real run afterwards trains the fold in full, in the same run directory
+    stages.train(cfg)
+    assert runs.finished_folds(cfg.run_dir) == [0]
+
+
+@pytest.mark.slow
+def test_logs_to_a_file_are_plain_lines_with_rate_and_eta(tmp_path, synth_dir, tiny_model_dir):
+    sets = {"data.dir": synth_dir, "folds.file": tmp_path / "folds.csv", "encode.cache_dir": tmp_path / "cache",
+            "output.dir": tmp_path / "out", "model.path": tiny_model_dir, "model.random_init": "true",
+            "folds.n_folds": 2, "encode.max_len": 64, "train.epochs": 1, "train.verbose": 1, "train.batch_size": 8,
+            "train.folds": "0"}
+    args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    cmd = [sys.executable, str(ROOT / "run.py")]
+    assert subprocess.run(cmd + ["folds", *args], env=env, capture_output=True).returncode == 0
+    out = subprocess.run(cmd + ["train", *args], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = out.stdout + out.stderr
+    steps = [line for line in text.splitlines() if " step " in line and "samples/s" in line and "ETA" in line]
+    assert 2 <= len(steps) <= 12  # about one line per tenth of an epoch, not one per step
+    assert "\x1b[" not in text and "shuffle=True" not in text and "No accelerator found" in text
+    quiet = subprocess.run(cmd + ["train", "-q", *args, "--set", "train.run_name=quiet"], env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert quiet.returncode == 0 and " step " not in quiet.stdout + quiet.stderr
