@@ -137,7 +137,7 @@ def worker_speed(args) -> dict:
     t = cfg.train
     tok, info = encode.for_model(cfg)
     train = data.load(cfg, "train")
-    enc, _ = encode.encode_cached(cfg.encode, cfg.path(cfg.encode.cache_dir), train, "train", tok, info.uses_segments)
+    enc, _ = encode.encode_cached(cfg.encode, cfg.cache_dir, train, "train", tok, info.uses_segments)
     rows = np.random.default_rng(0).permutation(len(train))[:args.rows]
     inputs, lengths, y = enc.inputs(rows), enc.lengths[rows], data.targets(train)[rows]
     strat = device.strategy()
@@ -230,10 +230,10 @@ def bench_encoding(work: Path, data_dir: Path, model_dir: Path, args) -> dict:
     tok, info = encode.for_model(cfg)
     train = data.load(cfg, "train")
     start = time.perf_counter()
-    encode.encode_cached(cfg.encode, cfg.path(cfg.encode.cache_dir), train, "train", tok, info.uses_segments)
+    encode.encode_cached(cfg.encode, cfg.cache_dir, train, "train", tok, info.uses_segments)
     cold = time.perf_counter() - start
     start = time.perf_counter()
-    encode.encode_cached(cfg.encode, cfg.path(cfg.encode.cache_dir), train, "train", tok, info.uses_segments)
+    encode.encode_cached(cfg.encode, cfg.cache_dir, train, "train", tok, info.uses_segments)
     cached = time.perf_counter() - start
     return {"rows": len(train), "cold_s": cold, "cached_s": cached}
 

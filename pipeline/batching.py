@@ -78,6 +78,7 @@ def predict(model, inputs: dict, lengths: np.ndarray, batch_size: int, bucketing
     """Predictions in the original row order, computed over length-sorted batches."""
     import tensorflow as tf
 
+    inputs = {k: v for k, v in inputs.items() if k in model.input}  # families without segment_ids
     batches = plan(lengths, batch_size, None, bucketing)
     if tf.distribute.has_strategy():  # under a strategy, let Keras spread batches over the replicas
         def generate():

@@ -109,6 +109,7 @@ def package(cfg, run_names: list[str], out: str | None = None, upload: bool = Fa
             if f.is_file():
                 _copy(f, staging / "runs" / d.name / f.relative_to(d))
         for k in runs.finished_folds(d):
+            runs.verify_weights(d, k)
             for name in FOLD_FILES:
                 _copy(runs.fold_dir(d, k) / name, staging / "runs" / d.name / f"fold{k}" / name)
     blend, pp = _blend_for(cfg, run_dirs)

@@ -1,6 +1,8 @@
 """Turn parsed command-line arguments into a config and call one stage."""
 from __future__ import annotations
 
+import re
+
 from . import config as config_lib
 from . import data, folds, kaggle, modeldir, tokenizer, wheels
 
@@ -12,6 +14,8 @@ USER_ERRORS = (config_lib.ConfigError, data.DataError, folds.FoldsError, kaggle.
 def build_config(args) -> config_lib.Config:
     overrides = list(args.overrides)
     if args.folds:
+        if not re.fullmatch(r"\s*\d+(\s*,\s*\d+)*\s*", args.folds):
+            raise config_lib.ConfigError(f"--folds {args.folds}: expected comma-separated fold numbers, e.g. 0,2")
         overrides.append(f"train.folds=[{args.folds}]")
     if args.seed is not None:
         overrides.append(f"train.seed={args.seed}")

@@ -6,12 +6,16 @@ are resolved against the project root (never the working directory).
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
 
 
 class ConfigError(ValueError):
@@ -33,7 +37,7 @@ class FoldsConfig:
     seed: int = 42  # shuffles question groups; recorded in folds.json
     group_key: str = "question_body"  # answers to one question share a fold (or "question_title")
     stratify: bool = False  # balance folds by a target-profile bin of each question group
-    file: str = "output/folds.csv"  # written once by `folds`, read by every later stage
+    file: str = "folds.csv"  # under output.dir unless absolute; written once by `folds`, read by every later stage
 
 
 @dataclass
@@ -46,7 +50,7 @@ class EncodeConfig:
     question_budget: int = 239  # weight of the question body
     answer_budget: int = 239  # weight of the answer
     head_share: float = 0.5  # share of a truncated field kept from its start (rest from its end)
-    cache_dir: str = "output/cache"  # encoded arrays, keyed by data + tokenizer + these settings
+    cache_dir: str = "cache"  # under output.dir unless absolute; encoded arrays keyed by data + tokenizer + settings
 
 
 @dataclass
@@ -102,8 +106,8 @@ class EnsembleConfig:
 
 @dataclass
 class OutputConfig:
-    dir: str = "output"  # runs/, ensembles/, cache/ and submission.csv go here
-    submission: str = "output/submission.csv"  # the file Kaggle scores
+    dir: str = "output"  # runs/, ensembles/, folds.csv, cache/ and submission.csv go here
+    submission: str = "submission.csv"  # the file Kaggle scores; under output.dir unless absolute
 
 
 @dataclass
@@ -137,6 +141,24 @@ class Config:
     def path(self, value: str) -> Path:
         p = Path(value).expanduser()
         return p if p.is_absolute() else ROOT / p
+
+    def under_output(self, value: str) -> Path:
+        """Artifact locations follow output.dir (a relative value hangs off it), so --set output.dir=X moves
+        every artifact of the run together and never overwrites another output folder's files."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.path(self.output.dir) / p
+
+    @property
+    def folds_file(self) -> Path:
+        return self.under_output(self.folds.file)
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.under_output(self.encode.cache_dir)
+
+    @property
+    def submission_file(self) -> Path:
+        return self.under_output(self.output.submission)
 
     def data_file(self, key: str) -> Path:
         base = self.path(self.data.dir)
@@ -237,7 +259,32 @@ def validate(cfg: Config) -> Config:
         value = getattr(getattr(cfg, section), key)
         if value not in allowed:
             raise ConfigError(f"{section}.{key} = {value!r}; expected one of {', '.join(allowed)}")
+    for where, name in (("train.run_name", cfg.train.run_name), ("ensemble.name", cfg.ensemble.name)):
+        if name and not _PLAIN_NAME.match(name):
+            raise ConfigError(f"{where} = {name!r}: expected a plain name (letters, digits, '-', '_', '.'; "
+                              "no path separators, not starting with '.'), since it names a folder under output.dir")
+    for spec in cfg.kaggle.wheels:
+        if spec.strip().startswith("-"):
+            raise ConfigError(f"kaggle.wheels entry {spec!r}: expected 'name==version', not a pip option")
+    t = cfg.train
+    for key, ok, want in (("lr_backbone", t.lr_backbone >= 0, ">= 0"), ("lr_head", t.lr_head >= 0, ">= 0"),
+                          ("weight_decay", t.weight_decay >= 0, ">= 0"), ("warmup", 0 <= t.warmup <= 1, "in [0, 1]"),
+                          ("clipnorm", t.clipnorm >= 0, ">= 0"), ("patience", t.patience >= 0, ">= 0"),
+                          ("max_steps", t.max_steps >= 0, ">= 0")):
+        if not ok:
+            raise ConfigError(f"train.{key} = {getattr(t, key)}; expected a value {want}")
+    if not 0 <= cfg.model.dropout < 1:
+        raise ConfigError(f"model.dropout = {cfg.model.dropout}; expected a value in [0, 1)")
     e = cfg.encode
+    budgets = {"title_budget": e.title_budget, "question_budget": e.question_budget, "answer_budget": e.answer_budget}
+    negative = {k: v for k, v in budgets.items() if v < 0}
+    if negative or not sum(budgets.values()):
+        raise ConfigError(f"encode budgets {negative or budgets}: expected weights >= 0 with a positive sum")
+    room = e.max_len - 5  # at most 5 special tokens per row
+    starved = [k for k, v in budgets.items() if v and int(v * room / sum(budgets.values())) < 1]
+    if starved:
+        raise ConfigError(f"encode.max_len = {e.max_len} leaves {starved} no token at these budget weights "
+                          f"{budgets}; raise max_len or that weight, or set it to 0 to leave the field out")
     if e.max_len < 16:
         raise ConfigError(f"encode.max_len = {e.max_len}; expected at least 16")
     if not 0.0 <= e.head_share <= 1.0:

@@ -38,12 +38,14 @@ def read_csv(path: str | Path, kind: str) -> pd.DataFrame:
         raise DataError(f"{kind} file not found: {path}")
     try:
         # Only empty fields are missing: a body that reads "None" or "NA" is text.
-        frame = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={c: str for c in INPUT_COLUMNS[1:]})
+        frame = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={c: str for c in INPUT_COLUMNS})
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
         raise DataError(f"{path}: cannot parse as CSV: {err}") from None
     expected = {"train": INPUT_COLUMNS + TARGETS, "test": INPUT_COLUMNS, "sample_submission": SUBMISSION_COLUMNS,
                 "predict": PREDICT_COLUMNS}[kind]
     _check_columns(path, frame, expected, allow_extra=kind != "sample_submission")
+    if frame.empty:
+        raise DataError(f"{path}: the header is there but no rows; a {kind} file needs at least one row")
     _check_ids(path, frame)
     if kind in ("train", "sample_submission"):
         _check_targets(path, frame, require_unit=kind == "train")
@@ -65,6 +67,10 @@ def _check_ids(path, frame):
     ids = pd.to_numeric(frame[ID], errors="coerce")
     if ids.isna().any():
         row = int(np.flatnonzero(ids.isna().to_numpy())[0])
+        raise DataError(f"{path}: column {ID!r} must be integers; row {row} holds {frame[ID].iloc[row]!r}")
+    fractional = ids % 1 != 0
+    if fractional.any():
+        row = int(np.flatnonzero(fractional.to_numpy())[0])
         raise DataError(f"{path}: column {ID!r} must be integers; row {row} holds {frame[ID].iloc[row]!r}")
     frame[ID] = ids.astype(np.int64)
     dup = frame[ID][frame[ID].duplicated()]
@@ -107,6 +113,16 @@ def clean_frame(frame: pd.DataFrame) -> pd.DataFrame:
     for col in TEXT_COLUMNS:
         frame[col] = frame[col].map(clean_text)
     return frame
+
+
+def check_same_rows(test: pd.DataFrame, sample: pd.DataFrame, test_path: Path, sample_path: Path):
+    """The submission's rows are the sample submission's: checked before any prediction is made."""
+    missing = sorted(set(sample[ID]) - set(test[ID]))
+    extra = sorted(set(test[ID]) - set(sample[ID]))
+    if missing or extra:
+        raise DataError(f"{test_path} and {sample_path} disagree on {ID}: {len(missing)} id(s) only in the sample "
+                        f"submission (e.g. {missing[:3]}), {len(extra)} only in the test file (e.g. {extra[:3]}); "
+                        "use the two files of one competition download")
 
 
 def targets(frame: pd.DataFrame) -> np.ndarray:

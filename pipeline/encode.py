@@ -9,6 +9,7 @@ others, and a field longer than its share keeps its head and its tail.
 from __future__ import annotations
 
 import logging
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,7 +177,12 @@ def encode_cached(settings, cache_dir: Path, frame: pd.DataFrame, split: str, to
     key = cache_key(frame, tok, settings, uses_segments)
     path = Path(cache_dir) / f"{split}-{settings.mode}-{settings.max_len}-{key}.npz"
     if path.is_file():
-        return Encoded.load(path), path
+        try:
+            return Encoded.load(path), path
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            log.warning("%s is damaged (%s: %s); encoding again", path, type(err).__name__, err)
+    if frame.empty:
+        raise ValueError(f"nothing to encode: the {split} rows are empty")
     enc = encode_frame(frame, tok, settings, uses_segments)
     enc.save(path)
     truncated = float((enc.field_lengths.sum(1) + n_special(tok, settings.mode) > settings.max_len).mean())

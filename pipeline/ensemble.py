@@ -62,13 +62,17 @@ def fit_weights(y: np.ndarray, preds: list[np.ndarray], method: str) -> np.ndarr
     return to_weights(res.x)
 
 
-def load_members(run_dirs: list[Path], test_csv: Path, cache_dir: Path):
-    """OOF (rows present in every run) and test predictions of each run; all must share one folds.csv."""
+def load_members(cfg, run_dirs: list[Path], test_csv: Path):
+    """OOF (rows present in every run) and test predictions of each run; all must share one folds.csv,
+    the one cfg names."""
     from . import predict as predict_lib
 
     prints = {d.name: files.read_json(d / "run.json").get("folds_fingerprint") for d in run_dirs}
     if len(set(prints.values())) > 1:
         raise ValueError(f"runs were trained on different fold splits {prints}; their OOF cannot be blended")
+    for d in run_dirs:
+        runs.check_folds(cfg, d)
+    cache_dir = cfg.cache_dir
     oofs = [runs.load_oof(d).set_index(ID) for d in run_dirs]
     common = oofs[0].index
     for o in oofs[1:]:
@@ -83,10 +87,11 @@ def ensemble(cfg, run_names: list[str] | None = None) -> list[Path]:
     out = cfg.path(cfg.output.dir) / "ensembles" / cfg.ensemble.name
     train, sample = data.load(cfg, "train"), data.load(cfg, "sample_submission")
     test_csv = cfg.data_file("test_file")
-    common, oof_preds, tests = load_members(run_dirs, test_csv, cfg.path(cfg.encode.cache_dir))
+    data.check_same_rows(data.load(cfg, "test"), sample, test_csv, cfg.data_file("sample_submission_file"))
+    common, oof_preds, tests = load_members(cfg, run_dirs, test_csv)
     stamp = files.sha256_text(*(files.sha256_file(d / "oof.csv") for d in run_dirs),
                               *(t.to_csv() for t in tests), config_lib.to_toml(cfg), files.sha256_file(test_csv))
-    sub_path = cfg.path(cfg.output.submission)
+    sub_path = cfg.submission_file
     if (out / "summary.json").is_file() and sub_path.is_file() and files.read_json(out / "summary.json").get("stamp") == stamp:
         return [out / "summary.json", sub_path]
     truth = train.set_index(ID).loc[common]

@@ -32,7 +32,7 @@ def length_table(cfg, split: str = "train") -> pd.DataFrame:
     """Tokens per field before truncation (the model's tokenizer) against the configured budgets."""
     tok, info = encode.for_model(cfg)
     frame = data.load(cfg, split)
-    enc, _ = encode.encode_cached(cfg.encode, cfg.path(cfg.encode.cache_dir), frame, split, tok, info.uses_segments)
+    enc, _ = encode.encode_cached(cfg.encode, cfg.cache_dir, frame, split, tok, info.uses_segments)
     lengths = pd.DataFrame(enc.field_lengths, columns=["title", "body", "answer"])
     lengths["total"] = lengths.sum(axis=1) + encode.n_special(tok, cfg.encode.mode)
     budgets = {"title": cfg.encode.title_budget, "body": cfg.encode.question_budget,

@@ -46,7 +46,7 @@ def settings(cfg) -> dict:
 
 def make(cfg, train: pd.DataFrame, force: bool = False) -> list:
     """Write folds.csv + folds.json unless an identical split is already there."""
-    path = cfg.path(cfg.folds.file)
+    path = cfg.folds_file
     meta_path = path.with_suffix(".json")
     want = {**settings(cfg), "train_ids_sha256": _ids_hash(train[ID])}
     if path.is_file() and meta_path.is_file() and not force:
@@ -63,7 +63,7 @@ def make(cfg, train: pd.DataFrame, force: bool = False) -> list:
 
 def read(cfg, train: pd.DataFrame) -> np.ndarray:
     """Fold of each train row, in train order; checks the file matches the train set and config."""
-    path = cfg.path(cfg.folds.file)
+    path = cfg.folds_file
     if not path.is_file():
         raise FoldsError(f"{path} not found; run `python run.py folds` first")
     table = pd.read_csv(path)
@@ -87,7 +87,7 @@ def by_id(cfg, train: pd.DataFrame) -> pd.Series:
 
 
 def fingerprint(cfg) -> str:
-    return files.sha256_file(cfg.path(cfg.folds.file))[:16]
+    return files.sha256_file(cfg.folds_file)[:16]
 
 
 def _ids_hash(ids: pd.Series) -> str:

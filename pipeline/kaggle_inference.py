@@ -124,12 +124,14 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
 
     bundle, data_dir, work_dir = Path(bundle), Path(data_dir), Path(work_dir)
     manifest = files.read_json(bundle / BUNDLE_MARKER)
+    sample = data.read_csv(data_dir / DATA_FILES[1], "sample_submission")
+    data.check_same_rows(data.read_csv(data_dir / DATA_FILES[0], "predict"), sample, data_dir / DATA_FILES[0],
+                         data_dir / DATA_FILES[1])
     start = time.perf_counter()
     preds = [predict.predict_run(bundle / "runs" / name, data_dir / DATA_FILES[0],
                                  out_dir=work_dir / "predictions" / name, cache_dir=CACHE,
                                  reuse=False) for name in manifest["runs"]]
     print(f"predicted {len(preds)} run(s) in {time.perf_counter() - start:.0f}s", flush=True)
-    sample = data.read_csv(data_dir / DATA_FILES[1], "sample_submission")
     return ensemble.write_submission(work_dir / "submission.csv", sample, preds, manifest["weights"],
                                      manifest["method"], files.read_json(bundle / "postprocess.json"))
 

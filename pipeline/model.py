@@ -103,7 +103,10 @@ def build(backbone: keras.Model, n_outputs: int, pooling: str = "mean", pool_lay
     for layer in backbone.layers:
         if layer.name == "pooled_dense":  # BERT's pooler: unused by every pooling here, so frozen
             layer.trainable = False
-    inputs = {n: keras.Input(shape=(None,), dtype="int32", name=n) for n in INPUT_NAMES}
+    # Inputs the backbone reads, plus padding_mask (pooling); RoBERTa-like families have no segment_ids, and
+    # Keras 3.13 (Kaggle's image) refuses a functional model with an unconnected input.
+    inputs = {n: keras.Input(shape=(None,), dtype="int32", name=n) for n in INPUT_NAMES
+              if n in backbone.input or n == "padding_mask"}
     feed = {n: inputs[n] for n in backbone.input}
     if pooling == "weighted":
         layers = hidden_state_layers(backbone)[-pool_layers:]
@@ -119,6 +122,11 @@ def build(backbone: keras.Model, n_outputs: int, pooling: str = "mean", pool_lay
     logits = MultiSampleDropoutDense(n_outputs, dropout, dropout_samples, name="head")(pooled)
     outputs = keras.layers.Activation("sigmoid", dtype="float32", name="targets")(logits)
     return keras.Model(inputs, outputs, name="quest_model")
+
+
+def model_inputs(model: keras.Model, arrays: dict) -> dict:
+    """The arrays among token_ids / segment_ids / padding_mask that this model takes."""
+    return {k: v for k, v in arrays.items() if k in model.input}
 
 
 def head_variables(model: keras.Model, backbone: keras.Model) -> list:

@@ -138,5 +138,5 @@ def apply_postprocess(run_dir: Path, pred_csv: Path) -> Path | None:
 
 def predict(cfg, input_csv: str | None = None) -> list[Path]:
     csv = Path(input_csv) if input_csv else cfg.data_file("test_file")
-    out = predict_run(cfg.run_dir, csv, cache_dir=cfg.path(cfg.encode.cache_dir))
+    out = predict_run(cfg.run_dir, csv, cache_dir=cfg.cache_dir)
     return [out] + [p for p in [apply_postprocess(cfg.run_dir, out)] if p]

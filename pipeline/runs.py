@@ -7,6 +7,7 @@ fold finished), oof.csv + summary.json over the finished folds.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import shutil
 import subprocess
@@ -25,8 +26,14 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "spec
                    "assets/tokenizer/merges.txt", "assets/tokenizer/vocabulary.spm")
 # Settings that may differ when a run is resumed or extended; anything else must match.
 _RESUMABLE = {("train", "folds"), ("train", "verbose"), ("train", "eval_batch_size"), ("train", "mixed_precision"),
-              ("train", "predict_precision"), ("train", "xla"), ("train", "max_steps")}
+              ("train", "predict_precision"), ("train", "xla"), ("train", "max_steps"),
+              # locations, not settings: the content behind them is checked by fingerprint instead
+              ("folds", "file"), ("encode", "cache_dir")}
 _TRAINING_SECTIONS = ("folds", "encode", "model", "train")
+
+
+class RunError(ValueError):
+    """A run directory whose artifacts do not match what was recorded, or that another process holds."""
 
 
 def git_commit() -> str:
@@ -52,8 +59,21 @@ def _training_settings(cfg) -> dict:
     return {(s, k): v for s in _TRAINING_SECTIONS for k, v in d[s].items() if (s, k) not in _RESUMABLE}
 
 
+def check_folds(cfg, run_dir: Path):
+    """The run's folds.csv must be the one it was trained on (fingerprint in run.json), else its OOF is wrong."""
+    from . import folds as folds_lib
+
+    info = run_dir / "run.json"
+    recorded = files.read_json(info).get("folds_fingerprint") if info.is_file() else None
+    if recorded and finished_folds(run_dir) and folds_lib.fingerprint(cfg) != recorded:
+        raise RunError(f"{cfg.folds_file} changed since {run_dir.name} was trained on it (fingerprint "
+                       f"{folds_lib.fingerprint(cfg)} vs {recorded} in {info}): its out-of-fold rows no longer match. "
+                       "Restore that folds file (same folds.seed / n_folds / group_key) or train a new run")
+
+
 def check_compatible(cfg):
-    """A run is resumed or extended only with the settings it was trained with."""
+    """A run is resumed or extended only with the settings (and the folds) it was trained with."""
+    check_folds(cfg, cfg.run_dir)
     old = cfg.run_dir / "config.toml"
     if old.is_file():
         before = _training_settings(config_lib.from_toml_text(old.read_text()))
@@ -107,6 +127,49 @@ def probe_file(run_dir: Path, k: int) -> Path:
     return run_dir / "probes" / f"fold{k}.json"
 
 
+def verify_weights(run_dir: Path, k: int) -> Path:
+    """The fold's weights file, checked against the sha256 recorded when it was written."""
+    path = fold_dir(run_dir, k) / "model.weights.h5"
+    recorded = files.read_json(fold_dir(run_dir, k) / "metrics.json").get("weights_sha256")
+    if not path.is_file():
+        raise RunError(f"{path} is missing; delete {path.parent} and run `python run.py train --folds {k}` again")
+    if recorded and files.sha256_file(path) != recorded:
+        raise RunError(f"{path} is damaged or was replaced (its sha256 differs from the one recorded in "
+                       f"metrics.json); delete {path.parent} and run `python run.py train --folds {k}` again")
+    return path
+
+
+@contextlib.contextmanager
+def lock(run_dir: Path):
+    """One training process per run directory; stale temp files of a killed one are removed once we hold it."""
+    import fcntl
+    import os
+    import socket
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(run_dir / ".lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise RunError(f"{run_dir} is being trained by {holder}; wait for it to finish, or use another "
+                       "train.run_name") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()} since "
+                 f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}\n")
+    handle.flush()
+    stale = [p for p in run_dir.rglob(".*") if p.is_file() and p.name != ".lock"]
+    for p in stale:  # temp files of files.atomic_path left by a killed process
+        p.unlink()
+    try:
+        yield
+    finally:
+        handle.close()
+
+
 def finished_folds(run_dir: Path) -> list[int]:
     return sorted(int(p.parent.name[4:]) for p in run_dir.glob("fold*/metrics.json"))
 
@@ -146,5 +209,9 @@ def load_fold_model(run_dir: Path, k: int):
     backbone = model_lib.backbone_from_json((run_dir / "backbone.json").read_text())
     m = model_lib.build(backbone, len(TARGETS), cfg.model.pooling, cfg.model.pool_layers, cfg.model.dropout,
                         cfg.model.dropout_samples)
-    m.load_weights(fold_dir(run_dir, k) / "model.weights.h5")
+    path = verify_weights(run_dir, k)
+    try:
+        m.load_weights(path)
+    except (OSError, ValueError) as err:
+        raise RunError(f"{path} cannot be loaded ({err}); delete {path.parent} and train fold {k} again") from None
     return m

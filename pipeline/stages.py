@@ -23,7 +23,7 @@ def folds(cfg, force: bool = False) -> list[Path]:
 
 def encode(cfg) -> list[Path]:
     tok, info = encode_lib.for_model(cfg)
-    return [encode_lib.encode_cached(cfg.encode, cfg.path(cfg.encode.cache_dir), data.load(cfg, split), split, tok,
+    return [encode_lib.encode_cached(cfg.encode, cfg.cache_dir, data.load(cfg, split), split, tok,
                                      info.uses_segments)[1] for split in ("train", "test")]
 
 
@@ -85,7 +85,7 @@ def demo(cfg) -> list[Path]:
         print(f"fold {k}: OOF Spearman {v:.4f}")
     print(f"mean of folds {summary['mean_fold_spearman']:.4f}; pooled OOF Spearman {summary['oof_spearman']:.4f}; "
           f"post-processed (nested) {ens['postprocess']['after_nested']:.4f}")
-    print(f"submission: {cfg.path(cfg.output.submission)}")
+    print(f"submission: {cfg.submission_file}")
     print(f"report: {cfg.run_dir / 'report' / 'report.md'}")
     return paths
 

@@ -29,7 +29,9 @@ class Inputs:
 def prepare(cfg) -> tuple[Inputs, object, object]:
     tok, info = encode.for_model(cfg)
     train, test = data.load(cfg, "train"), data.load(cfg, "test")
-    cache = cfg.path(cfg.encode.cache_dir)
+    data.check_same_rows(test, data.load(cfg, "sample_submission"), cfg.data_file("test_file"),
+                         cfg.data_file("sample_submission_file"))
+    cache = cfg.cache_dir
     enc_train, _ = encode.encode_cached(cfg.encode, cache, train, "train", tok, info.uses_segments)
     enc_test, _ = encode.encode_cached(cfg.encode, cache, test, "test", tok, info.uses_segments)
     for enc, split in ((enc_train, "train"), (enc_test, "test")):
@@ -105,8 +107,6 @@ def train_fold(cfg, k: int, inp: Inputs, info, strat, run_dir) -> dict:
     tr, va = np.flatnonzero(inp.fold != k), np.flatnonzero(inp.fold == k)
     replicas = strat.num_replicas_in_sync
     batch = tcfg.batch_size * replicas
-    ds = batching.train_dataset(inp.enc_train.inputs(tr), inp.y[tr], inp.enc_train.lengths[tr], batch,
-                                tcfg.seed * 1000 + k, tcfg.bucketing, tcfg.dynamic_padding, tcfg.pad_multiple)
     steps = -(-len(tr) // batch)
     with strat.scope():
         backbone = model_lib.load_backbone(info.path, cfg.model.random_init)
@@ -114,6 +114,9 @@ def train_fold(cfg, k: int, inp: Inputs, info, strat, run_dir) -> dict:
                                 cfg.model.dropout, cfg.model.dropout_samples)
         opt = optim.make(tcfg, steps, model_lib.head_variables(model, backbone))
         model.compile(optimizer=opt, loss=keras.losses.BinaryCrossentropy(), jit_compile=tcfg.xla)
+    ds = batching.train_dataset(model_lib.model_inputs(model, inp.enc_train.inputs(tr)), inp.y[tr],
+                                inp.enc_train.lengths[tr], batch, tcfg.seed * 1000 + k, tcfg.bucketing,
+                                tcfg.dynamic_padding, tcfg.pad_multiple)
     if not (run_dir / "backbone.json").is_file():
         files.write_text(run_dir / "backbone.json", model_lib.backbone_to_json(backbone))
     log.info("fold %d: %d train rows, %d validation rows, %d steps/epoch", k, len(tr), len(va), steps)
@@ -133,6 +136,7 @@ def train_fold(cfg, k: int, inp: Inputs, info, strat, run_dir) -> dict:
     out = runs.fold_dir(run_dir, k)
     with files.atomic_path(out / "model.weights.h5", suffix=".weights.h5") as tmp:
         model.save_weights(tmp)
+        weights_sha = files.sha256_file(tmp)
     files.write_csv(out / "oof.csv", runs.predictions_frame(inp.train[ID].to_numpy()[va], oof))
     files.write_csv(out / "test.csv", runs.predictions_frame(inp.test[ID], predict(inp.enc_test)))
     files.write_csv(out / "history.csv", pd.DataFrame(callback.rows))
@@ -140,7 +144,7 @@ def train_fold(cfg, k: int, inp: Inputs, info, strat, run_dir) -> dict:
               "best_epoch": callback.best_epoch if tcfg.keep == "best" else len(callback.rows),
               "epochs_run": len(callback.rows), "train_seconds": seconds,
               "train_samples_per_s": len(tr) * len(callback.rows) / seconds, "test_sha256": inp.test_sha,
-              "per_column": score.per_column}
+              "per_column": score.per_column, "weights_sha256": weights_sha}
     files.write_json(out / "metrics.json", result)  # last: marks the fold finished
     keras.backend.clear_session()
     return result
@@ -148,11 +152,18 @@ def train_fold(cfg, k: int, inp: Inputs, info, strat, run_dir) -> dict:
 
 def train(cfg) -> list:
     wanted = cfg.train.folds or list(range(cfg.folds.n_folds))
-    summary = cfg.run_dir / "summary.json"
-    if summary.is_file() and not cfg.train.max_steps and set(wanted) <= set(runs.finished_folds(cfg.run_dir)):
+    summary, done = cfg.run_dir / "summary.json", runs.finished_folds(cfg.run_dir)
+    if not cfg.train.max_steps and done and set(wanted) <= set(done):
         runs.check_compatible(cfg)
+        if not summary.is_file() or files.read_json(summary).get("folds_done") != done:  # killed before it
+            runs.summarize(cfg.run_dir, data.load(cfg, "train"))
         log.info("run %s: folds %s already finished", cfg.run_name, wanted)
         return [cfg.run_dir, summary]
+    with runs.lock(cfg.run_dir):
+        return _train_folds(cfg, wanted)
+
+
+def _train_folds(cfg, wanted: list[int]) -> list:
     inp, info, tok = prepare(cfg)
     strat = device.strategy()
     kind = device.accelerator_kind(strat)

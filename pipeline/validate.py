@@ -87,13 +87,16 @@ REPORT_VERSION = 2  # bump when the report gains content, so current-looking old
 def _truncation(cfg, run_dir: Path, train: pd.DataFrame) -> list[dict]:
     rcfg, info = runs.load_config(run_dir), files.read_json(run_dir / "run.json")
     tok = tokenizer_lib.load(run_dir / "tokenizer")
-    enc, _ = encode.encode_cached(rcfg.encode, cfg.path(cfg.encode.cache_dir), train, "train", tok, info["uses_segments"])
+    enc, _ = encode.encode_cached(rcfg.encode, cfg.cache_dir, train, "train", tok, info["uses_segments"])
     return encode.truncation_table(enc, tok, rcfg.encode)
 
 
 def validate_run(cfg, run_dir: Path) -> list[Path]:
     report_dir = run_dir / "report"
     oof = runs.load_oof(run_dir)
+    runs.check_folds(cfg, run_dir)
+    for k in runs.finished_folds(run_dir):
+        runs.verify_weights(run_dir, k)
     stamp = files.sha256_text(oof.to_csv(index=False), cfg.validate.postprocess, cfg.validate.round_grids, REPORT_VERSION)
     if (report_dir / "report.json").is_file() and files.read_json(report_dir / "report.json").get("stamp") == stamp:
         return [report_dir / "report.json", report_dir / "report.md", run_dir / "postprocess.json"]

@@ -25,7 +25,14 @@ def test_other_hf_families_build_from_config(tmp_path, family):
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["X"], **HF_CONFIGS[family]}))
     info = modeldir.inspect(tmp_path)
     assert info.family == family and info.uses_segments == (family == "albert") and not info.has_weights
-    bb = model.load_backbone(tmp_path, random_init=True)
+    try:
+        bb = model.load_backbone(tmp_path, random_init=True)
+    except modeldir.ModelDirError as err:
+        import keras_hub
+
+        if "no converter" in str(err) and keras_hub.__version__ < "0.32":  # Kaggle's image: keras-hub 0.26
+            pytest.skip(f"keras-hub {keras_hub.__version__} cannot convert HF {family} (the bundle ships 0.32)")
+        raise
     m = model.build(bb, 30, pooling="mean")
     x = {"token_ids": np.full((2, 12), 5, "int32"), "segment_ids": np.zeros((2, 12), "int32"),
          "padding_mask": np.ones((2, 12), "int32")}

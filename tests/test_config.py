@@ -45,6 +45,6 @@ def test_bad_toml_file_names_file_and_key(tmp_path):
 def test_relative_paths_hang_off_the_project_root(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = config.load(None)
-    assert cfg.path(cfg.folds.file) == config.ROOT / "output" / "folds.csv"
+    assert cfg.folds_file == config.ROOT / "output" / "folds.csv"
     assert cfg.data_file("train_file") == config.ROOT / "input" / "google-quest-challenge" / "train.csv"
     assert str(cfg.path("/abs/x")) == "/abs/x"

@@ -60,7 +60,7 @@ def test_real_rows_round_trip_with_minilm(tmp_path, toy_dir, minilm_dir):
                       encode__title_budget=10, encode__question_budget=50, encode__answer_budget=64)
     train = data.load(cfg, "train")
     tok, info = encode.for_model(cfg)
-    enc, path = encode.encode_cached(cfg.encode, cfg.path(cfg.encode.cache_dir), train, "train", tok,
+    enc, path = encode.encode_cached(cfg.encode, cfg.cache_dir, train, "train", tok,
                                      info.uses_segments)
     assert enc.token_ids.dtype == np.int32 and enc.token_ids.shape == (50, 128)
     for r in range(len(train)):
@@ -86,7 +86,7 @@ def test_cache_key_changes_with_settings_and_tokenizer(tmp_path, synth_dir, tiny
     train = data.load(cfg, "train")
     def cached():
         tok, info = encode.for_model(cfg)
-        return encode.encode_cached(cfg.encode, cfg.path(cfg.encode.cache_dir), train, "train", tok, True)
+        return encode.encode_cached(cfg.encode, cfg.cache_dir, train, "train", tok, True)
 
     enc, p1 = cached()
     again, p2 = cached()

@@ -32,7 +32,7 @@ def one_fold(tmp_path_factory, synth_dir, tiny_model_dir):
 
 def test_validation_rows_are_predicted_once_per_epoch_not_again(one_fold):
     cfg, run_dir, calls = one_fold
-    fold = pd.read_csv(cfg.path(cfg.folds.file))
+    fold = pd.read_csv(cfg.folds_file)
     n_val, n_test = int((fold["fold"] == 0).sum()), len(data.load(cfg, "test"))
     assert calls == [n_val, n_val, n_test]  # two epochs' validation, then the test set; no extra OOF pass
     oof = pd.read_csv(run_dir / "fold0" / "oof.csv")

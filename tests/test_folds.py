@@ -40,7 +40,7 @@ def test_existing_split_with_other_settings_is_not_overwritten(tmp_path, synth_d
     with pytest.raises(folds.FoldsError, match="already exists with other settings"):
         folds.make(cfg, train)
     folds.make(cfg, train, force=True)
-    assert files.read_json(cfg.path(cfg.folds.file).with_suffix(".json"))["seed"] == cfg.folds.seed
+    assert files.read_json(cfg.folds_file.with_suffix(".json"))["seed"] == cfg.folds.seed
 
 
 def test_read_rejects_a_split_of_other_data(tmp_path, synth_dir):

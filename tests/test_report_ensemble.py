@@ -35,7 +35,7 @@ def test_ensemble_of_two_seeds_writes_a_valid_submission(trained):
         cfg.ensemble.method, cfg.ensemble.name = method, f"ens-{method}"
         paths = stages.ensemble(cfg, runs=[str(d) for d in run_dirs])
         summary = files.read_json(cfg.path(cfg.output.dir) / "ensembles" / f"ens-{method}" / "summary.json")
-        sub = pd.read_csv(cfg.path(cfg.output.submission))
+        sub = pd.read_csv(cfg.submission_file)
         sample = data.load(cfg, "sample_submission")
         assert list(sub.columns) == list(SUBMISSION_COLUMNS) and (sub[ID] == sample[ID]).all()
         assert sub[list(TARGETS)].notna().all().all() and sub[list(TARGETS)].to_numpy().min() >= 0
@@ -98,7 +98,7 @@ def test_all_rerun_is_a_fast_no_op(trained):
     cfg, (run_dir, _) = trained
     stages.run_all(cfg)
     marks = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
-    sub = cfg.path(cfg.output.submission)
+    sub = cfg.submission_file
     marks[sub] = sub.stat().st_mtime_ns
     start = time.perf_counter()
     stages.run_all(cfg)
@@ -119,5 +119,5 @@ def test_validate_and_ensemble_on_real_rows(tmp_path, toy_dir):
     assert rep["n_rows"] == 50 and (cfg.run_dir / "report" / "per_target.png").is_file()
     assert rep["postprocess"]["after_nested"] >= rep["postprocess"]["before"]
     stages.ensemble(cfg)
-    sub = pd.read_csv(cfg.path(cfg.output.submission))
+    sub = pd.read_csv(cfg.submission_file)
     assert (sub[ID] == data.load(cfg, "sample_submission")[ID]).all()

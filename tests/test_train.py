@@ -35,7 +35,7 @@ def test_run_directory_records_everything(trained):
 def test_oof_comes_from_the_held_out_fold(trained):
     cfg, (run_dir, _) = trained
     train = data.load(cfg, "train")
-    fold_of = dict(zip(*[pd.read_csv(cfg.path(cfg.folds.file))[c] for c in (ID, "fold")]))
+    fold_of = dict(zip(*[pd.read_csv(cfg.folds_file)[c] for c in (ID, "fold")]))
     for k in (0, 1):
         ids = pd.read_csv(runs.fold_dir(run_dir, k) / "oof.csv")[ID]
         assert {fold_of[i] for i in ids} == {k}
@@ -100,7 +100,7 @@ def test_minilm_fine_tunes_a_few_steps(tmp_path, minilm_dir, toy_dir, synth_dir,
     from pipeline import encode
     tok, info = encode.for_model(cfg)
     frame = data.load(cfg, "test")
-    enc, _ = encode.encode_cached(cfg.encode, cfg.path(cfg.encode.cache_dir), frame, "test", tok, True)
+    enc, _ = encode.encode_cached(cfg.encode, cfg.cache_dir, frame, "test", tok, True)
     before, after = _untrained_and_trained(cfg, run_dir, 0, enc.inputs())
     assert np.abs(after - before).max() > 1e-3  # the steps moved the model
     history = pd.read_csv(runs.fold_dir(run_dir, 0) / "history.csv")

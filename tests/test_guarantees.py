@@ -1,0 +1,155 @@
+"""What the pipeline guarantees (README): nothing lost, nothing silently wrong, names confined to their roots."""
+import argparse
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import tiny_train_config
+from pipeline import cli, config, data, encode, files, runs, stages
+
+
+@pytest.fixture
+def two_of_three(tmp_path, synth_dir, tiny_model_dir):
+    """Folds 0 and 1 of a 3-fold split trained; its own copy of the data, so tests may damage it."""
+    shutil.copytree(synth_dir, tmp_path / "data")
+    cfg = tiny_train_config(tmp_path, tmp_path / "data", tiny_model_dir, folds__n_folds=3, train__folds="0,1",
+                            train__epochs=1)
+    stages.folds(cfg)
+    stages.train(cfg)
+    return cfg
+
+
+def test_output_dir_moves_every_artifact_with_it(tmp_path):
+    cfg = config.load(None, [f"output.dir={tmp_path / 'other'}"])
+    assert cfg.submission_file == tmp_path / "other" / "submission.csv"
+    assert cfg.folds_file == tmp_path / "other" / "folds.csv" and cfg.cache_dir == tmp_path / "other" / "cache"
+    assert cfg.run_dir.parent == tmp_path / "other" / "runs"
+
+
+def test_a_changed_split_is_refused_everywhere(two_of_three):
+    cfg = two_of_three
+    cfg.folds.seed = 7
+    stages.folds(cfg, force=True)  # a new split behind the run's back
+    cfg.train.folds = [2]
+    for stage in (stages.train, stages.validate, stages.ensemble):
+        with pytest.raises(runs.RunError, match=r"folds.csv changed since .* was trained on it"):
+            stage(cfg)
+    assert runs.finished_folds(cfg.run_dir) == [0, 1]  # fold 2 was not trained on the other split
+
+
+def test_a_summary_killed_before_writing_is_rebuilt(two_of_three):
+    cfg = two_of_three
+    summary = cfg.run_dir / "summary.json"
+    files.write_json(summary, {**files.read_json(summary), "folds_done": [0]})
+    stages.train(cfg)
+    assert files.read_json(summary)["folds_done"] == [0, 1]
+
+
+def test_damaged_weights_are_named_before_validate_or_package_use_them(two_of_three, tmp_path):
+    cfg = two_of_three
+    weights = cfg.run_dir / "fold1" / "model.weights.h5"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    for call in (lambda: stages.validate(cfg), lambda: stages.package(cfg, out=str(tmp_path / "bundle"))):
+        with pytest.raises(runs.RunError, match=r"fold1/model.weights.h5 is damaged .* train --folds 1"):
+            call()
+    assert not (tmp_path / "bundle").exists()
+    metrics = cfg.run_dir / "fold1" / "metrics.json"  # an older run without a recorded hash: the load fails clearly
+    files.write_json(metrics, {k: v for k, v in files.read_json(metrics).items() if k != "weights_sha256"})
+    with pytest.raises(runs.RunError, match=r"fold1/model.weights.h5 cannot be loaded"):
+        runs.load_fold_model(cfg.run_dir, 1)
+
+
+def test_one_trainer_per_run_and_stale_temp_files_go(two_of_three):
+    run_dir = two_of_three.run_dir
+    stale = run_dir / "fold0" / ".model.weights.h5.x1y2.weights.h5"
+    stale.write_bytes(b"half a file")
+    with runs.lock(run_dir):
+        assert not stale.exists()
+        with pytest.raises(runs.RunError, match=r"is being trained by pid \d+"):
+            with runs.lock(run_dir):
+                pass
+    with runs.lock(run_dir):  # released
+        pass
+
+
+def test_moving_only_file_locations_still_resumes(two_of_three, tmp_path):
+    cfg = two_of_three
+    shutil.copy(cfg.folds_file, tmp_path / "moved-folds.csv")
+    cfg.folds.file, cfg.encode.cache_dir = str(tmp_path / "moved-folds.csv"), str(tmp_path / "moved-cache")
+    cfg.train.folds = [2]
+    stages.train(cfg)
+    assert runs.finished_folds(cfg.run_dir) == [0, 1, 2]
+
+
+def test_test_and_sample_ids_are_checked_before_any_training(two_of_three):
+    cfg = two_of_three
+    sample_path = cfg.data_file("sample_submission_file")
+    sample = pd.read_csv(sample_path)
+    sample.iloc[1:].to_csv(sample_path, index=False)
+    cfg.train.folds = [2]
+    with pytest.raises(data.DataError, match=r"test.csv and .*sample_submission.csv disagree on qa_id: 0 id\(s\) "
+                                             r"only in the sample submission .* 1 only in the test file"):
+        stages.train(cfg)
+    assert runs.finished_folds(cfg.run_dir) == [0, 1]
+
+
+@pytest.mark.parametrize("content, message", [
+    ("qa_id,question_title,question_body,answer\n1000.5,t,b,a\n", r"'qa_id' must be integers; row 0 holds '1000.5'"),
+    ("qa_id,question_title,question_body,answer\n", "no rows"),
+])
+def test_bad_ids_and_empty_files(tmp_path, content, message):
+    (tmp_path / "x.csv").write_text(content)
+    with pytest.raises(data.DataError, match=message):
+        data.read_csv(tmp_path / "x.csv", "predict")
+
+
+def test_a_damaged_cache_is_rebuilt_with_a_warning(tmp_path, synth_dir, tiny_model_dir, caplog):
+    cfg = tiny_train_config(tmp_path, synth_dir, tiny_model_dir)
+    tok, info = encode.for_model(cfg)
+    frame = data.load(cfg, "test")
+    first, path = encode.encode_cached(cfg.encode, cfg.cache_dir, frame, "test", tok, info.uses_segments)
+    path.write_bytes(path.read_bytes()[:100])
+    again, path2 = encode.encode_cached(cfg.encode, cfg.cache_dir, frame, "test", tok, info.uses_segments)
+    assert path2 == path and np.array_equal(first.token_ids, again.token_ids)
+    assert f"{path} is damaged" in caplog.text
+    with pytest.raises(ValueError, match="nothing to encode"):
+        encode.encode_cached(cfg.encode, tmp_path / "c2", frame.iloc[:0], "test", tok, info.uses_segments)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.run_name=../../../escape", "plain name"), ("train.run_name=/abs/run", "plain name"),
+    ("ensemble.name=../x", "plain name"), ("train.run_name=.hidden", "plain name"),
+    ("kaggle.wheels=--index-url=http://evil", "not a pip option"),
+    ("encode.title_budget=0", None), ("encode.answer_budget=-5", "expected weights >= 0"),
+    ("train.lr_backbone=-1e-5", "train.lr_backbone"), ("train.warmup=1.5", r"train.warmup = 1.5; expected a value in \[0, 1\]"),
+    ("model.dropout=1.0", r"model.dropout"), ("train.weight_decay=-0.1", "train.weight_decay"),
+])
+def test_bad_values_are_refused_with_the_key(override, message):
+    if message is None:  # a zero weight leaves the field out: allowed
+        config.load(None, [override])
+        return
+    with pytest.raises(config.ConfigError, match=message):
+        config.load(None, [override])
+
+
+def test_budgets_that_leave_a_field_nothing():
+    with pytest.raises(config.ConfigError, match="all-zero|positive sum"):
+        config.load(None, ["encode.title_budget=0", "encode.question_budget=0", "encode.answer_budget=0"])
+    with pytest.raises(config.ConfigError, match=r"encode.max_len = 16 leaves \['title_budget'\] no token"):
+        config.load(None, ["encode.max_len=16", "encode.title_budget=1", "encode.question_budget=500",
+                           "encode.answer_budget=500"])
+
+
+def test_folds_flag_must_be_numbers():
+    args = argparse.Namespace(overrides=[], folds="a,b", seed=None, n_folds=None, config=None, stage="train")
+    with pytest.raises(config.ConfigError, match=r"--folds a,b: expected comma-separated fold numbers"):
+        cli.build_config(args)
+
+
+def test_hostile_run_name_writes_nothing_outside_output(tmp_path):
+    with pytest.raises(config.ConfigError):
+        config.load(None, [f"output.dir={tmp_path}", "train.run_name=../../escape"])
+    ok = config.load(None, [f"output.dir={tmp_path}", "train.run_name=ok-name_1.2"])
+    assert ok.run_dir.resolve().parent == (tmp_path / "runs").resolve()
