@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """QUEST pipeline entry point: `python run.py <stage> [--config configs/X.toml] [--set section.key=value ...]`.
 
-This file only parses the command line and calls stage functions in pipeline/stages.py.
+This file only parses the command line (from the stage table in pipeline/cli.py) and calls the stage.
 """
 from __future__ import annotations
 
@@ -10,24 +10,9 @@ import logging
 import os
 import sys
 
-STAGES = {
-    "download": "fetch competition files (and kaggle.model weights) with the kaggle API; the only online stage",
-    "folds": "write output/folds.csv once: GroupKFold over question groups, seeded; later stages read it",
-    "encode": "tokenise train/test: [CLS] title [SEP] body [SEP] answer [SEP] (encode.mode=triple) or "
-              "question/answer pairs (pair), per-field budgets, head+tail truncation; cached in output/cache/",
-    "train": "K-fold fine-tuning; resumable: finished folds are skipped; --folds trains a subset",
-    "predict": "average the run's fold models over the test set (or --input CSV)",
-    "validate": "OOF report for the run: per target/fold scores, plots, nested post-processing (--runs: compare)",
-    "ensemble": "blend runs (mean/rank/optimize), fit post-processing, write the submission CSV",
-    "all": "folds -> encode -> train -> validate -> predict -> ensemble; current outputs are skipped",
-    "demo": "the whole chain offline on generated QUEST-shaped data with a tiny backbone (minutes on CPU)",
-    "package": "write a Kaggle dataset folder with code, fold weights and tokenizer (--upload to publish)",
-    "kernel": "write kernel-metadata.json for the inference notebook (--push: wait for the dataset, publish)",
-    "submit": "submit a pushed kernel version's submission.csv to the competition (--version N)",
-}
-
-
 def parse_args(argv=None) -> argparse.Namespace:
+    from pipeline import cli  # the stage table (light: no TensorFlow)
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", help="TOML config (default: built-in defaults; demo: configs/demo.toml)")
     common.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -41,19 +26,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="run.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="stage", required=True, metavar="stage", title="stages")
-    subs = {name: sub.add_parser(name, parents=[common], help=desc, description=desc) for name, desc in STAGES.items()}
-    subs["predict"].add_argument("--input", help="CSV to predict: qa_id, question_title, question_body, answer (other columns ignored; default: data.test_file)")
-    subs["validate"].add_argument("--runs", nargs="+", default=[], help="run names/dirs to compare in one table")
-    subs["ensemble"].add_argument("--runs", nargs="+", default=[], help="run names/dirs to blend (ensemble.runs)")
-    subs["package"].add_argument("--runs", nargs="+", default=[], help="run names/dirs to bundle (default: this run)")
-    subs["package"].add_argument("--out", help="bundle folder (default: output/kaggle-bundle)")
-    subs["package"].add_argument("--upload", action="store_true", help="create/version the Kaggle dataset")
-    subs["kernel"].add_argument("--push", action="store_true", help="push the notebook as a Kaggle kernel")
-    subs["kernel"].add_argument("--out", help="folder for the notebook + kernel-metadata.json")
-    subs["kernel"].add_argument("--wait", type=float, default=900,
-                                help="seconds to wait for the bundle dataset to be ready before pushing (default 900)")
-    subs["submit"].add_argument("--version", type=int, required=True, help="kernel version (printed by kernel --push)")
-    subs["submit"].add_argument("--message", default="", help="submission description")
+    for stage in cli.STAGES:
+        p = sub.add_parser(stage.name, parents=[common], help=stage.help, description=stage.help)
+        for flags, kwargs in stage.options:
+            p.add_argument(flags, **kwargs)
     return parser.parse_args(argv)
 
 

@@ -2,7 +2,7 @@
 
 Bundle layout (everything inference needs, nothing it does not):
   pipeline/ run.py configs/ requirements.txt    the code
-  runs/<run>/  config.toml run.json backbone.json tokenizer/ postprocess.json fold<k>/{model.weights.h5,metrics.json}
+  runs/<run>/  config.toml run.json backbone.json tokenizer/ postprocess.json fold<k>/{weights, metrics, finished}
   bundle.json                                   runs, blend method and weights, post-processing of the blend
   postprocess.json                              the blend's fitted post-processing ({} when none)
   wheels/                                       pure-Python wheels the Kaggle image lacks (see wheels.py)
@@ -16,11 +16,13 @@ import shutil
 from pathlib import Path
 
 from . import config as config_lib
-from . import files, kaggle, runs, wheels
+from . import files, kaggle, layout, runs, wheels
+from .errors import MissingArtifact, UsageError
 
 log = logging.getLogger(__name__)
-RUN_FILES = ("config.toml", "run.json", "backbone.json", "postprocess.json")
-FOLD_FILES = ("model.weights.h5", "metrics.json")
+# What inference needs of a run and of each finished fold (layout.Run / layout.Fold attributes).
+RUN_FILES = ("config", "info", "backbone", "postprocess")
+FOLD_FILES = ("weights", "metrics", "finished")
 _SLUG = re.compile(r"^[A-Za-z0-9_-]+/[a-z0-9][a-z0-9-]{5,49}$")  # Kaggle slugs: 6-50 characters
 DEV_MODULES = ("synth", "tinymodel", "explore")  # generated data, tiny test models, notebooks' plots: not shipped
 PLACEHOLDER_OWNER = "your-kaggle-username"
@@ -32,11 +34,11 @@ def dataset_metadata(handle: str, title: str) -> dict:
 
 def validate_dataset_metadata(meta: dict):
     if not _SLUG.match(meta.get("id", "")):
-        raise ValueError(f"dataset id {meta.get('id')!r}: expected 'owner/slug' (slug 6-50 of a-z 0-9 -)")
+        raise UsageError(f"dataset id {meta.get('id')!r}: expected 'owner/slug' (slug 6-50 of a-z 0-9 -)")
     if not 6 <= len(meta.get("title", "")) <= 50:
-        raise ValueError(f"dataset title {meta.get('title')!r}: Kaggle wants 6-50 characters")
+        raise UsageError(f"dataset title {meta.get('title')!r}: Kaggle wants 6-50 characters")
     if not meta.get("licenses"):
-        raise ValueError("dataset metadata needs a licenses list")
+        raise UsageError("dataset metadata needs a licenses list")
 
 
 def kernel_metadata(cfg, code_file: str) -> dict:
@@ -50,15 +52,15 @@ def kernel_metadata(cfg, code_file: str) -> dict:
 
 def validate_kernel_metadata(meta: dict):
     if not _SLUG.match(meta.get("id", "")):
-        raise ValueError(f"kernel id {meta.get('id')!r}: expected 'owner/slug' (slug 6-50 of a-z 0-9 -)")
+        raise UsageError(f"kernel id {meta.get('id')!r}: expected 'owner/slug' (slug 6-50 of a-z 0-9 -)")
     if meta.get("enable_internet") is not False:
-        raise ValueError("kernel must run with enable_internet = false (code competitions score offline)")
+        raise UsageError("kernel must run with enable_internet = false (code competitions score offline)")
     if meta.get("kernel_type") != "notebook" or not meta.get("code_file", "").endswith(".ipynb"):
-        raise ValueError("kernel must be a notebook (.ipynb code_file)")
+        raise UsageError("kernel must be a notebook (.ipynb code_file)")
     if not meta.get("competition_sources") or not meta.get("dataset_sources"):
-        raise ValueError("kernel needs competition_sources and dataset_sources (the bundle)")
+        raise UsageError("kernel needs competition_sources and dataset_sources (the bundle)")
     if meta.get("enable_tpu"):
-        raise ValueError("enable_tpu: QUEST is scored from CPU or GPU notebooks only")
+        raise UsageError("enable_tpu: QUEST is scored from CPU or GPU notebooks only")
 
 
 def _copy(src: Path, dst: Path):
@@ -70,19 +72,19 @@ def trained_versions(run_dirs: list[Path]) -> dict[str, str]:
     """keras / keras-hub versions the runs were trained with (run.json), which the kernel must run."""
     found: dict[str, set] = {d: set() for d in wheels.TRAINED_WITH}
     for d in run_dirs:
-        recorded = files.read_json(d / "run.json").get("versions") or runs.library_versions()
+        recorded = files.read_json(layout.Run(d).info).get("versions") or runs.library_versions()
         for dist in wheels.TRAINED_WITH:
             found[dist].add(recorded[dist])
     mixed = {d: sorted(v) for d, v in found.items() if len(v) > 1}
     if mixed:
-        raise ValueError(f"the runs were trained with different library versions {mixed}; bundle them separately")
+        raise UsageError(f"the runs were trained with different library versions {mixed}; bundle them separately")
     return {d: v.pop() for d, v in found.items()}
 
 
 def _replaceable(out_dir: Path):
     """package writes only where nothing or an earlier bundle is: never over a folder it did not create."""
-    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "bundle.json").is_file():
-        raise ValueError(f"--out {out_dir} exists and is not a bundle (no bundle.json); "
+    if out_dir.exists() and any(out_dir.iterdir()) and not layout.Bundle(out_dir).manifest.is_file():
+        raise UsageError(f"--out {out_dir} exists and is not a bundle (no {layout.MANIFEST_NAME}); "
                          "choose an empty or new folder")
 
 
@@ -90,7 +92,7 @@ def package(cfg, run_names: list[str], out: str | None = None, upload: bool = Fa
     run_dirs = [runs.resolve(n, cfg) for n in (run_names or [str(cfg.run_dir)])]
     for d in run_dirs:
         if not runs.finished_folds(d):
-            raise FileNotFoundError(f"{d}: no finished fold to bundle")
+            raise MissingArtifact(f"{d}: no finished fold to bundle; run `python run.py train` first")
     out_dir = cfg.path(out or str(Path(cfg.output.dir) / "kaggle-bundle"))
     _replaceable(out_dir)
     staging = out_dir.with_name(out_dir.name + ".partial")
@@ -101,43 +103,45 @@ def package(cfg, run_names: list[str], out: str | None = None, upload: bool = Fa
         _copy(src, staging / src.relative_to(root))
     for src in sorted((root / "configs").glob("*.toml")):
         _copy(src, staging / "configs" / src.name)
+    target = layout.Bundle(staging)
     for d in run_dirs:
-        for name in RUN_FILES:
-            if (d / name).is_file():
-                _copy(d / name, staging / "runs" / d.name / name)
-        for f in (d / "tokenizer").rglob("*"):
+        src, dst = layout.Run(d), target.run(d.name)
+        for attr in RUN_FILES:
+            if getattr(src, attr).is_file():
+                _copy(getattr(src, attr), getattr(dst, attr))
+        for f in src.tokenizer.rglob("*"):
             if f.is_file():
-                _copy(f, staging / "runs" / d.name / f.relative_to(d))
-        for k in runs.finished_folds(d):
+                _copy(f, dst.tokenizer / f.relative_to(src.tokenizer))
+        for k in src.finished_folds():
             runs.verify_weights(d, k)
-            for name in FOLD_FILES:
-                _copy(runs.fold_dir(d, k) / name, staging / "runs" / d.name / f"fold{k}" / name)
+            for attr in FOLD_FILES:
+                _copy(getattr(src.fold(k), attr), getattr(dst.fold(k), attr))
     blend, pp = _blend_for(cfg, run_dirs)
-    files.write_json(staging / "bundle.json", {"runs": [d.name for d in run_dirs], **blend})
-    files.write_json(staging / "postprocess.json", pp)
+    files.write_json(target.manifest, {"runs": [d.name for d in run_dirs], **blend})
+    files.write_json(target.postprocess, pp)
     wheels.collect(trained_versions(run_dirs), cfg.kaggle.wheels, wheels.read_image(cfg.path(cfg.kaggle.image)),
-                   cfg.path(cfg.kaggle.wheel_dir), staging / "wheels")
+                   cfg.path(cfg.kaggle.wheel_dir), target.wheels)
     meta = dataset_metadata(cfg.kaggle.dataset or f"{PLACEHOLDER_OWNER}/quest-bundle", "QUEST pipeline bundle")
     validate_dataset_metadata(meta)
-    files.write_json(staging / "dataset-metadata.json", meta)
+    files.write_json(target.metadata, meta)
     shutil.rmtree(out_dir, ignore_errors=True)
     staging.rename(out_dir)
     size = sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file())
     log.info("bundle %s: %d run(s), %.1f MiB", out_dir, len(run_dirs), size / 2**20)
     if upload:
         if not cfg.kaggle.dataset:
-            raise ValueError("set kaggle.dataset = 'owner/slug' to upload the bundle")
+            raise UsageError("set kaggle.dataset = 'owner/slug' to upload the bundle")
         log.info("dataset %s: %s", cfg.kaggle.dataset, kaggle.upload_dataset(out_dir, client=client))
     return [out_dir]
 
 
 def _blend_for(cfg, run_dirs: list[Path]) -> tuple[dict, dict]:
     """The fitted ensemble over exactly these runs if there is one, else an equal mean without post-processing."""
-    ens = cfg.path(cfg.output.dir) / "ensembles" / cfg.ensemble.name
-    if (ens / "weights.json").is_file():
-        w = files.read_json(ens / "weights.json")
+    ens = layout.ensemble(cfg)
+    if ens.weights.is_file():
+        w = files.read_json(ens.weights)
         if w["runs"] == [d.name for d in run_dirs]:
-            return {"method": w["method"], "weights": w["weights"]}, files.read_json(ens / "postprocess.json")
+            return {"method": w["method"], "weights": w["weights"]}, files.read_json(ens.postprocess)
     log.warning("no ensemble fitted over %s: the bundle blends them with equal weights and no post-processing",
                 [d.name for d in run_dirs])
     return {"method": "mean", "weights": [1.0 / len(run_dirs)] * len(run_dirs)}, {}
@@ -153,7 +157,7 @@ def kernel(cfg, out: str | None = None, push: bool = False, client=None, wait: f
     paths = [out_dir / notebook.name, files.write_json(out_dir / "kernel-metadata.json", meta)]
     if push:
         if not cfg.kaggle.kernel or not cfg.kaggle.dataset:
-            raise ValueError("set kaggle.kernel and kaggle.dataset ('owner/slug') to push the kernel")
+            raise UsageError("set kaggle.kernel and kaggle.dataset ('owner/slug') to push the kernel")
         kaggle.wait_dataset_ready(cfg.kaggle.dataset, client=client, timeout=wait)
         pushed = kaggle.push_kernel(out_dir, client=client)
         log.info("kernel %s version %s pushed: %s; when it has run, submit it with "
@@ -165,9 +169,9 @@ def kernel(cfg, out: str | None = None, push: bool = False, client=None, wait: f
 def submit(cfg, version: int, message: str = "", client=None) -> list[Path]:
     """Submit version `version` of kaggle.kernel (its submission.csv) to the competition."""
     if not cfg.kaggle.kernel:
-        raise ValueError("set kaggle.kernel = 'owner/slug' (the pushed inference kernel) to submit")
+        raise UsageError("set kaggle.kernel = 'owner/slug' (the pushed inference kernel) to submit")
     if version < 1:
-        raise ValueError(f"--version {version}: expected the kernel version number `kernel --push` printed (>= 1)")
+        raise UsageError(f"--version {version}: expected the kernel version number `kernel --push` printed (>= 1)")
     answer = kaggle.submit_kernel(cfg.kaggle.competition, cfg.kaggle.kernel, version,
                                   message or f"{cfg.kaggle.kernel} v{version}", client=client)
     log.info("%s version %d -> %s: %s", cfg.kaggle.kernel, version, cfg.kaggle.competition, answer)

@@ -12,13 +12,15 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import PipelineError
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
 
 
-class ConfigError(ValueError):
+class ConfigError(PipelineError, ValueError):
     """A config file or override that does not fit the schema."""
 
 

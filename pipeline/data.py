@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .errors import PipelineError
 from .schema import ID, INPUT_COLUMNS, SUBMISSION_COLUMNS, TARGETS, TEXT_COLUMNS
 
 log = logging.getLogger(__name__)
 PREDICT_COLUMNS = (ID,) + TEXT_COLUMNS  # what a trained run reads from a row
 
 
-class DataError(ValueError):
+class DataError(PipelineError, ValueError):
     """A competition file that does not have the expected shape."""
 
 

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from . import files, modeldir
 from . import tokenizer as tokenizer_lib
+from .errors import UsageError
 from .schema import ANSWER, BODY, ID, TEXT_COLUMNS, TITLE
 
 log = logging.getLogger(__name__)
@@ -164,9 +165,9 @@ def for_model(cfg):
     info = modeldir.inspect(cfg.path(cfg.model.path))
     tok = tokenizer_lib.load(info.path)
     if tok.vocab_size > info.vocab_size > 0:
-        raise ValueError(f"{info.path}: tokenizer has {tok.vocab_size} tokens but the model only {info.vocab_size}")
+        raise UsageError(f"{info.path}: tokenizer has {tok.vocab_size} tokens but the model only {info.vocab_size}")
     if cfg.encode.max_len > info.max_positions:
-        raise ValueError(f"encode.max_len = {cfg.encode.max_len} exceeds the model's {info.max_positions} positions "
+        raise UsageError(f"encode.max_len = {cfg.encode.max_len} exceeds the model's {info.max_positions} positions "
                          f"({info.path / 'config.json'})")
     return tok, info
 
@@ -182,7 +183,7 @@ def encode_cached(settings, cache_dir: Path, frame: pd.DataFrame, split: str, to
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
             log.warning("%s is damaged (%s: %s); encoding again", path, type(err).__name__, err)
     if frame.empty:
-        raise ValueError(f"nothing to encode: the {split} rows are empty")
+        raise UsageError(f"nothing to encode: the {split} rows are empty")
     enc = encode_frame(frame, tok, settings, uses_segments)
     enc.save(path)
     truncated = float((enc.field_lengths.sum(1) + n_special(tok, settings.mode) > settings.max_len).mean())
@@ -192,5 +193,5 @@ def encode_cached(settings, cache_dir: Path, frame: pd.DataFrame, split: str, to
 
 def check_fingerprint(enc: Encoded, tok, where: str):
     if enc.tokenizer_fingerprint != tok.fingerprint:
-        raise ValueError(f"{where}: encoded with a different tokenizer than the model's "
+        raise UsageError(f"{where}: encoded with a different tokenizer than the model's "
                          f"({enc.tokenizer_fingerprint[:12]} vs {tok.fingerprint[:12]}); re-run `encode` for this model")

@@ -14,8 +14,9 @@ from scipy.optimize import minimize
 from scipy.stats import rankdata
 
 from . import config as config_lib
-from . import data, files, metrics, postprocess, runs, submission
+from . import data, files, layout, metrics, postprocess, runs, submission
 from . import folds as folds_lib
+from .errors import MissingArtifact
 from .schema import ID, TARGETS
 
 log = logging.getLogger(__name__)
@@ -64,36 +65,38 @@ def fit_weights(y: np.ndarray, preds: list[np.ndarray], method: str) -> np.ndarr
 
 def load_members(cfg, run_dirs: list[Path], test_csv: Path):
     """OOF (rows present in every run) and test predictions of each run; all must share one folds.csv,
-    the one cfg names."""
-    from . import predict as predict_lib
-
-    prints = {d.name: files.read_json(d / "run.json").get("folds_fingerprint") for d in run_dirs}
+    the one cfg names. Test predictions are read from each run's `predict` output."""
+    prints = {d.name: files.read_json(layout.Run(d).info).get("folds_fingerprint") for d in run_dirs}
     if len(set(prints.values())) > 1:
-        raise ValueError(f"runs were trained on different fold splits {prints}; their OOF cannot be blended")
+        raise runs.RunError(f"runs were trained on different fold splits {prints}; their OOF cannot be blended")
     for d in run_dirs:
         runs.check_folds(cfg, d)
-    cache_dir = cfg.cache_dir
     oofs = [runs.load_oof(d).set_index(ID) for d in run_dirs]
     common = oofs[0].index
     for o in oofs[1:]:
         common = common.intersection(o.index)
-    tests = [pd.read_csv(predict_lib.predict_run(d, test_csv, cache_dir=cache_dir)).set_index(ID) for d in run_dirs]
+    outputs = {d: runs.current_prediction(d, test_csv) for d in run_dirs}
+    missing = [d.name for d, out in outputs.items() if out is None]
+    if missing:
+        raise MissingArtifact(f"no current predictions of {test_csv} for run(s) {missing}; run `python run.py "
+                              "predict --set train.run_name=<run>` for each (`run.py ensemble` does this itself)")
+    tests = [pd.read_csv(out).set_index(ID) for out in outputs.values()]
     return common, [o.loc[common, list(TARGETS)].to_numpy() for o in oofs], tests
 
 
 def ensemble(cfg, run_names: list[str] | None = None) -> list[Path]:
     names = run_names or cfg.ensemble.runs or [str(cfg.run_dir)]
     run_dirs = [runs.resolve(n, cfg) for n in names]
-    out = cfg.path(cfg.output.dir) / "ensembles" / cfg.ensemble.name
+    out = layout.ensemble(cfg)
     train, sample = data.load(cfg, "train"), data.load(cfg, "sample_submission")
     test_csv = cfg.data_file("test_file")
     data.check_same_rows(data.load(cfg, "test"), sample, test_csv, cfg.data_file("sample_submission_file"))
     common, oof_preds, tests = load_members(cfg, run_dirs, test_csv)
-    stamp = files.sha256_text(*(files.sha256_file(d / "oof.csv") for d in run_dirs),
+    stamp = files.sha256_text(*(files.sha256_file(layout.Run(d).oof) for d in run_dirs),
                               *(t.to_csv() for t in tests), config_lib.to_toml(cfg), files.sha256_file(test_csv))
     sub_path = cfg.submission_file
-    if (out / "summary.json").is_file() and sub_path.is_file() and files.read_json(out / "summary.json").get("stamp") == stamp:
-        return [out / "summary.json", sub_path]
+    if out.summary.is_file() and sub_path.is_file() and files.read_json(out.summary).get("stamp") == stamp:
+        return [out.summary, sub_path]
     truth = train.set_index(ID).loc[common]
     y = truth[list(TARGETS)].to_numpy()
     fold, _ = postprocess.split_for_nesting(folds_lib.by_id(cfg, train).loc[common].to_numpy(),
@@ -115,14 +118,14 @@ def ensemble(cfg, run_names: list[str] | None = None) -> list[Path]:
                "member_oof_spearman": members, "blend_oof_spearman_nested": score.mean,
                "n_constant": score.n_constant, "n_rows": len(common),
                "postprocess": postprocess.summary(pp) if pp else None}
-    paths = [files.write_text(out / "config.toml", config_lib.to_toml(cfg)),
-             files.write_json(out / "weights.json", {"method": method, "runs": [d.name for d in run_dirs],
+    paths = [files.write_text(out.config, config_lib.to_toml(cfg)),
+             files.write_json(out.weights, {"method": method, "runs": [d.name for d in run_dirs],
                                                      "weights": weights.tolist()}),
-             files.write_csv(out / "oof.csv", runs.predictions_frame(common, oof_blend)),
-             files.write_csv(out / "test.csv", blend_members(tests, weights, method, pp)),
-             files.write_json(out / "postprocess.json", pp),
+             files.write_csv(out.oof, runs.predictions_frame(common, oof_blend)),
+             files.write_csv(out.test, blend_members(tests, weights, method, pp)),
+             files.write_json(out.postprocess, pp),
              write_submission(sub_path, sample, tests, weights, method, pp),
-             files.write_json(out / "summary.json", summary)]  # last: its stamp marks the ensemble current
+             files.write_json(out.summary, summary)]  # last: its stamp marks the ensemble current
     pp_line = (f", post-processed {summary['postprocess']['after_nested']:.4f} "
                f"({summary['postprocess']['n_applied']} columns)") if pp else ""
     log.info("ensemble %s (%s, %d run(s)): nested OOF Spearman %.4f%s; weights %s", cfg.ensemble.name, method,

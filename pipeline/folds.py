@@ -10,11 +10,12 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
+from .errors import PipelineError
 from . import files
 from .schema import ID, TARGETS
 
 
-class FoldsError(ValueError):
+class FoldsError(PipelineError, ValueError):
     pass
 
 

@@ -12,12 +12,13 @@ import zipfile
 from pathlib import Path
 
 from . import data as data_lib
+from .errors import PipelineError, UsageError
 
 log = logging.getLogger(__name__)
 COMPETITION_FILES = {"train": "train_file", "test": "test_file", "sample_submission": "sample_submission_file"}
 
 
-class KaggleUnavailable(RuntimeError):
+class KaggleUnavailable(PipelineError, RuntimeError):
     """No credentials or no network: says exactly which files to put where instead."""
 
 
@@ -90,7 +91,7 @@ def download_model(cfg, client=None, force: bool = False) -> list[Path]:
         return [target]
     parts = handle.strip("/").split("/")
     if len(parts) not in (2, 5):
-        raise ValueError(f"kaggle.model = {handle!r}; expected 'owner/model/framework/variation/version' "
+        raise UsageError(f"kaggle.model = {handle!r}; expected 'owner/model/framework/variation/version' "
                          "(Kaggle Models, e.g. keras/bert/keras/bert_base_en_uncased/2) or 'owner/dataset'")
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
@@ -115,7 +116,7 @@ def download_model(cfg, client=None, force: bool = False) -> list[Path]:
     return [target]
 
 
-class KaggleApiError(RuntimeError):
+class KaggleApiError(PipelineError, RuntimeError):
     """The Kaggle API answered, but with a failure (kaggle 2.x reports many failures in the returned object)."""
 
 

@@ -15,16 +15,18 @@ import sys
 import time
 from pathlib import Path
 
+from .errors import InstallError, PipelineError
+from . import layout  # paths only: no heavy imports before the bundled wheels are installed
+
 KAGGLE_INPUT = Path("/kaggle/input")
 # Installed wheels and encoded inputs go under /tmp: the working directory is the kernel's output.
 SITE = Path(os.environ.get("QUEST_SITE", "/tmp/quest-site"))
 CACHE = Path(os.environ.get("QUEST_CACHE", "/tmp/quest-cache"))
-BUNDLE_MARKER = "bundle.json"
 DATA_FILES = ("test.csv", "sample_submission.csv")
 HIDDEN_TEST_ROWS = 10_000  # the re-run's hidden test has at most this many rows
 
 
-class InputsNotFound(FileNotFoundError):
+class InputsNotFound(PipelineError, FileNotFoundError):
     pass
 
 
@@ -57,12 +59,12 @@ def find_inputs(root: str | Path = KAGGLE_INPUT) -> tuple[Path, Path]:
     root = Path(root)
     bundle = Path(os.environ["QUEST_BUNDLE"]) if os.environ.get("QUEST_BUNDLE") else None
     data = Path(os.environ["QUEST_DATA"]) if os.environ.get("QUEST_DATA") else None
-    bundle = bundle or next(iter(_search(root, (BUNDLE_MARKER,))), None)
+    bundle = bundle or next(iter(_search(root, (layout.MANIFEST_NAME,))), None)
     if data is None:
         found = _search(root, DATA_FILES)
         data = next((p for p in found if "google-quest-challenge" in p.parts), found[0] if found else None)
     missing = [what for what, p, f in (("bundle (a folder with bundle.json; attach the dataset written by "
-                                        "`python run.py package`)", bundle, BUNDLE_MARKER),
+                                        "`python run.py package`)", bundle, layout.MANIFEST_NAME),
                                        ("competition data (test.csv + sample_submission.csv; add the "
                                         "competition as an input)", data, DATA_FILES[0]))
                if p is None or not (p / f).is_file()]
@@ -80,7 +82,7 @@ def install_wheels(bundle: str | Path, target: str | Path = SITE) -> list[str]:
     """Install the bundle's wheels the Kaggle way: resolve offline against the image (`--no-index
     --find-links`), so an unmet requirement fails here with pip's message; install what the resolver
     picked under `target` and put it first on sys.path. Returns the installed 'name-version's."""
-    wheel_dir = Path(bundle) / "wheels"
+    wheel_dir = layout.Bundle(Path(bundle)).wheels
     wanted = ["==".join(w.name.split("-")[:2]) for w in sorted(wheel_dir.glob("*.whl"))]
     if not wanted:
         return []
@@ -89,7 +91,7 @@ def install_wheels(bundle: str | Path, target: str | Path = SITE) -> list[str]:
     res = _pip("install", "--no-index", "--find-links", str(wheel_dir), "--dry-run", "--quiet", "--report",
                str(report), *wanted)
     if res.returncode or not report.is_file():
-        raise RuntimeError(f"the bundled wheels do not install on this image ({' '.join(wanted)}):\n"
+        raise InstallError(f"the bundled wheels do not install on this image ({' '.join(wanted)}):\n"
                            f"{(res.stderr or res.stdout).strip()}\n"
                            "Package again with the missing wheel in kaggle.wheel_dir.")
     picked = json.loads(report.read_text())["install"]
@@ -97,7 +99,7 @@ def install_wheels(bundle: str | Path, target: str | Path = SITE) -> list[str]:
     if urls:
         res = _pip("install", "--no-index", "--no-deps", "--upgrade", "--quiet", "--target", str(target), *urls)
         if res.returncode:
-            raise RuntimeError(f"installing {' '.join(urls)} under {target} failed:\n{res.stderr.strip()}")
+            raise InstallError(f"installing {' '.join(urls)} under {target} failed:\n{res.stderr.strip()}")
     if str(target) not in sys.path:
         sys.path.insert(0, str(target))
     return [f"{i['metadata']['name']}-{i['metadata']['version']}" for i in picked]
@@ -110,11 +112,11 @@ def projected_seconds(bundle: str | Path, data_dir: str | Path, rows: int = HIDD
 
     from . import data, files, predict
 
-    bundle = Path(bundle)
+    bundle = layout.Bundle(Path(bundle))
     frame = data.read_csv(Path(data_dir) / DATA_FILES[0], "predict")
     total = 0.0
-    for name in files.read_json(bundle / BUNDLE_MARKER)["runs"]:
-        total += predict.seconds_per_row(bundle / "runs" / name, pd.DataFrame(frame), CACHE) * rows
+    for name in files.read_json(bundle.manifest)["runs"]:
+        total += predict.seconds_per_row(bundle.run(name).root, pd.DataFrame(frame), CACHE) * rows
     return total
 
 
@@ -122,18 +124,18 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
     """Predict every bundled run on data_dir/test.csv, then blend, post-process and write submission.csv."""
     from . import data, ensemble, files, predict
 
-    bundle, data_dir, work_dir = Path(bundle), Path(data_dir), Path(work_dir)
-    manifest = files.read_json(bundle / BUNDLE_MARKER)
+    bundle, data_dir, work_dir = layout.Bundle(Path(bundle)), Path(data_dir), Path(work_dir)
+    manifest = files.read_json(bundle.manifest)
     sample = data.read_csv(data_dir / DATA_FILES[1], "sample_submission")
     data.check_same_rows(data.read_csv(data_dir / DATA_FILES[0], "predict"), sample, data_dir / DATA_FILES[0],
                          data_dir / DATA_FILES[1])
     start = time.perf_counter()
-    preds = [predict.predict_run(bundle / "runs" / name, data_dir / DATA_FILES[0],
+    preds = [predict.predict_run(bundle.run(name).root, data_dir / DATA_FILES[0],
                                  out_dir=work_dir / "predictions" / name, cache_dir=CACHE,
                                  reuse=False) for name in manifest["runs"]]
     print(f"predicted {len(preds)} run(s) in {time.perf_counter() - start:.0f}s", flush=True)
     return ensemble.write_submission(work_dir / "submission.csv", sample, preds, manifest["weights"],
-                                     manifest["method"], files.read_json(bundle / "postprocess.json"))
+                                     manifest["method"], files.read_json(bundle.postprocess))
 
 
 def main(root: str | Path = KAGGLE_INPUT, work_dir: str | Path | None = None) -> Path:

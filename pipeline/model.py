@@ -13,6 +13,7 @@ import keras
 from keras import ops
 
 from . import modeldir
+from .errors import UsageError
 
 INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask")
 
@@ -94,7 +95,7 @@ class MultiSampleDropoutDense(keras.layers.Layer):
 def hidden_state_layers(backbone: keras.Model) -> list:
     layers = [l for l in backbone.layers if re.search(r"(transformer|encoder)_layer_\d+$", l.name)]
     if not layers:
-        raise ValueError(f"{type(backbone).__name__} exposes no per-layer outputs; use model.pooling=mean or cls")
+        raise UsageError(f"{type(backbone).__name__} exposes no per-layer outputs; use model.pooling=mean or cls")
     return sorted(layers, key=lambda l: int(l.name.rsplit("_", 1)[1]))
 
 

@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import PipelineError
+
 # Families whose backbone has segment (token type) embeddings; the others get all-zero segments.
 SEGMENT_FAMILIES = {"bert", "albert", "electra"}
 _KERAS_HUB_FAMILY = {
@@ -20,7 +22,7 @@ _KERAS_HUB_FAMILY = {
 }
 
 
-class ModelDirError(FileNotFoundError):
+class ModelDirError(PipelineError, FileNotFoundError):
     """A model directory that is missing or holds neither layout."""
 
 

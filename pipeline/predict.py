@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import batching, data, encode, files, runs
+from . import batching, data, encode, files, layout, runs
 from . import tokenizer as tokenizer_lib
+from .errors import MissingArtifact
 from .schema import ID, TARGETS
 
 log = logging.getLogger(__name__)
@@ -23,38 +24,37 @@ def predict_run(run_dir: Path, csv_path: Path, out_dir: Path | None = None, cach
                 batch_size: int | None = None, reuse: bool = True, precision: str | None = None) -> Path:
     """precision: "auto" (default: the run's train.predict_precision), "none", "float16" or "bfloat16"."""
     run_dir, csv_path = Path(run_dir), Path(csv_path)
-    out_dir = Path(out_dir) if out_dir else run_dir / "predictions"
-    out = out_dir / f"{csv_path.stem}.csv"
+    run = layout.Run(run_dir)
     folds = runs.finished_folds(run_dir)
     if not folds:
-        raise FileNotFoundError(f"{run_dir}: no finished fold to predict with; run `python run.py train` first")
-    sha = files.sha256_file(csv_path)
-    stamp = {"input": str(csv_path), "input_sha256": sha, "folds": folds, "precision": precision or "run"}
-    stamp_path = out.with_suffix(".json")
-    if out.is_file() and stamp_path.is_file() and files.read_json(stamp_path) == stamp:
-        return out
+        raise MissingArtifact(f"{run_dir}: no finished fold to predict with; run `python run.py train` first")
+    current = runs.current_prediction(run_dir, csv_path, out_dir, precision)
+    if current:
+        return current
+    out, stamp = run.prediction(csv_path, out_dir), runs.prediction_stamp(run_dir, csv_path, precision)
+    sha = stamp["input_sha256"]
     rcfg = runs.load_config(run_dir)
     frame = data.read_csv(csv_path, "predict")
     if rcfg.data.clean_text:
         data.clean_frame(frame)
-    fold_tests = [runs.fold_dir(run_dir, k) / "test.csv" for k in folds]
-    same_file = all(files.read_json(runs.fold_dir(run_dir, k) / "metrics.json").get("test_sha256") == sha
-                    for k in folds)
+    fold_tests = [run.fold(k).test for k in folds]
+    same_file = all(files.read_json(run.fold(k).finished).get("test_sha256") == sha for k in folds)
     if reuse and same_file and all(p.is_file() for p in fold_tests):
         preds = np.mean([pd.read_csv(p).set_index(ID).loc[frame[ID], list(TARGETS)].to_numpy() for p in fold_tests], 0)
     else:
         preds = _predict_with_weights(run_dir, rcfg, frame, folds, cache_dir, batch_size,
                                       precision or rcfg.train.predict_precision)
     files.write_csv(out, runs.predictions_frame(frame[ID], preds))
-    files.write_json(stamp_path, stamp)
+    files.write_json(out.with_suffix(".json"), stamp)
     return out
 
 
 def _encode_for_run(run_dir: Path, rcfg, frame, cache_dir):
-    info = files.read_json(run_dir / "run.json")
-    tok = tokenizer_lib.load(run_dir / "tokenizer")
+    run = layout.Run(run_dir)
+    info = files.read_json(run.info)
+    tok = tokenizer_lib.load(run.tokenizer)
     if tok.fingerprint != info["tokenizer_fingerprint"]:
-        raise ValueError(f"{run_dir / 'tokenizer'} differs from the tokenizer the run was trained with")
+        raise runs.RunError(f"{run.tokenizer} differs from the tokenizer the run was trained with")
     cache_dir = Path(cache_dir) if cache_dir else run_dir / "cache"
     return encode.encode_cached(rcfg.encode, cache_dir, frame, "predict", tok, info["uses_segments"])[0]
 
@@ -121,7 +121,7 @@ def apply_postprocess(run_dir: Path, pred_csv: Path) -> Path | None:
     """<stem>.postprocessed.csv with the run's fitted post-processing (from `validate`), if there is one."""
     from . import postprocess
 
-    pp_file = Path(run_dir) / "postprocess.json"
+    pp_file = layout.Run(run_dir).postprocess
     if not pp_file.is_file():
         return None
     out = pred_csv.with_name(pred_csv.stem + ".postprocessed.csv")

@@ -1,9 +1,6 @@
-"""Run directories: output/runs/<name>/ holds everything needed to reproduce and to predict.
-
-config.toml (resolved config), run.json (command line, seed, git commit, model family), backbone.json
-(architecture, so predict needs no original model folder), tokenizer/ (a copy of the tokenizer
-files), fold<k>/ (weights, oof.csv, test.csv, history.csv, metrics.json - written last, marks the
-fold finished), oof.csv + summary.json over the finished folds.
+"""Run directories (paths in layout.Run): opening a run for training with its provenance (resolved config,
+command line, seed, git commit, library versions, tokenizer copy), the checks that keep it consistent
+(settings, folds fingerprint, weights hashes, one trainer at a time), OOF summaries and model rebuild.
 """
 from __future__ import annotations
 
@@ -18,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from . import config as config_lib
-from . import files, metrics
+from . import files, layout, metrics
+from .errors import MissingArtifact, PipelineError
 from .schema import ID, TARGETS
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json",
@@ -32,7 +30,7 @@ _RESUMABLE = {("train", "folds"), ("train", "verbose"), ("train", "eval_batch_si
 _TRAINING_SECTIONS = ("folds", "encode", "model", "train")
 
 
-class RunError(ValueError):
+class RunError(PipelineError, ValueError):
     """A run directory whose artifacts do not match what was recorded, or that another process holds."""
 
 
@@ -63,7 +61,7 @@ def check_folds(cfg, run_dir: Path):
     """The run's folds.csv must be the one it was trained on (fingerprint in run.json), else its OOF is wrong."""
     from . import folds as folds_lib
 
-    info = run_dir / "run.json"
+    info = layout.Run(run_dir).info
     recorded = files.read_json(info).get("folds_fingerprint") if info.is_file() else None
     if recorded and finished_folds(run_dir) and folds_lib.fingerprint(cfg) != recorded:
         raise RunError(f"{cfg.folds_file} changed since {run_dir.name} was trained on it (fingerprint "
@@ -74,22 +72,22 @@ def check_folds(cfg, run_dir: Path):
 def check_compatible(cfg):
     """A run is resumed or extended only with the settings (and the folds) it was trained with."""
     check_folds(cfg, cfg.run_dir)
-    old = cfg.run_dir / "config.toml"
+    old = layout.Run(cfg.run_dir).config
     if old.is_file():
         before = _training_settings(config_lib.from_toml_text(old.read_text()))
         changed = {f"{s}.{k}": (before.get((s, k)), v) for (s, k), v in _training_settings(cfg).items()
                    if before.get((s, k)) != v}
         if changed:
-            raise ValueError(f"{cfg.run_dir} was trained with other settings {changed} (old, new); "
+            raise RunError(f"{cfg.run_dir} was trained with other settings {changed} (old, new); "
                              "pick a new train.run_name or delete the run")
 
 
 def open_run(cfg, model_info, tok, extra: dict | None = None) -> Path:
     """Create or re-open cfg.run_dir for training and record how it is being trained."""
     check_compatible(cfg)
-    run_dir = cfg.run_dir
-    files.write_text(run_dir / "config.toml", config_lib.to_toml(cfg))
-    files.write_json(run_dir / "run.json", {
+    run = layout.Run(cfg.run_dir)
+    files.write_text(run.config, config_lib.to_toml(cfg))
+    files.write_json(run.info, {
         "command": sys.argv, "seed": cfg.train.seed, "git_commit": git_commit(),
         "updated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "model_path": str(model_info.path), "family": model_info.family, "uses_segments": model_info.uses_segments,
@@ -98,45 +96,35 @@ def open_run(cfg, model_info, tok, extra: dict | None = None) -> Path:
     for name in TOKENIZER_FILES:
         src = Path(model_info.path) / name
         if src.is_file():
-            dst = run_dir / "tokenizer" / name
-            with files.atomic_path(dst) as tmp:
+            with files.atomic_path(run.tokenizer / name) as tmp:
                 shutil.copyfile(src, tmp)
-    return run_dir
+    return run.root
 
 
 def resolve(name_or_dir: str | Path, cfg) -> Path:
     """A run given by name (under output/runs/) or by directory."""
     p = Path(name_or_dir)
-    for candidate in (p, cfg.path(str(p)), cfg.path(cfg.output.dir) / "runs" / str(p)):
-        if (candidate / "config.toml").is_file():
+    for candidate in (p, cfg.path(str(p)), layout.runs_root(cfg) / str(p)):
+        if layout.Run(candidate).config.is_file():
             return candidate.resolve()
-    raise FileNotFoundError(f"no run {name_or_dir!r} (looked for config.toml in {p} and "
-                            f"{cfg.path(cfg.output.dir) / 'runs' / str(p)})")
+    raise MissingArtifact(f"no run {name_or_dir!r} (looked for {layout.Run(p).config.name} in {p} and "
+                            f"{layout.runs_root(cfg) / str(p)})")
 
 
 def load_config(run_dir: Path):
-    return config_lib.from_toml_text((run_dir / "config.toml").read_text())
-
-
-def fold_dir(run_dir: Path, k: int) -> Path:
-    return run_dir / f"fold{k}"
-
-
-def probe_file(run_dir: Path, k: int) -> Path:
-    """Throughput of a step-limited probe (train.max_steps); never marks the fold finished."""
-    return run_dir / "probes" / f"fold{k}.json"
+    return config_lib.from_toml_text(layout.Run(run_dir).config.read_text())
 
 
 def verify_weights(run_dir: Path, k: int) -> Path:
-    """The fold's weights file, checked against the sha256 recorded when it was written."""
-    path = fold_dir(run_dir, k) / "model.weights.h5"
-    recorded = files.read_json(fold_dir(run_dir, k) / "metrics.json").get("weights_sha256")
-    if not path.is_file():
-        raise RunError(f"{path} is missing; delete {path.parent} and run `python run.py train --folds {k}` again")
-    if recorded and files.sha256_file(path) != recorded:
-        raise RunError(f"{path} is damaged or was replaced (its sha256 differs from the one recorded in "
-                       f"metrics.json); delete {path.parent} and run `python run.py train --folds {k}` again")
-    return path
+    """The fold's weights file, checked against the sha256 recorded when the fold finished."""
+    fold = layout.Run(run_dir).fold(k)
+    recorded = files.read_json(fold.finished).get("weights_sha256")
+    if not fold.weights.is_file():
+        raise RunError(f"{fold.weights} is missing; delete {fold.root} and run `python run.py train --folds {k}` again")
+    if recorded and files.sha256_file(fold.weights) != recorded:
+        raise RunError(f"{fold.weights} is damaged or was replaced (its sha256 differs from the one recorded in "
+                       f"{fold.finished.name}); delete {fold.root} and run `python run.py train --folds {k}` again")
+    return fold.weights
 
 
 @contextlib.contextmanager
@@ -147,7 +135,8 @@ def lock(run_dir: Path):
     import socket
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(run_dir / ".lock", "a+")
+    lock_file = layout.Run(run_dir).lock
+    handle = open(lock_file, "a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -161,7 +150,7 @@ def lock(run_dir: Path):
     handle.write(f"pid {os.getpid()} on {socket.gethostname()} since "
                  f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}\n")
     handle.flush()
-    stale = [p for p in run_dir.rglob(".*") if p.is_file() and p.name != ".lock"]
+    stale = [p for p in run_dir.rglob(".*") if p.is_file() and p != lock_file]
     for p in stale:  # temp files of files.atomic_path left by a killed process
         p.unlink()
     try:
@@ -170,8 +159,24 @@ def lock(run_dir: Path):
         handle.close()
 
 
+def prediction_stamp(run_dir: Path, csv_path: Path, precision: str | None = None) -> dict:
+    """What a prediction of csv_path by this run depends on: the input's content, the finished folds, precision."""
+    return {"input": str(csv_path), "input_sha256": files.sha256_file(csv_path), "folds": finished_folds(run_dir),
+            "precision": precision or "run"}
+
+
+def current_prediction(run_dir: Path, csv_path: Path, out_dir: Path | None = None,
+                       precision: str | None = None) -> Path | None:
+    """`predict`'s output for csv_path if it is there and current, else None."""
+    out = layout.Run(run_dir).prediction(csv_path, out_dir)
+    stamp = out.with_suffix(".json")
+    if out.is_file() and stamp.is_file() and files.read_json(stamp) == prediction_stamp(run_dir, csv_path, precision):
+        return out
+    return None
+
+
 def finished_folds(run_dir: Path) -> list[int]:
-    return sorted(int(p.parent.name[4:]) for p in run_dir.glob("fold*/metrics.json"))
+    return layout.Run(run_dir).finished_folds()
 
 
 def predictions_frame(qa_ids, preds) -> pd.DataFrame:
@@ -183,8 +188,8 @@ def predictions_frame(qa_ids, preds) -> pd.DataFrame:
 def load_oof(run_dir: Path) -> pd.DataFrame:
     done = finished_folds(run_dir)
     if not done:
-        raise FileNotFoundError(f"{run_dir}: no finished fold; run `python run.py train` first")
-    return pd.concat([pd.read_csv(fold_dir(run_dir, k) / "oof.csv") for k in done], ignore_index=True)
+        raise MissingArtifact(f"{run_dir}: no finished fold; run `python run.py train` first")
+    return pd.concat([pd.read_csv(layout.Run(run_dir).fold(k).oof) for k in done], ignore_index=True)
 
 
 def summarize(run_dir: Path, train: pd.DataFrame) -> Path:
@@ -192,10 +197,10 @@ def summarize(run_dir: Path, train: pd.DataFrame) -> Path:
     oof = load_oof(run_dir)
     truth = train[train[ID].isin(oof[ID])]
     score = metrics.score_frames(truth, oof)
-    per_fold = {k: files.read_json(fold_dir(run_dir, k) / "metrics.json")["val_spearman"]
-                for k in finished_folds(run_dir)}
-    files.write_csv(run_dir / "oof.csv", oof.set_index(ID).loc[truth[ID]].reset_index())
-    return files.write_json(run_dir / "summary.json", {
+    run = layout.Run(run_dir)
+    per_fold = {k: files.read_json(run.fold(k).metrics)["val_spearman"] for k in run.finished_folds()}
+    files.write_csv(run.oof, oof.set_index(ID).loc[truth[ID]].reset_index())
+    return files.write_json(run.summary, {
         "folds_done": list(per_fold), "per_fold": per_fold, "mean_fold_spearman": float(np.mean(list(per_fold.values()))),
         "oof_spearman": score.mean, "n_rows": len(truth),
         "n_constant": score.n_constant, "constant_columns": score.constant_columns})
@@ -206,7 +211,7 @@ def load_fold_model(run_dir: Path, k: int):
     from . import model as model_lib
 
     cfg = load_config(run_dir)
-    backbone = model_lib.backbone_from_json((run_dir / "backbone.json").read_text())
+    backbone = model_lib.backbone_from_json(layout.Run(run_dir).backbone.read_text())
     m = model_lib.build(backbone, len(TARGETS), cfg.model.pooling, cfg.model.pool_layers, cfg.model.dropout,
                         cfg.model.dropout_samples)
     path = verify_weights(run_dir, k)

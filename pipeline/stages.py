@@ -59,8 +59,11 @@ def validate(cfg, compare: list[str] | None = None) -> list[Path]:
 
 
 def ensemble(cfg, runs: list[str] | None = None) -> list[Path]:
-    from . import ensemble as ensemble_lib
+    """`predict` for each member whose test predictions are missing or stale, then the blend."""
+    from . import ensemble as ensemble_lib, predict as predict_lib, runs as runs_lib
 
+    for name in runs or cfg.ensemble.runs or [str(cfg.run_dir)]:
+        predict_lib.predict_run(runs_lib.resolve(name, cfg), cfg.data_file("test_file"), cache_dir=cfg.cache_dir)
     return ensemble_lib.ensemble(cfg, runs)
 
 
@@ -78,15 +81,17 @@ def demo(cfg) -> list[Path]:
     from . import files
 
     paths = demo_inputs(cfg) + run_all(cfg)
-    summary = files.read_json(cfg.run_dir / "summary.json")
-    ens = files.read_json(cfg.path(cfg.output.dir) / "ensembles" / cfg.ensemble.name / "summary.json")
+    from . import layout
+
+    summary = files.read_json(layout.Run(cfg.run_dir).summary)
+    ens = files.read_json(layout.ensemble(cfg).summary)
     print("\n== demo summary ==")
     for k, v in summary["per_fold"].items():
         print(f"fold {k}: OOF Spearman {v:.4f}")
     print(f"mean of folds {summary['mean_fold_spearman']:.4f}; pooled OOF Spearman {summary['oof_spearman']:.4f}; "
           f"post-processed (nested) {ens['postprocess']['after_nested']:.4f}")
     print(f"submission: {cfg.submission_file}")
-    print(f"report: {cfg.run_dir / 'report' / 'report.md'}")
+    print(f"report: {layout.Run(cfg.run_dir).report_md}")
     return paths
 
 

@@ -7,10 +7,11 @@ import numpy as np
 import pandas as pd
 
 from . import files, metrics
+from .errors import PipelineError
 from .schema import ID, SUBMISSION_COLUMNS, TARGETS
 
 
-class SubmissionError(ValueError):
+class SubmissionError(PipelineError, ValueError):
     pass
 
 

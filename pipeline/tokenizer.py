@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import files
+from .errors import PipelineError
 
 _SPECIALS = (("[CLS]", "[SEP]", "[PAD]"), ("<s>", "</s>", "<pad>"))
 
 
-class TokenizerError(FileNotFoundError):
+class TokenizerError(PipelineError, FileNotFoundError):
     pass
 
 

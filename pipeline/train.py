@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from . import batching, data, device, encode, files, folds as folds_lib, metrics, progress, runs
+from . import batching, data, device, encode, files, folds as folds_lib, layout, metrics, progress, runs
 from .schema import ID, TARGETS
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def _probe(model, ds, tcfg, k: int, batch: int, run_dir) -> dict:
               verbose=progress.keras_verbose(tcfg))
     result = {"fold": k, "probe": True, "steps": steps, "batch_size": batch,
               "train_samples_per_s": (steps - warm) * batch / max(clock.seconds, 1e-9)}
-    files.write_json(runs.probe_file(run_dir, k), result)
+    files.write_json(layout.Run(run_dir).probe(k), result)
     log.info("probe fold %d: %d steps, %.2f samples/s (not a finished fold)", k, steps, result["train_samples_per_s"])
     keras.backend.clear_session()
     return result
@@ -117,8 +117,9 @@ def train_fold(cfg, k: int, inp: Inputs, info, strat, run_dir) -> dict:
     ds = batching.train_dataset(model_lib.model_inputs(model, inp.enc_train.inputs(tr)), inp.y[tr],
                                 inp.enc_train.lengths[tr], batch, tcfg.seed * 1000 + k, tcfg.bucketing,
                                 tcfg.dynamic_padding, tcfg.pad_multiple)
-    if not (run_dir / "backbone.json").is_file():
-        files.write_text(run_dir / "backbone.json", model_lib.backbone_to_json(backbone))
+    run = layout.Run(run_dir)
+    if not run.backbone.is_file():
+        files.write_text(run.backbone, model_lib.backbone_to_json(backbone))
     log.info("fold %d: %d train rows, %d validation rows, %d steps/epoch", k, len(tr), len(va), steps)
     if tcfg.max_steps:
         return _probe(model, ds, tcfg, k, batch, run_dir)
@@ -133,26 +134,26 @@ def train_fold(cfg, k: int, inp: Inputs, info, strat, run_dir) -> dict:
         tcfg.pad_multiple)
     oof = callback.best_pred if tcfg.keep == "best" else callback.last_pred
     score = metrics.spearman(inp.y[va], oof)
-    out = runs.fold_dir(run_dir, k)
-    with files.atomic_path(out / "model.weights.h5", suffix=".weights.h5") as tmp:
+    out = run.fold(k)
+    with files.atomic_path(out.weights, suffix=".weights.h5") as tmp:
         model.save_weights(tmp)
         weights_sha = files.sha256_file(tmp)
-    files.write_csv(out / "oof.csv", runs.predictions_frame(inp.train[ID].to_numpy()[va], oof))
-    files.write_csv(out / "test.csv", runs.predictions_frame(inp.test[ID], predict(inp.enc_test)))
-    files.write_csv(out / "history.csv", pd.DataFrame(callback.rows))
+    files.write_csv(out.oof, runs.predictions_frame(inp.train[ID].to_numpy()[va], oof))
+    files.write_csv(out.test, runs.predictions_frame(inp.test[ID], predict(inp.enc_test)))
+    files.write_csv(out.history, pd.DataFrame(callback.rows))
     result = {"fold": k, "val_spearman": score.mean, "n_constant": score.n_constant,
               "best_epoch": callback.best_epoch if tcfg.keep == "best" else len(callback.rows),
               "epochs_run": len(callback.rows), "train_seconds": seconds,
-              "train_samples_per_s": len(tr) * len(callback.rows) / seconds, "test_sha256": inp.test_sha,
-              "per_column": score.per_column, "weights_sha256": weights_sha}
-    files.write_json(out / "metrics.json", result)  # last: marks the fold finished
+              "train_samples_per_s": len(tr) * len(callback.rows) / seconds, "per_column": score.per_column}
+    files.write_json(out.metrics, result)
+    files.write_json(out.finished, {"weights_sha256": weights_sha, "test_sha256": inp.test_sha})  # last
     keras.backend.clear_session()
     return result
 
 
 def train(cfg) -> list:
     wanted = cfg.train.folds or list(range(cfg.folds.n_folds))
-    summary, done = cfg.run_dir / "summary.json", runs.finished_folds(cfg.run_dir)
+    summary, done = layout.Run(cfg.run_dir).summary, runs.finished_folds(cfg.run_dir)
     if not cfg.train.max_steps and done and set(wanted) <= set(done):
         runs.check_compatible(cfg)
         if not summary.is_file() or files.read_json(summary).get("folds_done") != done:  # killed before it

@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import baseline, data, encode, files, folds, metrics, postprocess, runs
+from . import baseline, data, encode, files, folds, layout, metrics, postprocess, runs
 from . import tokenizer as tokenizer_lib
 from .schema import ID, TARGETS
 
 log = logging.getLogger(__name__)
 
 
-def _plots(report_dir: Path, run_dir: Path, per_column: dict, pp: dict) -> list[Path]:
+def _plots(run_dir: Path, per_column: dict, pp: dict) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -33,14 +33,14 @@ def _plots(report_dir: Path, run_dir: Path, per_column: dict, pp: dict) -> list[
     ax.set_title(f"{run_dir.name}: per-target OOF Spearman")
     ax.legend(loc="lower right")
     fig.tight_layout()
-    paths.append(report_dir / "per_target.png")
+    paths.append(layout.Run(run_dir).plot("per_target"))
     with files.atomic_path(paths[-1]) as tmp:
         fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     for k in runs.finished_folds(run_dir):
-        h = pd.read_csv(runs.fold_dir(run_dir, k) / "history.csv")
+        h = pd.read_csv(layout.Run(run_dir).fold(k).history)
         a1.plot(h["epoch"], h["loss"], "-o", color=f"C{k}", label=f"fold {k} train")
         a1.plot(h["epoch"], h["val_loss"], "--", color=f"C{k}", label=f"fold {k} val")
         a2.plot(h["epoch"], h["val_spearman"], "-o", color=f"C{k}", label=f"fold {k}")
@@ -48,7 +48,7 @@ def _plots(report_dir: Path, run_dir: Path, per_column: dict, pp: dict) -> list[
     a2.set(xlabel="epoch", ylabel="Spearman", title="validation Spearman")
     a1.legend(fontsize=7), a2.legend(fontsize=7)
     fig.tight_layout()
-    paths.append(report_dir / "learning_curves.png")
+    paths.append(layout.Run(run_dir).plot("learning_curves"))
     with files.atomic_path(paths[-1]) as tmp:
         fig.savefig(tmp, dpi=110)
     plt.close(fig)
@@ -85,21 +85,21 @@ REPORT_VERSION = 2  # bump when the report gains content, so current-looking old
 
 
 def _truncation(cfg, run_dir: Path, train: pd.DataFrame) -> list[dict]:
-    rcfg, info = runs.load_config(run_dir), files.read_json(run_dir / "run.json")
-    tok = tokenizer_lib.load(run_dir / "tokenizer")
+    rcfg, info = runs.load_config(run_dir), files.read_json(layout.Run(run_dir).info)
+    tok = tokenizer_lib.load(layout.Run(run_dir).tokenizer)
     enc, _ = encode.encode_cached(rcfg.encode, cfg.cache_dir, train, "train", tok, info["uses_segments"])
     return encode.truncation_table(enc, tok, rcfg.encode)
 
 
 def validate_run(cfg, run_dir: Path) -> list[Path]:
-    report_dir = run_dir / "report"
+    run = layout.Run(run_dir)
     oof = runs.load_oof(run_dir)
     runs.check_folds(cfg, run_dir)
     for k in runs.finished_folds(run_dir):
         runs.verify_weights(run_dir, k)
     stamp = files.sha256_text(oof.to_csv(index=False), cfg.validate.postprocess, cfg.validate.round_grids, REPORT_VERSION)
-    if (report_dir / "report.json").is_file() and files.read_json(report_dir / "report.json").get("stamp") == stamp:
-        return [report_dir / "report.json", report_dir / "report.md", run_dir / "postprocess.json"]
+    if run.report_json.is_file() and files.read_json(run.report_json).get("stamp") == stamp:
+        return [run.report_json, run.report_md, run.postprocess]
     train = data.load(cfg, "train")
     truth = train[train[ID].isin(oof[ID])].reset_index(drop=True)
     y, p = metrics.align(truth, oof)
@@ -110,7 +110,7 @@ def validate_run(cfg, run_dir: Path) -> list[Path]:
     truncation = _truncation(cfg, run_dir, train)
     all_fold = folds.by_id(cfg, train).loc[train[ID]].to_numpy()
     base = baseline.oof_scores(train, data.targets(train).astype(float), all_fold, runs.finished_folds(run_dir))
-    per_fold = {k: {key: files.read_json(runs.fold_dir(run_dir, k) / "metrics.json")[key]
+    per_fold = {k: {key: files.read_json(run.fold(k).metrics)[key]
                     for key in ("val_spearman", "best_epoch")} for k in runs.finished_folds(run_dir)}
     rep = {"run": run_dir.name, "stamp": stamp, "n_rows": len(truth), "folds_done": list(per_fold),
            "oof_spearman": score.mean, "oof_spearman_unique_questions": unique.mean,
@@ -118,14 +118,13 @@ def validate_run(cfg, run_dir: Path) -> list[Path]:
            "per_column": score.per_column, "postprocess": {**postprocess.summary(pp), "split": split_note},
            "postprocess_columns": pp, "baseline_per_column": base, "truncation": truncation,
            "below_baseline": [c for c in TARGETS if score.per_column[c] < base[c]]}
-    report_dir.mkdir(parents=True, exist_ok=True)
-    paths = _plots(report_dir, run_dir, score.per_column, pp)
-    paths.append(files.write_json(run_dir / "postprocess.json", pp))
-    paths.append(files.write_text(report_dir / "report.md", _markdown(run_dir, rep)))
-    paths.append(files.write_json(report_dir / "report.json", rep))  # last: its stamp marks the report current
+    paths = _plots(run_dir, score.per_column, pp)
+    paths.append(files.write_json(run.postprocess, pp))
+    paths.append(files.write_text(run.report_md, _markdown(run_dir, rep)))
+    paths.append(files.write_json(run.report_json, rep))  # last: its stamp marks the report current
     log.info("%s: OOF %.4f, unique-question OOF %.4f, post-processed nested %.4f, %d constant column(s), "
              "%d target(s) below the TF-IDF baseline -> %s", run_dir.name, score.mean, unique.mean,
-             rep["postprocess"]["after_nested"], score.n_constant, len(rep["below_baseline"]), report_dir)
+             rep["postprocess"]["after_nested"], score.n_constant, len(rep["below_baseline"]), run.report_dir)
     return paths
 
 
@@ -134,13 +133,13 @@ def compare(cfg, run_dirs: list[Path]) -> Path:
             "|---|---|---|---|---|---|"]
     for d in run_dirs:
         validate_run(cfg, d)
-        r = files.read_json(d / "report" / "report.json")
+        r = files.read_json(layout.Run(d).report_json)
         rows.append(f"| {d.name} | {len(r['folds_done'])} | {r['oof_spearman']:.4f} | "
                     f"{r['oof_spearman_unique_questions']:.4f} | {r['postprocess']['after_nested']:.4f} | "
                     f"{r['n_constant']} |")
     table = "\n".join(rows) + "\n"
     log.info("\n%s", table)
-    return files.write_text(cfg.path(cfg.output.dir) / "reports" / "compare.md", table)
+    return files.write_text(layout.compare_report(cfg), table)
 
 
 def validate(cfg, compare_runs: list[str] | None = None) -> list[Path]:

@@ -20,6 +20,8 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.version import Version
 
+from .errors import PipelineError
+
 log = logging.getLogger(__name__)
 KERNEL_PYTHON = "3.12"
 MARKER_ENV = {"python_version": KERNEL_PYTHON, "python_full_version": KERNEL_PYTHON + ".0", "sys_platform": "linux",
@@ -29,7 +31,7 @@ MARKER_ENV = {"python_version": KERNEL_PYTHON, "python_full_version": KERNEL_PYT
 TRAINED_WITH = ("keras", "keras-hub")
 
 
-class WheelError(RuntimeError):
+class WheelError(PipelineError, RuntimeError):
     """A wheel the bundle needs cannot be had."""
 
 

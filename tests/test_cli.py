@@ -1,7 +1,8 @@
-import pytest
 import os
 import subprocess
 import sys
+
+import pytest
 
 from conftest import ROOT
 
@@ -59,3 +60,23 @@ def test_demo_runs_offline_and_reruns_as_a_no_op(tmp_path):
     assert sub[0] == sample[0] and len(sub) == len(sample)
     again = run_cli("demo", *args, env_extra=offline)
     assert again.returncode == 0 and "already finished" in again.stderr  # progress goes to the log (stderr)
+
+
+def test_the_stage_table_drives_help_and_readme():
+    from pipeline import cli
+
+    names = [s.name for s in cli.STAGES]
+    readme = (ROOT / "README.md").read_text().split("| stage | what it does | writes |", 1)[1].split("\n\n", 1)[0]
+    rows = [line.split("|")[1].strip().strip("`") for line in readme.strip().splitlines()[1:]]
+    assert rows == names  # README's stage table lists exactly the CLI's stages, in order
+
+
+def test_user_errors_are_one_line_and_bugs_keep_their_traceback(monkeypatch, capsys):
+    import run
+    from pipeline import cli, errors
+
+    monkeypatch.setattr(cli, "run_stage", lambda args: (_ for _ in ()).throw(errors.UsageError("set x.y")))
+    assert run.main(["folds"]) == 2 and capsys.readouterr().err.strip() == "error: set x.y"
+    monkeypatch.setattr(cli, "run_stage", lambda args: (_ for _ in ()).throw(ValueError("a bug")))
+    with pytest.raises(ValueError, match="a bug"):
+        run.main(["folds"])

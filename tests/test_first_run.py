@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, tiny_train_config
-from pipeline import batching, data, files, predict, runs, stages
+from pipeline import batching, data, encode, files, layout, predict, runs, stages
 from pipeline.schema import ID, TARGETS, TEXT_COLUMNS
 
 
@@ -80,7 +80,7 @@ def test_a_step_limited_probe_is_never_a_finished_fold(tmp_path, synth_dir, tiny
     cfg = tiny_train_config(tmp_path, synth_dir, tiny_model_dir, train__folds="0", train__max_steps=3)
     stages.folds(cfg)
     stages.train(cfg)
-    probe = files.read_json(runs.probe_file(cfg.run_dir, 0))
+    probe = files.read_json(layout.Run(cfg.run_dir).probe(0))
     assert probe["probe"] and probe["steps"] == 3 and probe["train_samples_per_s"] > 0
     assert runs.finished_folds(cfg.run_dir) == [] and not (cfg.run_dir / "fold0" / "model.weights.h5").exists()
     assert not (cfg.run_dir / "summary.json").exists()
@@ -108,3 +108,31 @@ def test_logs_to_a_file_are_plain_lines_with_rate_and_eta(tmp_path, synth_dir, t
     quiet = subprocess.run(cmd + ["train", "-q", *args, "--set", "train.run_name=quiet"], env=env,
                            capture_output=True, text=True, timeout=600)
     assert quiet.returncode == 0 and " step " not in quiet.stdout + quiet.stderr
+
+
+@pytest.mark.parametrize("keep", ["best", "last"])
+def test_the_kept_epoch_is_what_is_saved(tmp_path, synth_dir, tiny_model_dir, keep):
+    """keep=best restores the best epoch's weights (keep=last the last's); the saved score, OOF and weights agree."""
+    cfg = tiny_train_config(tmp_path, synth_dir, tiny_model_dir, train__epochs=3, train__keep=keep, train__folds="0")
+    stages.folds(cfg)
+    run_dir = stages.train(cfg)[0]
+    fold = layout.Run(run_dir).fold(0)
+    history, saved = pd.read_csv(fold.history), files.read_json(fold.metrics)
+    scores = history["val_spearman"]
+    assert saved["val_spearman"] == pytest.approx(scores.max() if keep == "best" else scores.iloc[-1])
+    assert saved["best_epoch"] == (int(scores.idxmax()) + 1 if keep == "best" else 3)
+    oof = pd.read_csv(fold.oof)
+    train = data.load(cfg, "train").set_index(ID).loc[oof[ID]].reset_index()
+    tok, info = encode.for_model(cfg)
+    enc = encode.encode_frame(train, tok, cfg.encode, info.uses_segments)
+    again = batching.predict(runs.load_fold_model(run_dir, 0), enc.inputs(), enc.lengths, 64)
+    assert np.allclose(again, oof[list(TARGETS)].to_numpy(), atol=1e-5)  # the weights are that epoch's
+
+
+def test_patience_stops_when_the_score_stalls(tmp_path, synth_dir, tiny_model_dir):
+    cfg = tiny_train_config(tmp_path, synth_dir, tiny_model_dir, train__epochs=6, train__patience=2,
+                            train__lr_backbone=0.0, train__lr_head=0.0, train__folds="0")  # nothing can improve
+    stages.folds(cfg)
+    run_dir = stages.train(cfg)[0]
+    saved = files.read_json(layout.Run(run_dir).fold(0).metrics)
+    assert saved["epochs_run"] == 3 and saved["best_epoch"] == 1  # epoch 1, then two without improvement

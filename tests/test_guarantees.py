@@ -55,8 +55,8 @@ def test_damaged_weights_are_named_before_validate_or_package_use_them(two_of_th
         with pytest.raises(runs.RunError, match=r"fold1/model.weights.h5 is damaged .* train --folds 1"):
             call()
     assert not (tmp_path / "bundle").exists()
-    metrics = cfg.run_dir / "fold1" / "metrics.json"  # an older run without a recorded hash: the load fails clearly
-    files.write_json(metrics, {k: v for k, v in files.read_json(metrics).items() if k != "weights_sha256"})
+    finished = cfg.run_dir / "fold1" / "finished.json"  # a run without a recorded hash: the load fails clearly
+    files.write_json(finished, {k: v for k, v in files.read_json(finished).items() if k != "weights_sha256"})
     with pytest.raises(runs.RunError, match=r"fold1/model.weights.h5 cannot be loaded"):
         runs.load_fold_model(cfg.run_dir, 1)
 

@@ -66,14 +66,17 @@ def test_schedule_warms_up_then_decays():
     assert values == pytest.approx([0.0, 0.5, 1.0, 0.5, 0.0, 0.0])
 
 
-def test_two_learning_rates(backbone):
-    """head_multiplier scales only the head's steps: 0 freezes the head, backbone still moves."""
+@pytest.mark.parametrize("frozen", ["head", "backbone"])
+def test_two_learning_rates(backbone, frozen):
+    """Each group steps at its own multiplier; 0 freezes that group (weight decay included), the other moves."""
     import keras
     import tensorflow as tf
 
     m = model.build(backbone, 30, dropout=0.0)
     head = model.head_variables(m, backbone)
-    opt = optim.TwoGroupAdamW(head_multiplier=0.0, learning_rate=1e-2, weight_decay=0.0)
+    opt = optim.TwoGroupAdamW(head_multiplier=0.0 if frozen == "head" else 1.0,
+                              backbone_multiplier=0.0 if frozen == "backbone" else 1.0, learning_rate=1e-2,
+                              weight_decay=0.1)
     opt.set_head_variables(head)
     before = {id(v): np.array(v.numpy()) for v in m.trainable_variables}
     x, y = _inputs(), np.random.default_rng(0).random((4, 30)).astype("float32")
@@ -82,8 +85,10 @@ def test_two_learning_rates(backbone):
     opt.apply_gradients(zip(tape.gradient(loss, m.trainable_variables), m.trainable_variables))
     head_ids = {id(v) for v in head}
     moved = {id(v): not np.allclose(before[id(v)], v.numpy()) for v in m.trainable_variables}
-    assert not any(moved[i] for i in head_ids)
-    assert any(moved[i] for i in moved if i not in head_ids)
+    head_moved = [moved[i] for i in moved if i in head_ids]
+    backbone_moved = [moved[i] for i in moved if i not in head_ids]
+    frozen_moved, free_moved = (head_moved, backbone_moved) if frozen == "head" else (backbone_moved, head_moved)
+    assert not any(frozen_moved) and any(free_moved)
 
 
 def test_missing_weights_is_a_clear_error(tiny_model_dir):

@@ -5,8 +5,17 @@ import pandas as pd
 import pytest
 
 from conftest import tiny_train_config
-from pipeline import data, ensemble, files, metrics, runs, stages, submission, tinymodel
+from pipeline import data, ensemble, files, layout, metrics, runs, stages, submission, tinymodel
 from pipeline.schema import ID, SUBMISSION_COLUMNS, TARGETS, TEXT_COLUMNS
+
+
+def assert_postprocess_consistent(summary: dict, columns: dict):
+    """The summary is the mean over columns of the nested score of what is applied; applied means better."""
+    kept = [c["after_nested"] if c["applied"] else c["before"] for c in columns.values()]
+    assert summary["after_nested"] == pytest.approx(np.mean(kept))
+    assert summary["n_applied"] == sum(c["applied"] for c in columns.values())
+    assert all(c["after_nested"] > c["before"] for c in columns.values() if c["applied"])
+    assert all(c["method"] == "none" and c["params"] == {} for c in columns.values() if not c["applied"])
 
 
 def test_validate_writes_report_and_plots(trained):
@@ -16,7 +25,7 @@ def test_validate_writes_report_and_plots(trained):
     for name in ("per_target.png", "learning_curves.png"):
         assert (run_dir / "report" / name).read_bytes()[:4] == b"\x89PNG"
     assert set(rep["per_column"]) == set(TARGETS) and sorted(rep["per_fold"]) == ["0", "1"]
-    assert rep["postprocess"]["after_nested"] >= rep["postprocess"]["before"]
+    assert_postprocess_consistent(rep["postprocess"], rep["postprocess_columns"])
     assert rep["oof_spearman"] == pytest.approx(files.read_json(run_dir / "summary.json")["oof_spearman"])
     md = (run_dir / "report" / "report.md").read_text()
     assert "once per question" in md and "question_type_spelling" in md and "nested" in md
@@ -34,14 +43,15 @@ def test_ensemble_of_two_seeds_writes_a_valid_submission(trained):
     for method in ("mean", "rank", "optimize"):
         cfg.ensemble.method, cfg.ensemble.name = method, f"ens-{method}"
         paths = stages.ensemble(cfg, runs=[str(d) for d in run_dirs])
-        summary = files.read_json(cfg.path(cfg.output.dir) / "ensembles" / f"ens-{method}" / "summary.json")
+        ens = layout.ensemble(cfg)
+        summary = files.read_json(ens.summary)
         sub = pd.read_csv(cfg.submission_file)
         sample = data.load(cfg, "sample_submission")
         assert list(sub.columns) == list(SUBMISSION_COLUMNS) and (sub[ID] == sample[ID]).all()
         assert sub[list(TARGETS)].notna().all().all() and sub[list(TARGETS)].to_numpy().min() >= 0
         assert len(summary["weights"]) == 2 and sum(summary["weights"].values()) == pytest.approx(1.0)
         assert np.isfinite(summary["blend_oof_spearman_nested"])
-        assert summary["postprocess"]["after_nested"] >= summary["postprocess"]["before"]
+        assert_postprocess_consistent(summary["postprocess"], files.read_json(ens.postprocess))
     cfg.ensemble.method, cfg.ensemble.name = "mean", "ensemble"
 
 
@@ -117,7 +127,7 @@ def test_validate_and_ensemble_on_real_rows(tmp_path, toy_dir):
     stages.validate(cfg)
     rep = files.read_json(cfg.run_dir / "report" / "report.json")
     assert rep["n_rows"] == 50 and (cfg.run_dir / "report" / "per_target.png").is_file()
-    assert rep["postprocess"]["after_nested"] >= rep["postprocess"]["before"]
+    assert_postprocess_consistent(rep["postprocess"], rep["postprocess_columns"])
     stages.ensemble(cfg)
     sub = pd.read_csv(cfg.submission_file)
     assert (sub[ID] == data.load(cfg, "sample_submission")[ID]).all()

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, tiny_train_config
-from pipeline import data, files, metrics, model, runs, stages, synth
+from pipeline import data, files, layout, metrics, model, runs, stages, synth
 from pipeline.schema import ID, TARGETS
 
 
@@ -20,8 +20,8 @@ def test_run_directory_records_everything(trained):
     assert runs.load_config(run_dir).train.seed == 1
     assert (run_dir / "backbone.json").is_file() and (run_dir / "tokenizer" / "tokenizer.json").is_file()
     for k in (0, 1):
-        d = runs.fold_dir(run_dir, k)
-        for name in ("model.weights.h5", "oof.csv", "test.csv", "history.csv", "metrics.json"):
+        d = layout.Run(run_dir).fold(k).root
+        for name in ("model.weights.h5", "oof.csv", "test.csv", "history.csv", "metrics.json", "finished.json"):
             assert (d / name).is_file(), name
         assert len(pd.read_csv(d / "history.csv")) == cfg.train.epochs
     oof = pd.read_csv(run_dir / "oof.csv")
@@ -37,7 +37,7 @@ def test_oof_comes_from_the_held_out_fold(trained):
     train = data.load(cfg, "train")
     fold_of = dict(zip(*[pd.read_csv(cfg.folds_file)[c] for c in (ID, "fold")]))
     for k in (0, 1):
-        ids = pd.read_csv(runs.fold_dir(run_dir, k) / "oof.csv")[ID]
+        ids = pd.read_csv(layout.Run(run_dir).fold(k).oof)[ID]
         assert {fold_of[i] for i in ids} == {k}
         model_k = runs.load_fold_model(run_dir, k)  # weights reload into a rebuilt model
         assert model_k.count_params() > 0
@@ -103,7 +103,7 @@ def test_minilm_fine_tunes_a_few_steps(tmp_path, minilm_dir, toy_dir, synth_dir,
     enc, _ = encode.encode_cached(cfg.encode, cfg.cache_dir, frame, "test", tok, True)
     before, after = _untrained_and_trained(cfg, run_dir, 0, enc.inputs())
     assert np.abs(after - before).max() > 1e-3  # the steps moved the model
-    history = pd.read_csv(runs.fold_dir(run_dir, 0) / "history.csv")
+    history = pd.read_csv(layout.Run(run_dir).fold(0).history)
     assert np.isfinite(history["loss"]).all()
 
 
@@ -119,17 +119,17 @@ def test_killed_run_resumes_only_missing_folds(tmp_path, synth_dir, tiny_model_d
     proc = subprocess.Popen(cmd + ["train", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run_dir = tmp_path / "out" / "runs" / "default-s42"
     deadline = time.time() + 300
-    while not (run_dir / "fold0" / "metrics.json").exists() and time.time() < deadline:
+    while not layout.Run(run_dir).fold(0).finished.exists() and time.time() < deadline:
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert (run_dir / "fold0" / "metrics.json").exists() and not (run_dir / "fold2" / "metrics.json").exists()
-    first = (run_dir / "fold0" / "metrics.json").stat().st_mtime_ns
+    assert layout.Run(run_dir).fold(0).finished.exists() and not layout.Run(run_dir).fold(2).finished.exists()
+    first = layout.Run(run_dir).fold(0).finished.stat().st_mtime_ns
     leftovers = [p for p in run_dir.rglob(".*") if p.is_file()]
     out = subprocess.run(cmd + ["train", *args], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "fold 0: already finished, skipped" in out.stderr
-    assert (run_dir / "fold0" / "metrics.json").stat().st_mtime_ns == first
+    assert layout.Run(run_dir).fold(0).finished.stat().st_mtime_ns == first
     assert runs.finished_folds(run_dir) == [0, 1, 2]
     assert files.read_json(run_dir / "summary.json")["folds_done"] == [0, 1, 2]
     assert not [p for p in run_dir.rglob(".*") if p.is_file() and p not in leftovers]

@@ -1,0 +1,19 @@
+"""One base for every error a user can fix. The CLI prints its message and exits 2; any other exception
+is a bug and keeps its traceback. Each module's own error class derives from PipelineError."""
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """A problem with the user's files, settings or request, explained in the message."""
+
+
+class UsageError(PipelineError, ValueError):
+    """A request that cannot be carried out as asked (settings that do not fit together, a missing option)."""
+
+
+class MissingArtifact(PipelineError, FileNotFoundError):
+    """A stage's input that an earlier stage writes is not there yet (the message names the stage to run)."""
+
+
+class InstallError(PipelineError, RuntimeError):
+    """The bundled wheels cannot be installed on this image."""
