@@ -89,9 +89,9 @@ def make_config(work: Path, data_dir: Path, model_dir: Path, args, path: str, **
     budget = args.max_len - 4
     sets = {"data.dir": data_dir, "model.path": model_dir, "model.random_init": str(args.backbone != "minilm").lower(),
             "folds.file": work / "folds.csv", "folds.n_folds": 2, "encode.cache_dir": work / "cache",
-            "encode.max_len": args.max_len, "encode.title_budget": budget * 30 // 508,
-            "encode.question_budget": budget * 239 // 508,
-            "encode.answer_budget": budget - budget * 30 // 508 - budget * 239 // 508,
+            "encode.max_len": args.max_len, "encode.title_weight": budget * 30 // 508,
+            "encode.question_weight": budget * 239 // 508,
+            "encode.answer_weight": budget - budget * 30 // 508 - budget * 239 // 508,
             "output.dir": work / f"out-{path}", "train.batch_size": args.batch_size,
             "train.bucketing": str(pipeline).lower(), "train.dynamic_padding": str(pipeline).lower(),
             "train.eval_batch_size": args.eval_batch_size if pipeline else args.batch_size,

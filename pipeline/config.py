@@ -46,11 +46,11 @@ class FoldsConfig:
 class EncodeConfig:
     mode: str = "triple"  # "triple": [CLS] title [SEP] body [SEP] answer [SEP]; "pair": question, answer
     max_len: int = 512  # rows are padded/truncated to this many tokens (batches may be cut shorter)
-    # Field budgets are relative weights: they are rescaled to share max_len minus the special tokens; a field
-    # shorter than its share gives the rest to the longer fields; a longer one keeps its head and tail.
-    title_budget: int = 30  # weight of the title
-    question_budget: int = 239  # weight of the question body
-    answer_budget: int = 239  # weight of the answer
+    # Field weights: rescaled to token budgets that share max_len minus the special tokens; a field shorter
+    # than its budget gives the rest to the longer fields; a longer one keeps its head and tail.
+    title_weight: int = 30  # weight of the title
+    question_weight: int = 239  # weight of the question body
+    answer_weight: int = 239  # weight of the answer
     head_share: float = 0.5  # share of a truncated field kept from its start (rest from its end)
     cache_dir: str = "cache"  # under output.dir unless absolute; encoded arrays keyed by data + tokenizer + settings
 
@@ -92,17 +92,17 @@ class TrainConfig:
 
 
 @dataclass
-class ValidateConfig:
-    runs: list[str] = field(default_factory=list)  # extra runs for the comparison table
-    postprocess: list[str] = field(default_factory=lambda: ["snap", "round", "clip"])  # candidates per column
+class PostprocessConfig:
+    """Per-column rank post-processing: chosen on other folds, scored on the held fold (see postprocess.py)."""
+    methods: list[str] = field(default_factory=lambda: ["snap", "round", "clip"])  # candidates per column
     round_grids: list[int] = field(default_factory=lambda: [2, 3, 4, 5, 6, 8, 10])  # k in round(p*k)/k
+    blend: bool = True  # fit it on the ensemble's OOF and apply it to the test blend (the submission)
 
 
 @dataclass
 class EnsembleConfig:
     runs: list[str] = field(default_factory=list)  # run names or dirs; empty means this config's run
     method: str = "mean"  # "mean", "rank" (average of ranks) or "optimize" (OOF weights, nested)
-    postprocess: bool = True  # fit post-processing on the blend's OOF and apply it to the test blend
     name: str = "ensemble"  # output/ensembles/<name>/
 
 
@@ -134,7 +134,7 @@ class Config:
     encode: EncodeConfig = field(default_factory=EncodeConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    validate: ValidateConfig = field(default_factory=ValidateConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     kaggle: KaggleConfig = field(default_factory=KaggleConfig)
@@ -278,14 +278,14 @@ def validate(cfg: Config) -> Config:
     if not 0 <= cfg.model.dropout < 1:
         raise ConfigError(f"model.dropout = {cfg.model.dropout}; expected a value in [0, 1)")
     e = cfg.encode
-    budgets = {"title_budget": e.title_budget, "question_budget": e.question_budget, "answer_budget": e.answer_budget}
+    budgets = {"title_weight": e.title_weight, "question_weight": e.question_weight, "answer_weight": e.answer_weight}
     negative = {k: v for k, v in budgets.items() if v < 0}
     if negative or not sum(budgets.values()):
-        raise ConfigError(f"encode budgets {negative or budgets}: expected weights >= 0 with a positive sum")
+        raise ConfigError(f"encode field weights {negative or budgets}: expected weights >= 0 with a positive sum")
     room = e.max_len - 5  # at most 5 special tokens per row
     starved = [k for k, v in budgets.items() if v and int(v * room / sum(budgets.values())) < 1]
     if starved:
-        raise ConfigError(f"encode.max_len = {e.max_len} leaves {starved} no token at these budget weights "
+        raise ConfigError(f"encode.max_len = {e.max_len} leaves {starved} no token at these field weights "
                           f"{budgets}; raise max_len or that weight, or set it to 0 to leave the field out")
     if e.max_len < 16:
         raise ConfigError(f"encode.max_len = {e.max_len}; expected at least 16")

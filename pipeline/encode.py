@@ -77,7 +77,7 @@ def head_tail(ids: list[int], keep: int, head_share: float) -> list[int]:
 
 
 def _budgets(settings, available: int, n_fields: int) -> list[int]:
-    raw = [settings.title_budget, settings.question_budget, settings.answer_budget]
+    raw = [settings.title_weight, settings.question_weight, settings.answer_weight]
     if n_fields == 2:
         raw = [raw[0] + raw[1], raw[2]]
     scaled = [int(b * available / sum(raw)) for b in raw]
@@ -156,8 +156,8 @@ def encode_frame(frame: pd.DataFrame, tok, settings, uses_segments: bool) -> Enc
 def cache_key(frame: pd.DataFrame, tok, settings, uses_segments: bool) -> str:
     content = pd.util.hash_pandas_object(frame[[ID, *TEXT_COLUMNS]], index=False).to_numpy().tobytes()
     return files.sha256_text(FORMAT_VERSION, files.sha256_text(content), tok.fingerprint, settings.mode,
-                             settings.max_len, settings.title_budget, settings.question_budget,
-                             settings.answer_budget, settings.head_share, uses_segments)[:16]
+                             settings.max_len, settings.title_weight, settings.question_weight,
+                             settings.answer_weight, settings.head_share, uses_segments)[:16]
 
 
 def for_model(cfg):

@@ -110,8 +110,8 @@ def ensemble(cfg, run_names: list[str] | None = None) -> list[Path]:
         nested[held] = blend([p[held] for p in oof_preds], w, method)
     oof_blend = blend(oof_preds, weights, method)
     pp = {}
-    if cfg.ensemble.postprocess:
-        pp = postprocess.fit(y, nested, fold, TARGETS, y, cfg.validate.postprocess, cfg.validate.round_grids)
+    if cfg.postprocess.blend:
+        pp = postprocess.fit(y, nested, fold, TARGETS, y, cfg.postprocess.methods, cfg.postprocess.round_grids)
     members = {d.name: float(metrics.spearman(y, p).mean) for d, p in zip(run_dirs, oof_preds)}
     score = metrics.spearman(y, nested)
     summary = {"stamp": stamp, "runs": [str(d) for d in run_dirs], "method": method, "weights": dict(zip(members, weights.tolist())),

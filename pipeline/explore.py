@@ -35,8 +35,8 @@ def length_table(cfg, split: str = "train") -> pd.DataFrame:
     enc, _ = encode.encode_cached(cfg.encode, cfg.cache_dir, frame, split, tok, info.uses_segments)
     lengths = pd.DataFrame(enc.field_lengths, columns=["title", "body", "answer"])
     lengths["total"] = lengths.sum(axis=1) + encode.n_special(tok, cfg.encode.mode)
-    budgets = {"title": cfg.encode.title_budget, "body": cfg.encode.question_budget,
-               "answer": cfg.encode.answer_budget, "total": cfg.encode.max_len}
+    budgets = {"title": cfg.encode.title_weight, "body": cfg.encode.question_weight,
+               "answer": cfg.encode.answer_weight, "total": cfg.encode.max_len}
     rows = {c: {"median": lengths[c].median(), "p75": lengths[c].quantile(0.75), "p90": lengths[c].quantile(0.9),
                 "budget": budgets[c], "over_budget": float((lengths[c] > budgets[c]).mean())} for c in lengths}
     return pd.DataFrame(rows).T, lengths

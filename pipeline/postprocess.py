@@ -82,40 +82,61 @@ def choose(y: np.ndarray, p: np.ndarray, cands) -> tuple[str, dict]:
     return best
 
 
+def _nested(y: np.ndarray, p: np.ndarray, fold: np.ndarray, cands) -> tuple[float, float]:
+    """Fold-mean Spearman of each held fold as it is (before) and after the transform chosen on the others."""
+    before, after = [], []
+    for k in np.unique(fold):
+        held = fold == k
+        method, params = choose(y[~held], p[~held], cands)
+        before.append(_score(y[held], p[held]))
+        after.append(_score(y[held], apply_one(p[held], method, params)))
+    return float(np.mean(before)), float(np.mean(after))
+
+
+def _honest(y: np.ndarray, p: np.ndarray, fold: np.ndarray, cands) -> float:
+    """Fold-mean Spearman when the keep-or-not decision is nested too: for each held fold, both the transform
+    and whether to keep it are decided on the other folds alone (the decision cannot favour the held fold)."""
+    scores = []
+    for k in np.unique(fold):
+        held = fold == k
+        inner = np.unique(fold[~held])
+        keep = len(inner) >= 2 and np.subtract(*_nested(y[~held], p[~held], fold[~held], cands)[::-1]) > 0
+        method, params = choose(y[~held], p[~held], cands) if keep else ("none", {})
+        scores.append(_score(y[held], apply_one(p[held], method, params)))
+    return float(np.mean(scores))
+
+
 def fit(y: np.ndarray, p: np.ndarray, fold: np.ndarray, columns, y_label_source: np.ndarray,
         methods=("snap", "round", "clip"), round_grids=(2, 3, 4, 5, 6, 8, 10)) -> dict:
     """Per column: nested before/after and the transform to use at predict time.
 
     Scores are fold means: each held fold is scored as it is (before) and after the transform chosen
-    on the other folds (after), the way one transform meets one test set. Pooling held folds would
-    mix each fold's own ties and understate the gain. y_label_source: labels whose distribution
-    `snap` copies (the OOF truth itself is fine: labels are not predictions).
+    on the other folds (after_nested), the way one transform meets one test set. Pooling held folds would
+    mix each fold's own ties and understate the gain. A column keeps its transform when after_nested beats
+    before; since that decision looks at the same held folds, after_honest also nests the decision (what
+    to expect on new data). y_label_source: labels whose distribution `snap` copies.
     """
     report = {}
-    folds = np.unique(fold)
-    if len(folds) < 2:
+    if len(np.unique(fold)) < 2:
         raise ValueError("nested post-processing needs predictions from at least two folds (or sub-folds)")
     for j, col in enumerate(columns):
         cands = candidates(y_label_source[:, j], methods, round_grids)
-        before, after = [], []
-        for k in folds:
-            held = fold == k
-            method, params = choose(y[~held, j], p[~held, j], cands)
-            before.append(_score(y[held, j], p[held, j]))
-            after.append(_score(y[held, j], apply_one(p[held, j], method, params)))
-        before, after = float(np.mean(before)), float(np.mean(after))
+        before, after = _nested(y[:, j], p[:, j], fold, cands)
         method, params = choose(y[:, j], p[:, j], cands)
         applied = after > before and method != "none"
         report[col] = {"method": method if applied else "none", "params": params if applied else {},
                        "before": before, "after_nested": after, "applied": applied,
-                       "gain": (after - before) if applied else 0.0}
+                       "gain": (after - before) if applied else 0.0,
+                       "after_honest": _honest(y[:, j], p[:, j], fold, cands)}
     return report
 
 
 def summary(report: dict) -> dict:
     before = float(np.mean([r["before"] for r in report.values()]))
     after = float(np.mean([r["after_nested"] if r["applied"] else r["before"] for r in report.values()]))
-    return {"before": before, "after_nested": after, "n_applied": sum(r["applied"] for r in report.values())}
+    honest = float(np.mean([r["after_honest"] for r in report.values()]))
+    return {"before": before, "after_nested": after, "after_honest": honest,
+            "n_applied": sum(r["applied"] for r in report.values())}
 
 
 def apply(preds: np.ndarray, report: dict, columns) -> np.ndarray:

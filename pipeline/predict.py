@@ -117,26 +117,7 @@ def seconds_per_row(run_dir: Path, frame: pd.DataFrame, cache_dir: Path | None =
     return seconds * len(runs.finished_folds(run_dir))
 
 
-def apply_postprocess(run_dir: Path, pred_csv: Path) -> Path | None:
-    """<stem>.postprocessed.csv with the run's fitted post-processing (from `validate`), if there is one."""
-    from . import postprocess
-
-    pp_file = layout.Run(run_dir).postprocess
-    if not pp_file.is_file():
-        return None
-    out = pred_csv.with_name(pred_csv.stem + ".postprocessed.csv")
-    stamp_path, stamp = out.with_suffix(".json"), {"predictions": files.sha256_file(pred_csv),
-                                                   "postprocess": files.sha256_file(pp_file)}
-    if out.is_file() and stamp_path.is_file() and files.read_json(stamp_path) == stamp:
-        return out
-    frame = pd.read_csv(pred_csv)
-    values = postprocess.apply(frame[list(TARGETS)].to_numpy(), files.read_json(pp_file), TARGETS)
-    files.write_csv(out, runs.predictions_frame(frame[ID], values))
-    files.write_json(stamp_path, stamp)
-    return out
-
-
 def predict(cfg, input_csv: str | None = None) -> list[Path]:
     csv = Path(input_csv) if input_csv else cfg.data_file("test_file")
     out = predict_run(cfg.run_dir, csv, cache_dir=cfg.cache_dir)
-    return [out] + [p for p in [apply_postprocess(cfg.run_dir, out)] if p]
+    return [out]  # raw fold-mean predictions; post-processing is applied once, to the blend, by `ensemble`

@@ -89,7 +89,8 @@ def demo(cfg) -> list[Path]:
     for k, v in summary["per_fold"].items():
         print(f"fold {k}: OOF Spearman {v:.4f}")
     print(f"mean of folds {summary['mean_fold_spearman']:.4f}; pooled OOF Spearman {summary['oof_spearman']:.4f}; "
-          f"post-processed (nested) {ens['postprocess']['after_nested']:.4f}")
+          f"post-processed (nested) {ens['postprocess']['after_nested']:.4f}, "
+          f"with the keep decision nested too {ens['postprocess']['after_honest']:.4f}")
     print(f"submission: {cfg.submission_file}")
     print(f"report: {layout.Run(cfg.run_dir).report_md}")
     return paths

@@ -61,6 +61,8 @@ def _markdown(run_dir: Path, rep: dict) -> str:
              f"- OOF Spearman (question targets once per question): {rep['oof_spearman_unique_questions']:.4f}",
              f"- Post-processed, nested: {rep['postprocess']['after_nested']:.4f} "
              f"({rep['postprocess']['n_applied']} column(s) changed; nested over {rep['postprocess']['split']})",
+             f"- Post-processed, keep-or-not decision nested too (what to expect on new data): "
+             f"{rep['postprocess']['after_honest']:.4f}",
              f"- Constant columns (scored 0): {rep['n_constant']} {rep['constant_columns'] or ''}",
              f"- Folds: {rep['folds_done']}", "", "| fold | Spearman | best epoch |", "|---|---|---|"]
     lines += [f"| {k} | {v['val_spearman']:.4f} | {v['best_epoch']} |" for k, v in rep["per_fold"].items()]
@@ -97,7 +99,7 @@ def validate_run(cfg, run_dir: Path) -> list[Path]:
     runs.check_folds(cfg, run_dir)
     for k in runs.finished_folds(run_dir):
         runs.verify_weights(run_dir, k)
-    stamp = files.sha256_text(oof.to_csv(index=False), cfg.validate.postprocess, cfg.validate.round_grids, REPORT_VERSION)
+    stamp = files.sha256_text(oof.to_csv(index=False), cfg.postprocess.methods, cfg.postprocess.round_grids, REPORT_VERSION)
     if run.report_json.is_file() and files.read_json(run.report_json).get("stamp") == stamp:
         return [run.report_json, run.report_md, run.postprocess]
     train = data.load(cfg, "train")
@@ -106,7 +108,7 @@ def validate_run(cfg, run_dir: Path) -> list[Path]:
     score = metrics.spearman(y, p)
     unique = metrics.score_unique_questions(truth, oof, cfg.folds.group_key)
     fold, split_note = postprocess.split_for_nesting(folds.by_id(cfg, train).loc[truth[ID]].to_numpy(), truth[cfg.folds.group_key])
-    pp = postprocess.fit(y, p, fold, TARGETS, y, cfg.validate.postprocess, cfg.validate.round_grids)
+    pp = postprocess.fit(y, p, fold, TARGETS, y, cfg.postprocess.methods, cfg.postprocess.round_grids)
     truncation = _truncation(cfg, run_dir, train)
     all_fold = folds.by_id(cfg, train).loc[train[ID]].to_numpy()
     base = baseline.oof_scores(train, data.targets(train).astype(float), all_fold, runs.finished_folds(run_dir))
@@ -122,9 +124,10 @@ def validate_run(cfg, run_dir: Path) -> list[Path]:
     paths.append(files.write_json(run.postprocess, pp))
     paths.append(files.write_text(run.report_md, _markdown(run_dir, rep)))
     paths.append(files.write_json(run.report_json, rep))  # last: its stamp marks the report current
-    log.info("%s: OOF %.4f, unique-question OOF %.4f, post-processed nested %.4f, %d constant column(s), "
-             "%d target(s) below the TF-IDF baseline -> %s", run_dir.name, score.mean, unique.mean,
-             rep["postprocess"]["after_nested"], score.n_constant, len(rep["below_baseline"]), run.report_dir)
+    log.info("%s: OOF %.4f, unique-question OOF %.4f, post-processed nested %.4f (honest %.4f), %d constant "
+             "column(s), %d target(s) below the TF-IDF baseline -> %s", run_dir.name, score.mean, unique.mean,
+             rep["postprocess"]["after_nested"], rep["postprocess"]["after_honest"], score.n_constant,
+             len(rep["below_baseline"]), run.report_dir)
     return paths
 
 

@@ -79,8 +79,8 @@ def real_dir() -> Path:
 
 def tiny_train_config(tmp: Path, data_dir: Path, model_dir: Path, **sets) -> config.Config:
     """Two folds, short sequences, a few epochs: seconds per fold on a CPU."""
-    base = dict(folds__n_folds=2, encode__max_len=128, encode__title_budget=12, encode__question_budget=56,
-                encode__answer_budget=56, model__random_init="true", train__epochs=2, train__batch_size=16,
+    base = dict(folds__n_folds=2, encode__max_len=128, encode__title_weight=12, encode__question_weight=56,
+                encode__answer_weight=56, model__random_init="true", train__epochs=2, train__batch_size=16,
                 train__lr_backbone=2e-3, train__lr_head=3e-3, train__eval_batch_size=64, train__verbose=0)
     return make_config(tmp, data_dir, model_dir, **{**base, **sets})
 

@@ -78,8 +78,8 @@ def test_roberta_style_bpe_vocabulary_gets_its_own_specials(tmp_path):
     shutil.move(assets / "vocab.json", assets / "vocabulary.json")
     tok = tokenizer.load(tmp_path)
     assert tok.double_sep and tok.decode([tok.cls_id]) == "<s>"
-    settings = type("S", (), dict(mode="triple", max_len=40, title_budget=5, question_budget=15,
-                                  answer_budget=15, head_share=0.5))
+    settings = type("S", (), dict(mode="triple", max_len=40, title_weight=5, question_weight=15,
+                                  answer_weight=15, head_share=0.5))
     fields = [tok.encode_batch(["the question"]), tok.encode_batch(["and here"]), tok.encode_batch(["the answer"])]
     row = encode.assemble(fields, tok, settings, uses_segments=False)["token_ids"][0].tolist()
     assert row[0] == tok.cls_id and [tok.sep_id, tok.sep_id] == row[row.index(tok.sep_id, row.index(tok.sep_id) + 1):][:2]

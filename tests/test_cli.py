@@ -72,9 +72,15 @@ def test_the_stage_table_drives_help_and_readme():
 
 
 def test_user_errors_are_one_line_and_bugs_keep_their_traceback(monkeypatch, capsys):
+    import logging
+
     import run
     from pipeline import cli, errors
 
+    logger = logging.getLogger("pipeline")  # run.main configures it for a process; restore it for later tests
+    monkeypatch.setattr(logger, "handlers", list(logger.handlers))
+    monkeypatch.setattr(logger, "propagate", logger.propagate)
+    monkeypatch.setattr(logger, "level", logger.level)
     monkeypatch.setattr(cli, "run_stage", lambda args: (_ for _ in ()).throw(errors.UsageError("set x.y")))
     assert run.main(["folds"]) == 2 and capsys.readouterr().err.strip() == "error: set x.y"
     monkeypatch.setattr(cli, "run_stage", lambda args: (_ for _ in ()).throw(ValueError("a bug")))

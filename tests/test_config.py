@@ -12,9 +12,9 @@ def test_every_config_file_loads_and_round_trips():
 
 def test_overrides_are_typed():
     cfg = config.load(None, ["train.epochs=2", "train.lr_head=1e-4", "train.folds=0,2", "train.xla=true",
-                             "train.run_name=2024", "validate.postprocess=snap,clip", "train.warmup=0"])
+                             "train.run_name=2024", "postprocess.methods=snap,clip", "train.warmup=0"])
     assert (cfg.train.epochs, cfg.train.lr_head, cfg.train.folds, cfg.train.xla) == (2, 1e-4, [0, 2], True)
-    assert cfg.train.run_name == "2024" and cfg.validate.postprocess == ["snap", "clip"]
+    assert cfg.train.run_name == "2024" and cfg.postprocess.methods == ["snap", "clip"]
     assert isinstance(cfg.train.warmup, float)
 
 

@@ -28,7 +28,7 @@ def _fake_tok(double_sep=False):
 
 
 def _settings(**kw):
-    base = dict(mode="triple", max_len=16, title_budget=2, question_budget=5, answer_budget=5, head_share=0.5)
+    base = dict(mode="triple", max_len=16, title_weight=2, question_weight=5, answer_weight=5, head_share=0.5)
     return SimpleNamespace(**{**base, **kw})
 
 
@@ -57,7 +57,7 @@ def _triple_parts(tok, ids):
 
 def test_real_rows_round_trip_with_minilm(tmp_path, toy_dir, minilm_dir):
     cfg = make_config(tmp_path, toy_dir, minilm_dir, toy=True, encode__max_len=128,
-                      encode__title_budget=10, encode__question_budget=50, encode__answer_budget=64)
+                      encode__title_weight=10, encode__question_weight=50, encode__answer_weight=64)
     train = data.load(cfg, "train")
     tok, info = encode.for_model(cfg)
     enc, path = encode.encode_cached(cfg.encode, cfg.cache_dir, train, "train", tok,
@@ -112,8 +112,8 @@ def test_full_size_train_set_encodes_in_seconds(minilm_dir):
     train, _, _ = synth.generate(n_train=6079, n_test=1, seed=0)
     tok = tokenizer.load(minilm_dir)
     start = time.perf_counter()
-    enc = encode.encode_frame(train, tok, _settings(max_len=512, title_budget=30, question_budget=239,
-                                                   answer_budget=239), uses_segments=True)
+    enc = encode.encode_frame(train, tok, _settings(max_len=512, title_weight=30, question_weight=239,
+                                                   answer_weight=239), uses_segments=True)
     assert time.perf_counter() - start < 60
     assert enc.token_ids.shape == (6079, 512)
     share_long = (enc.field_lengths.sum(1) > 508).mean()

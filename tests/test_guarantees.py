@@ -122,7 +122,7 @@ def test_a_damaged_cache_is_rebuilt_with_a_warning(tmp_path, synth_dir, tiny_mod
     ("train.run_name=../../../escape", "plain name"), ("train.run_name=/abs/run", "plain name"),
     ("ensemble.name=../x", "plain name"), ("train.run_name=.hidden", "plain name"),
     ("kaggle.wheels=--index-url=http://evil", "not a pip option"),
-    ("encode.title_budget=0", None), ("encode.answer_budget=-5", "expected weights >= 0"),
+    ("encode.title_weight=0", None), ("encode.answer_weight=-5", "expected weights >= 0"),
     ("train.lr_backbone=-1e-5", "train.lr_backbone"), ("train.warmup=1.5", r"train.warmup = 1.5; expected a value in \[0, 1\]"),
     ("model.dropout=1.0", r"model.dropout"), ("train.weight_decay=-0.1", "train.weight_decay"),
 ])
@@ -136,10 +136,10 @@ def test_bad_values_are_refused_with_the_key(override, message):
 
 def test_budgets_that_leave_a_field_nothing():
     with pytest.raises(config.ConfigError, match="all-zero|positive sum"):
-        config.load(None, ["encode.title_budget=0", "encode.question_budget=0", "encode.answer_budget=0"])
-    with pytest.raises(config.ConfigError, match=r"encode.max_len = 16 leaves \['title_budget'\] no token"):
-        config.load(None, ["encode.max_len=16", "encode.title_budget=1", "encode.question_budget=500",
-                           "encode.answer_budget=500"])
+        config.load(None, ["encode.title_weight=0", "encode.question_weight=0", "encode.answer_weight=0"])
+    with pytest.raises(config.ConfigError, match=r"encode.max_len = 16 leaves \['title_weight'\] no token"):
+        config.load(None, ["encode.max_len=16", "encode.title_weight=1", "encode.question_weight=500",
+                           "encode.answer_weight=500"])
 
 
 def test_folds_flag_must_be_numbers():

@@ -91,7 +91,7 @@ def test_minilm_fine_tunes_a_few_steps(tmp_path, minilm_dir, toy_dir, synth_dir,
     else:
         cfg = tiny_train_config(tmp_path, synth_dir, minilm_dir)
     cfg.model.random_init = False
-    cfg.encode.max_len, cfg.encode.title_budget, cfg.encode.question_budget, cfg.encode.answer_budget = 64, 8, 24, 28
+    cfg.encode.max_len, cfg.encode.title_weight, cfg.encode.question_weight, cfg.encode.answer_weight = 64, 8, 24, 28
     cfg.train.epochs, cfg.train.batch_size, cfg.train.lr_backbone, cfg.train.lr_head = 1, 8, 5e-5, 1e-3
     cfg.train.folds = [0]
     stages.folds(cfg)
