@@ -2,7 +2,7 @@
 
 Bundle layout (everything inference needs, nothing it does not):
   pipeline/ run.py configs/ requirements.txt    the code
-  runs/<run>/  config.toml run.json backbone.json tokenizer/ postprocess.json fold<k>/{weights, metrics, finished}
+  runs/<run>/  config.toml run.json model.json tokenizer/ postprocess.json fold<k>/{weights, metrics, finished}
   bundle.json                                   runs, blend method and weights, post-processing of the blend
   postprocess.json                              the blend's fitted post-processing ({} when none)
   wheels/                                       pure-Python wheels the Kaggle image lacks (see wheels.py)
@@ -21,7 +21,7 @@ from .errors import MissingArtifact, UsageError
 
 log = logging.getLogger(__name__)
 # What inference needs of a run and of each finished fold (layout.Run / layout.Fold attributes).
-RUN_FILES = ("config", "info", "backbone", "postprocess")
+RUN_FILES = ("config", "info", "model", "postprocess")
 FOLD_FILES = ("weights", "metrics", "finished")
 _SLUG = re.compile(r"^[A-Za-z0-9_-]+/[a-z0-9][a-z0-9-]{5,49}$")  # Kaggle slugs: 6-50 characters
 DEV_MODULES = ("synth", "tinymodel", "explore")  # generated data, tiny test models, notebooks' plots: not shipped

@@ -3,7 +3,7 @@
 output/                            (cfg.output.dir)
   folds.csv folds.json cache/ submission.csv
   runs/<run>/                      Run: one training run
-    config.toml run.json backbone.json tokenizer/ oof.csv summary.json postprocess.json
+    config.toml run.json model.json tokenizer/ oof.csv summary.json postprocess.json
     fold<k>/                       Fold: model.weights.h5 oof.csv test.csv history.csv metrics.json finished.json
     probes/fold<k>.json            step-limited throughput probes (never a finished fold)
     report/                        report.json report.md *.png
@@ -43,7 +43,7 @@ class Run:
     name = property(lambda self: self.root.name)
     config = property(lambda self: self.root / "config.toml")
     info = property(lambda self: self.root / "run.json")
-    backbone = property(lambda self: self.root / "backbone.json")
+    model = property(lambda self: self.root / "model.json")  # QuestModel description: backbone + head settings
     tokenizer = property(lambda self: self.root / "tokenizer")
     oof = property(lambda self: self.root / "oof.csv")
     summary = property(lambda self: self.root / "summary.json")

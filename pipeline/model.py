@@ -39,16 +39,6 @@ def _without_dtype(description: dict) -> dict:
     return {**description, "config": {k: v for k, v in description["config"].items() if k != "dtype"}}
 
 
-def backbone_to_json(backbone: keras.Model) -> str:
-    return json.dumps(_without_dtype(keras.saving.serialize_keras_object(backbone)), indent=1)
-
-
-def backbone_from_json(text: str) -> keras.Model:
-    import keras_hub  # noqa: F401  (registers the backbone classes)
-
-    return keras.saving.deserialize_keras_object(_without_dtype(json.loads(text)))
-
-
 @keras.saving.register_keras_serializable(package="quest")
 class MaskedMeanPooling(keras.layers.Layer):
     """Mean over real tokens only."""
@@ -99,30 +89,69 @@ def hidden_state_layers(backbone: keras.Model) -> list:
     return sorted(layers, key=lambda l: int(l.name.rsplit("_", 1)[1]))
 
 
+@keras.saving.register_keras_serializable(package="quest")
+class QuestModel(keras.Model):
+    """The task model, in keras-hub's Task style: a backbone and the QUEST head as one functional model whose
+    get_config holds every head setting and the backbone's architecture, so one saved description
+    (model_to_json) plus a fold's weights rebuild it with nothing else. Model variants plug in here."""
+
+    def __init__(self, backbone: keras.Model, n_outputs: int = 30, pooling: str = "mean", pool_layers: int = 4,
+                 dropout: float = 0.1, dropout_samples: int = 1, **kwargs):
+        for layer in backbone.layers:
+            if layer.name == "pooled_dense":  # BERT's pooler: unused by every pooling here, so frozen
+                layer.trainable = False
+        # Inputs the backbone reads, plus padding_mask (pooling); RoBERTa-like families have no segment_ids, and
+        # Keras 3.13 (Kaggle's image) refuses a functional model with an unconnected input.
+        inputs = {n: keras.Input(shape=(None,), dtype="int32", name=n) for n in INPUT_NAMES
+                  if n in backbone.input or n == "padding_mask"}
+        feed = {n: inputs[n] for n in backbone.input}
+        if pooling == "weighted":
+            layers = hidden_state_layers(backbone)[-pool_layers:]
+            states = keras.Model(backbone.input, [l.output for l in layers], name="hidden_states")(feed)
+            sequence = WeightedLayerSum(name="layer_weights")(states)
+        else:
+            out = backbone(feed)
+            sequence = out["sequence_output"] if isinstance(out, dict) else out
+        if pooling == "cls":
+            pooled = sequence[:, 0, :]
+        else:
+            pooled = MaskedMeanPooling(name="mean_pool")(sequence, inputs["padding_mask"])
+        logits = MultiSampleDropoutDense(n_outputs, dropout, dropout_samples, name="head")(pooled)
+        outputs = keras.layers.Activation("sigmoid", dtype="float32", name="targets")(logits)
+        super().__init__(inputs=inputs, outputs=outputs, **{"name": "quest_model", **kwargs})
+        self.backbone = backbone
+        self.n_outputs, self.pooling, self.pool_layers = n_outputs, pooling, pool_layers
+        self.dropout, self.dropout_samples = dropout, dropout_samples
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable,
+                "backbone": _without_dtype(keras.saving.serialize_keras_object(self.backbone)),
+                "n_outputs": self.n_outputs, "pooling": self.pooling, "pool_layers": self.pool_layers,
+                "dropout": self.dropout, "dropout_samples": self.dropout_samples}
+
+    @classmethod
+    def from_config(cls, config):
+        import keras_hub  # noqa: F401  (registers the backbone classes)
+
+        config = {**config, "backbone": keras.saving.deserialize_keras_object(_without_dtype(config["backbone"]))}
+        return cls(**config)
+
+
 def build(backbone: keras.Model, n_outputs: int, pooling: str = "mean", pool_layers: int = 4,
-          dropout: float = 0.1, dropout_samples: int = 1) -> keras.Model:
-    for layer in backbone.layers:
-        if layer.name == "pooled_dense":  # BERT's pooler: unused by every pooling here, so frozen
-            layer.trainable = False
-    # Inputs the backbone reads, plus padding_mask (pooling); RoBERTa-like families have no segment_ids, and
-    # Keras 3.13 (Kaggle's image) refuses a functional model with an unconnected input.
-    inputs = {n: keras.Input(shape=(None,), dtype="int32", name=n) for n in INPUT_NAMES
-              if n in backbone.input or n == "padding_mask"}
-    feed = {n: inputs[n] for n in backbone.input}
-    if pooling == "weighted":
-        layers = hidden_state_layers(backbone)[-pool_layers:]
-        states = keras.Model(backbone.input, [l.output for l in layers], name="hidden_states")(feed)
-        sequence = WeightedLayerSum(name="layer_weights")(states)
-    else:
-        out = backbone(feed)
-        sequence = out["sequence_output"] if isinstance(out, dict) else out
-    if pooling == "cls":
-        pooled = sequence[:, 0, :]
-    else:
-        pooled = MaskedMeanPooling(name="mean_pool")(sequence, inputs["padding_mask"])
-    logits = MultiSampleDropoutDense(n_outputs, dropout, dropout_samples, name="head")(pooled)
-    outputs = keras.layers.Activation("sigmoid", dtype="float32", name="targets")(logits)
-    return keras.Model(inputs, outputs, name="quest_model")
+          dropout: float = 0.1, dropout_samples: int = 1) -> QuestModel:
+    return QuestModel(backbone, n_outputs, pooling, pool_layers, dropout, dropout_samples)
+
+
+def model_to_json(model: QuestModel) -> str:
+    """The model's whole description (backbone architecture + head settings), no weights, no dtype policy."""
+    return json.dumps({"class_name": "quest>QuestModel", "config": model.get_config()}, indent=1)
+
+
+def model_from_json(text: str) -> QuestModel:
+    description = json.loads(text)
+    if description.get("class_name") != "quest>QuestModel":
+        raise UsageError(f"not a QUEST model description (class_name {description.get('class_name')!r})")
+    return QuestModel.from_config(description["config"])
 
 
 def model_inputs(model: keras.Model, arrays: dict) -> dict:

@@ -1,6 +1,6 @@
 """Average a run's fold models over a CSV in the test schema.
 
-Needs only the run directory (backbone.json, tokenizer/, fold weights) and the CSV, so the same
+Needs only the run directory (model.json, tokenizer/, fold weights) and the CSV, so the same
 code predicts on a Kaggle kernel from a bundled run. When the CSV is the very file the folds
 already predicted while training, their saved test predictions are averaged instead.
 """

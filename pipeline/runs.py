@@ -207,13 +207,10 @@ def summarize(run_dir: Path, train: pd.DataFrame) -> Path:
 
 
 def load_fold_model(run_dir: Path, k: int):
-    """Rebuild the fold's model from backbone.json + config.toml and load its weights."""
+    """Rebuild the fold's model from the run's one model description and load the fold's checked weights."""
     from . import model as model_lib
 
-    cfg = load_config(run_dir)
-    backbone = model_lib.backbone_from_json(layout.Run(run_dir).backbone.read_text())
-    m = model_lib.build(backbone, len(TARGETS), cfg.model.pooling, cfg.model.pool_layers, cfg.model.dropout,
-                        cfg.model.dropout_samples)
+    m = model_lib.model_from_json(layout.Run(run_dir).model.read_text())
     path = verify_weights(run_dir, k)
     try:
         m.load_weights(path)

@@ -118,8 +118,8 @@ def train_fold(cfg, k: int, inp: Inputs, info, strat, run_dir) -> dict:
                                 inp.enc_train.lengths[tr], batch, tcfg.seed * 1000 + k, tcfg.bucketing,
                                 tcfg.dynamic_padding, tcfg.pad_multiple)
     run = layout.Run(run_dir)
-    if not run.backbone.is_file():
-        files.write_text(run.backbone, model_lib.backbone_to_json(backbone))
+    if not run.model.is_file():
+        files.write_text(run.model, model_lib.model_to_json(model))
     log.info("fold %d: %d train rows, %d validation rows, %d steps/epoch", k, len(tr), len(va), steps)
     if tcfg.max_steps:
         return _probe(model, ds, tcfg, k, batch, run_dir)

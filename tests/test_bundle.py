@@ -116,7 +116,7 @@ def test_bundle_holds_what_inference_needs_and_no_more(bundled):
     assert manifest["runs"] == [d.name for d in run_dirs] and len(manifest["weights"]) == 2
     for d in run_dirs:
         r = out / "runs" / d.name
-        for name in ("config.toml", "run.json", "backbone.json", "tokenizer/tokenizer.json",
+        for name in ("config.toml", "run.json", "model.json", "tokenizer/tokenizer.json",
                      "fold0/model.weights.h5", "fold1/metrics.json", "fold1/finished.json"):
             assert (r / name).is_file(), name
         assert not list(r.rglob("oof.csv")) and not (r / "cache").exists()

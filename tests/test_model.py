@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -55,9 +57,19 @@ def test_custom_layers_round_trip_their_config():
     assert keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(sched)).get_config() == sched.get_config()
 
 
-def test_backbone_architecture_round_trips_through_json(backbone):
-    clone = model.backbone_from_json(model.backbone_to_json(backbone))
-    assert type(clone) is type(backbone) and clone.count_params() == backbone.count_params()
+@pytest.mark.parametrize("pooling, samples", [("mean", 1), ("weighted", 3), ("cls", 1)])
+def test_the_model_describes_itself(backbone, tmp_path, pooling, samples):
+    """One description (backbone architecture + every head setting) and the weights rebuild the same model."""
+    m = model.build(backbone, 30, pooling=pooling, pool_layers=2, dropout=0.2, dropout_samples=samples)
+    text = model.model_to_json(m)
+    m.save_weights(tmp_path / "w.weights.h5")
+    clone = model.model_from_json(text)
+    clone.load_weights(tmp_path / "w.weights.h5")
+    assert isinstance(clone, model.QuestModel) and type(clone.backbone) is type(backbone)
+    assert (clone.pooling, clone.pool_layers, clone.dropout, clone.dropout_samples) == (pooling, 2, 0.2, samples)
+    assert '"dtype"' not in json.dumps(json.loads(text)["config"]["backbone"]["config"])  # follows the global policy
+    x = _inputs()
+    assert np.allclose(np.asarray(m(x)), np.asarray(clone(x)), atol=1e-6)
 
 
 def test_schedule_warms_up_then_decays():

@@ -1,3 +1,4 @@
+import json
 import os
 import signal
 import subprocess
@@ -18,7 +19,7 @@ def test_run_directory_records_everything(trained):
     info = files.read_json(run_dir / "run.json")
     assert info["seed"] == 1 and info["git_commit"] and info["command"] and info["family"] == "bert"
     assert runs.load_config(run_dir).train.seed == 1
-    assert (run_dir / "backbone.json").is_file() and (run_dir / "tokenizer" / "tokenizer.json").is_file()
+    assert (run_dir / "model.json").is_file() and (run_dir / "tokenizer" / "tokenizer.json").is_file()
     for k in (0, 1):
         d = layout.Run(run_dir).fold(k).root
         for name in ("model.weights.h5", "oof.csv", "test.csv", "history.csv", "metrics.json", "finished.json"):
@@ -149,7 +150,7 @@ def test_bf16_trained_run_predicts_in_fp16_and_fp32(tmp_path, synth_dir, tiny_mo
     try:
         run_dir = stages.train(cfg)[0]
         assert files.read_json(run_dir / "run.json")["precision"] == "mixed_bfloat16"
-        assert '"dtype"' not in (run_dir / "backbone.json").read_text().split('"config"', 1)[1].split('"name"', 2)[0]
+        assert '"dtype"' not in json.dumps(json.loads((run_dir / "model.json").read_text())["config"]["backbone"]["config"])
         test_csv = cfg.data_file("test_file")
         out = {p: pd.read_csv(predict.predict_run(run_dir, test_csv, out_dir=tmp_path / p, reuse=False, precision=p))
                for p in ("none", "float16")}
