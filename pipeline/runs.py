@@ -19,9 +19,6 @@ from . import files, layout, metrics
 from .errors import MissingArtifact, PipelineError
 from .schema import ID, TARGETS
 
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json",
-                   "assets/tokenizer/vocabulary.txt", "assets/tokenizer/vocabulary.json",
-                   "assets/tokenizer/merges.txt", "assets/tokenizer/vocabulary.spm")
 # Settings that may differ when a run is resumed or extended; anything else must match.
 _RESUMABLE = {("train", "folds"), ("train", "verbose"), ("train", "eval_batch_size"), ("train", "mixed_precision"),
               ("train", "predict_precision"), ("train", "xla"), ("train", "max_steps"),
@@ -93,12 +90,23 @@ def open_run(cfg, model_info, tok, extra: dict | None = None) -> Path:
         "model_path": str(model_info.path), "family": model_info.family, "uses_segments": model_info.uses_segments,
         "max_positions": model_info.max_positions, "tokenizer_fingerprint": tok.fingerprint,
         "versions": library_versions(), **(extra or {})})
-    for name in TOKENIZER_FILES:
-        src = Path(model_info.path) / name
-        if src.is_file():
-            with files.atomic_path(run.tokenizer / name) as tmp:
-                shutil.copyfile(src, tmp)
+    _save_tokenizer(tok, run.tokenizer)
     return run.root
+
+
+def _save_tokenizer(tok, dest: Path):
+    """The run's own copy of its tokenizer, written whole or not at all, and checked to reload identically."""
+    from . import tokenizer as tokenizer_lib
+
+    if dest.is_dir() and tokenizer_lib.load(dest).fingerprint == tok.fingerprint:
+        return
+    staging = dest.with_name(f".{dest.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    tok.save(staging)
+    if tokenizer_lib.load(staging).fingerprint != tok.fingerprint:
+        raise tokenizer_lib.TokenizerError(f"the tokenizer saved to {staging} does not reload as the same tokenizer")
+    shutil.rmtree(dest, ignore_errors=True)
+    staging.rename(dest)
 
 
 def resolve(name_or_dir: str | Path, cfg) -> Path:

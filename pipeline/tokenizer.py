@@ -1,8 +1,12 @@
-"""Fast batch tokenizers read from a model directory, never from the network.
+"""Tokenizers from the ecosystem's own loaders, never from the network.
 
-Sources, in order: tokenizer.json (any HF fast tokenizer), vocab.txt (WordPiece), and a keras-hub
-preset's assets/tokenizer/ (vocabulary.txt WordPiece, vocabulary.json + merges.txt byte-level BPE,
-vocabulary.spm SentencePiece). All run in native code and tokenise whole columns at once.
+- Hugging Face directories: transformers' AutoTokenizer (fast), which knows each family's files (tokenizer.json,
+  vocab.txt, spiece.model, vocab.json + merges.txt ...), casing and special tokens. Columns are tokenised by its
+  Rust backend in one batch call.
+- keras-hub presets (as Kaggle Models ships them): keras-hub's Tokenizer.from_preset.
+The special tokens and whether a pair doubles its separator (RoBERTa: <s> A </s></s> B </s>) come from the
+loaded tokenizer itself. `save` writes a copy a run can reload; `fingerprint` changes whenever the vocabulary,
+normalisation or special tokens do (it keys the encoding cache and is checked at predict time).
 """
 from __future__ import annotations
 
@@ -13,8 +17,6 @@ from pathlib import Path
 from . import files
 from .errors import PipelineError
 
-_SPECIALS = (("[CLS]", "[SEP]", "[PAD]"), ("<s>", "</s>", "<pad>"))
-
 
 class TokenizerError(PipelineError, FileNotFoundError):
     pass
@@ -22,84 +24,97 @@ class TokenizerError(PipelineError, FileNotFoundError):
 
 @dataclass
 class Tokenizer:
-    backend: object
-    kind: str  # "hf" (tokenizers.Tokenizer) or "spm" (sentencepiece)
-    fingerprint: str  # changes whenever the vocabulary or its settings change
+    backend: object  # transformers' fast tokenizer, or a keras-hub Tokenizer
+    kind: str  # "hf" or "keras_hub"
+    fingerprint: str
     cls_id: int = 0
     sep_id: int = 0
     pad_id: int = 0
-    double_sep: bool = False  # RoBERTa-style pairs: <s> A </s></s> B </s>
+    double_sep: bool = False
     vocab_size: int = 0
     special_ids: set = field(default_factory=set)
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        if self.kind == "spm":
-            return self.backend.encode(list(texts), out_type=int)
-        return [e.ids for e in self.backend.encode_batch(list(texts), add_special_tokens=False)]
+        if self.kind == "keras_hub":
+            out = self.backend.tokenize(list(texts))
+            out = out.to_list() if hasattr(out, "to_list") else out  # a ragged tensor, or lists (newer keras-hub)
+            return [[int(i) for i in ids] for ids in out]
+        return [e.ids for e in self.backend.backend_tokenizer.encode_batch(list(texts), add_special_tokens=False)]
 
     def decode(self, ids) -> str:
         ids = [int(i) for i in ids if int(i) != self.pad_id]
-        if self.kind == "spm":
-            return " ".join(self.backend.id_to_piece(i) for i in ids)
-        return self.backend.decode(ids, skip_special_tokens=False)
+        if self.kind == "keras_hub":
+            if not ids:
+                return ""
+            out = self.backend.detokenize([ids])
+            out = out.numpy() if hasattr(out, "numpy") else out
+            return out[0].decode() if isinstance(out[0], bytes) else str(out[0])
+        return self.backend.decode(ids)
+
+    def save(self, folder: Path):
+        """A copy of this tokenizer that `load` reads back with the same fingerprint."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        if self.kind == "keras_hub":
+            self.backend.save_to_preset(str(folder))
+        else:
+            self.backend.save_pretrained(str(folder))
 
 
-def _lowercase(path: Path, default: bool = True) -> bool:
-    for name in ("tokenizer_config.json", "tokenizer.json"):
-        f = path / name
-        if f.is_file():
-            conf = json.loads(f.read_text())
-            conf = conf.get("config", conf)
-            for key in ("do_lower_case", "lowercase"):
-                if key in conf:
-                    return bool(conf[key])
-    return default
-
-
-def _wordpiece(vocab: Path, lowercase: bool):
-    from tokenizers.implementations import BertWordPieceTokenizer
-
-    return BertWordPieceTokenizer(str(vocab), lowercase=lowercase)._tokenizer
+def _is_keras_hub(path: Path) -> bool:
+    config = path / "tokenizer.json"
+    return config.is_file() and "class_name" in json.loads(config.read_text())  # HF's tokenizer.json has "model"
 
 
 def load(model_path: str | Path) -> Tokenizer:
     path = Path(model_path)
-    assets = path / "assets" / "tokenizer"
-    if (path / "tokenizer.json").is_file() and "model" in json.loads((path / "tokenizer.json").read_text()):
-        from tokenizers import Tokenizer as HFTokenizer
-
-        f = path / "tokenizer.json"
-        tok, kind, fp = HFTokenizer.from_file(str(f)), "hf", files.sha256_file(f)
-        tok.no_truncation()
-        tok.no_padding()
-    elif (path / "vocab.txt").is_file() or (assets / "vocabulary.txt").is_file():
-        f = path / "vocab.txt" if (path / "vocab.txt").is_file() else assets / "vocabulary.txt"
-        lower = _lowercase(path)
-        tok, kind, fp = _wordpiece(f, lower), "hf", files.sha256_text(files.sha256_file(f), lower)
-    elif (assets / "vocabulary.json").is_file() and (assets / "merges.txt").is_file():
-        from tokenizers.implementations import ByteLevelBPETokenizer
-
-        tok = ByteLevelBPETokenizer(str(assets / "vocabulary.json"), str(assets / "merges.txt"))._tokenizer
-        kind = "hf"
-        fp = files.sha256_text(files.sha256_file(assets / "vocabulary.json"), files.sha256_file(assets / "merges.txt"))
-    elif (assets / "vocabulary.spm").is_file():
-        import sentencepiece
-
-        f = assets / "vocabulary.spm"
-        tok, kind, fp = sentencepiece.SentencePieceProcessor(model_file=str(f)), "spm", files.sha256_file(f)
-    else:
-        raise TokenizerError(
-            f"{path}: no tokenizer found; expected tokenizer.json or vocab.txt (Hugging Face), "
-            "or assets/tokenizer/vocabulary.txt|vocabulary.json+merges.txt|vocabulary.spm (keras-hub preset)")
-    return _with_specials(tok, kind, fp, path)
+    if not path.is_dir():
+        raise TokenizerError(f"tokenizer directory not found: {path}")
+    return _keras_hub(path) if _is_keras_hub(path) else _hugging_face(path)
 
 
-def _with_specials(tok, kind, fp, path) -> Tokenizer:
-    lookup = tok.piece_to_id if kind == "spm" else tok.token_to_id
-    unk = tok.unk_id() if kind == "spm" else None
-    for cls, sep, pad in _SPECIALS:
-        ids = [lookup(t) for t in (cls, sep, pad)]
-        if all(i is not None and i != unk for i in ids):
-            size = tok.get_piece_size() if kind == "spm" else tok.get_vocab_size()
-            return Tokenizer(tok, kind, fp, *ids, double_sep=cls == "<s>", vocab_size=size, special_ids=set(ids))
-    raise TokenizerError(f"{path}: tokenizer has neither [CLS]/[SEP]/[PAD] nor <s>/</s>/<pad> tokens")
+def _hugging_face(path: Path) -> Tokenizer:
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True, use_fast=True)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise TokenizerError(f"{path}: transformers' AutoTokenizer cannot load a tokenizer from it ({err}); expected "
+                             "a Hugging Face model directory (tokenizer.json, or vocab.txt / spiece.model / vocab.json "
+                             "+ merges.txt with config.json or tokenizer_config.json)") from None
+    if not tok.is_fast:
+        raise TokenizerError(f"{path}: only a slow tokenizer is available; install `tokenizers` or add tokenizer.json")
+    backend = tok.backend_tokenizer
+    backend.no_truncation()  # whole fields; encode.py truncates them by its own budgets
+    backend.no_padding()
+    specials = {"cls": tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id,
+                "sep": tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id,
+                "pad": tok.pad_token_id}
+    missing = [k for k, v in specials.items() if v is None]
+    if missing:
+        raise TokenizerError(f"{path}: the tokenizer defines no {missing} token(s); a BERT-style encoder needs them")
+    pair = tok("a", "b")["input_ids"]
+    double = any(a == b == specials["sep"] for a, b in zip(pair, pair[1:]))
+    return Tokenizer(tok, "hf", files.sha256_text(backend.to_str()), specials["cls"], specials["sep"],
+                     specials["pad"], double, len(tok), set(tok.all_special_ids))
+
+
+def _keras_hub(path: Path) -> Tokenizer:
+    import keras
+    import keras_hub
+
+    try:  # the preset's own tokenizer config and assets (a run's copy has no backbone config beside them)
+        tok = keras.saving.deserialize_keras_object(json.loads((path / "tokenizer.json").read_text()))
+        tok.load_preset_assets(str(path))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise TokenizerError(f"{path}: keras-hub cannot load its tokenizer ({err})") from None
+    ids = {name: getattr(tok, f"{name}_token_id", None) for name in ("cls", "sep", "start", "end", "pad")}
+    cls, sep = ids["cls"] if ids["cls"] is not None else ids["start"], ids["sep"] if ids["sep"] is not None else ids["end"]
+    if None in (cls, sep, ids["pad"]):
+        raise TokenizerError(f"{path}: {type(tok).__name__} defines no start/separator/padding token")
+    double = isinstance(tok, (keras_hub.models.RobertaTokenizer, keras_hub.models.XLMRobertaTokenizer))
+    fingerprint = files.sha256_text(type(tok).__name__, json.dumps(list(tok.get_vocabulary())),
+                                    json.dumps(getattr(tok, "merges", None), default=str),
+                                    getattr(tok, "lowercase", None))
+    return Tokenizer(tok, "keras_hub", fingerprint, int(cls), int(sep), int(ids["pad"]), double,
+                     int(tok.vocabulary_size()), {int(cls), int(sep), int(ids["pad"])})

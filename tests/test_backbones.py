@@ -66,23 +66,57 @@ def test_keras_hub_preset_loads_weights_and_vocabulary(keras_hub_preset, tiny_mo
     assert (tok.cls_id, tok.sep_id, tok.double_sep) == (hf_tok.cls_id, hf_tok.sep_id, False)
 
 
-def test_roberta_style_bpe_vocabulary_gets_its_own_specials(tmp_path):
+@pytest.mark.parametrize("layout", ["huggingface", "keras_hub"])
+def test_roberta_style_bpe_vocabulary_gets_its_own_specials(tmp_path, layout):
+    """A RoBERTa vocabulary (byte-level BPE) from either loader: <s> </s> <pad> and the doubled pair separator
+    come from the family's tokenizer, not from guesses."""
+    import json
+
     from tokenizers import ByteLevelBPETokenizer
 
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(["the question and the answer are here"] * 50, vocab_size=300,
-                            special_tokens=["<s>", "<pad>", "</s>", "<unk>"], show_progress=False)
-    assets = tmp_path / "assets" / "tokenizer"
-    assets.mkdir(parents=True)
-    bpe.save_model(str(assets))
-    shutil.move(assets / "vocab.json", assets / "vocabulary.json")
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"], show_progress=False)
+    bpe.save_model(str(tmp_path))  # vocab.json + merges.txt
+    if layout == "huggingface":
+        (tmp_path / "config.json").write_text(json.dumps({"model_type": "roberta"}))
+    else:
+        import keras_hub
+
+        vocab = json.loads((tmp_path / "vocab.json").read_text())
+        merges = [m for m in (tmp_path / "merges.txt").read_text().splitlines() if m and not m.startswith("#")]
+        for f in ("vocab.json", "merges.txt"):
+            (tmp_path / f).unlink()
+        keras_hub.models.RobertaTokenizer(vocabulary=vocab, merges=merges).save_to_preset(str(tmp_path))
     tok = tokenizer.load(tmp_path)
-    assert tok.double_sep and tok.decode([tok.cls_id]) == "<s>"
+    assert tok.double_sep and tok.decode([tok.cls_id]) == "<s>" and tok.decode([tok.sep_id]) == "</s>"
     settings = type("S", (), dict(mode="triple", max_len=40, title_weight=5, question_weight=15,
                                   answer_weight=15, head_share=0.5))
     fields = [tok.encode_batch(["the question"]), tok.encode_batch(["and here"]), tok.encode_batch(["the answer"])]
     row = encode.assemble(fields, tok, settings, uses_segments=False)["token_ids"][0].tolist()
     assert row[0] == tok.cls_id and [tok.sep_id, tok.sep_id] == row[row.index(tok.sep_id, row.index(tok.sep_id) + 1):][:2]
+    copy = tmp_path / "copy"
+    tok.save(copy)  # what a run keeps: reloads as the same tokenizer
+    assert tokenizer.load(copy).fingerprint == tok.fingerprint
+
+
+def test_a_sentencepiece_only_directory_loads(tmp_path):
+    """ALBERT / XLNet ship spiece.model alone: AutoTokenizer converts it (the old loader could not)."""
+    import json
+
+    import sentencepiece as spm
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(["the question and the answer are here", "what is a good answer"] * 200))
+    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tmp_path / "spiece"), vocab_size=25,
+                                   user_defined_symbols=["[CLS]", "[SEP]", "[MASK]"], pad_id=0, unk_id=1,
+                                   bos_id=-1, eos_id=-1, pad_piece="<pad>", unk_piece="<unk>")
+    (tmp_path / "spiece.vocab").unlink()
+    corpus.unlink()
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "albert"}))
+    tok = tokenizer.load(tmp_path)
+    assert (tok.decode([tok.cls_id]), tok.decode([tok.sep_id])) == ("[CLS]", "[SEP]") and not tok.double_sep
+    assert tok.encode_batch(["the answer"])[0] and tokenizer.load(tmp_path).fingerprint == tok.fingerprint
 
 
 def test_gradient_accumulation_steps_the_optimizer_every_k_batches(tiny_model_dir):
