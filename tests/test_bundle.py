@@ -185,17 +185,25 @@ def check_kernel_output(work, data, run_dirs, expected, atol=1e-5):
     assert close.mean() > 0.995, f"{(~close).sum()} cells differ"  # post-processing ties may flip a near-tie
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("layout", ["current", "old"])
-def test_inference_notebook_runs_offline_and_matches_ensemble(bundled, tmp_path, layout):
-    cfg, run_dirs, out, expected = bundled
+def run_kernel(python: str, bundled, tmp_path, layout: str):
+    """The bundle and the competition data mounted read-only in `layout` under a fake /kaggle/input, the
+    notebook run by `python`; checks the inputs were only read. Returns (notebook text, working dir, data dir)."""
+    cfg, _, out, _ = bundled
     root, work = tmp_path / "input", tmp_path / "working"
     work.mkdir()
     _, data = mount(root, out, cfg.path(cfg.data.dir), layout)
     read_only(root)
     before = snapshot(root)
-    text = run_notebook(sys.executable, root, work, tmp_path)
+    text = run_notebook(python, root, work, tmp_path)
     assert snapshot(root) == before  # the inputs were only read
+    return text, work, data
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["current", "old"])
+def test_inference_notebook_runs_offline_and_matches_ensemble(bundled, tmp_path, layout):
+    _, run_dirs, _, expected = bundled
+    text, work, data = run_kernel(sys.executable, bundled, tmp_path, layout)
     assert "projected time for a 10,000-row hidden test" in text and "installed from the bundle" in text
     check_kernel_output(work, data, run_dirs, expected)
     assert not (work / "site").exists() and (tmp_path / "cache").is_dir()  # installs and caches outside working/
@@ -211,14 +219,8 @@ KAGGLE_PYTHON = os.environ.get("QUEST_KAGGLE_PYTHON", "")
 def test_notebook_on_the_kaggle_image(bundled, tmp_path, layout):
     """The bundle made here, mounted read-only under a fake /kaggle/input, run by Kaggle's versions (Python 3.12,
     TF 2.20, keras 3.13, keras-hub 0.26 ...) with the network blocked: only the bundle's wheels can be installed."""
-    cfg, run_dirs, out, expected = bundled
-    root, work = tmp_path / "input", tmp_path / "working"
-    work.mkdir()
-    _, data = mount(root, out, cfg.path(cfg.data.dir), layout)
-    read_only(root)
-    before = snapshot(root)
-    text = run_notebook(KAGGLE_PYTHON, root, work, tmp_path)
-    assert snapshot(root) == before
+    _, run_dirs, _, expected = bundled
+    text, work, data = run_kernel(KAGGLE_PYTHON, bundled, tmp_path, layout)
     versions = files.read_json(run_dirs[0] / "run.json")["versions"]
     for dist in ("keras", "keras-hub"):  # the image's older versions were replaced by the trained ones
         assert f"{dist}-{versions[dist]}" in text
