@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from . import config as config_lib
-from . import files, kaggle, layout, runs, wheels
+from . import files, kaggle, layout, provenance, runs, wheels
 from .errors import MissingArtifact, UsageError
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def trained_versions(run_dirs: list[Path]) -> dict[str, str]:
     """keras / keras-hub versions the runs were trained with (run.json), which the kernel must run."""
     found: dict[str, set] = {d: set() for d in wheels.TRAINED_WITH}
     for d in run_dirs:
-        recorded = files.read_json(layout.Run(d).info).get("versions") or runs.library_versions()
+        recorded = files.read_json(layout.Run(d).info).get("versions") or provenance.library_versions()
         for dist in wheels.TRAINED_WITH:
             found[dist].add(recorded[dist])
     mixed = {d: sorted(v) for d, v in found.items() if len(v) > 1}

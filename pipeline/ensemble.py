@@ -39,7 +39,7 @@ def blend_members(members: list[pd.DataFrame], weights, method: str, pp: dict) -
     values = blend([f.loc[ids, list(TARGETS)].to_numpy() for f in frames], weights, method)
     if pp:
         values = postprocess.apply(values, pp, TARGETS)
-    return runs.predictions_frame(ids, values)
+    return submission.predictions_frame(ids, values)
 
 
 def write_submission(path: Path, sample: pd.DataFrame, members: list, weights, method: str, pp: dict) -> Path:
@@ -95,7 +95,7 @@ def ensemble(cfg, run_names: list[str] | None = None) -> list[Path]:
     stamp = files.sha256_text(*(files.sha256_file(layout.Run(d).oof) for d in run_dirs),
                               *(t.to_csv() for t in tests), config_lib.to_toml(cfg), files.sha256_file(test_csv))
     sub_path = cfg.submission_file
-    if out.summary.is_file() and sub_path.is_file() and files.read_json(out.summary).get("stamp") == stamp:
+    if files.is_current(out.summary, stamp, sub_path):
         return [out.summary, sub_path]
     truth = train.set_index(ID).loc[common]
     y = truth[list(TARGETS)].to_numpy()
@@ -121,7 +121,7 @@ def ensemble(cfg, run_names: list[str] | None = None) -> list[Path]:
     paths = [files.write_text(out.config, config_lib.to_toml(cfg)),
              files.write_json(out.weights, {"method": method, "runs": [d.name for d in run_dirs],
                                                      "weights": weights.tolist()}),
-             files.write_csv(out.oof, runs.predictions_frame(common, oof_blend)),
+             files.write_csv(out.oof, submission.predictions_frame(common, oof_blend)),
              files.write_csv(out.test, blend_members(tests, weights, method, pp)),
              files.write_json(out.postprocess, pp),
              write_submission(sub_path, sample, tests, weights, method, pp),

@@ -38,6 +38,14 @@ def read_json(path: str | Path):
     return json.loads(Path(path).read_text())
 
 
+def is_current(marker: str | Path, stamp, *outputs: str | Path) -> bool:
+    """The one is-current check: an artifact is current when its marker (a JSON file written last) records
+    exactly this stamp (a digest of everything it was made from) and every output beside it exists."""
+    marker = Path(marker)
+    return (marker.is_file() and all(Path(o).is_file() for o in outputs)
+            and read_json(marker).get("stamp") == stamp)
+
+
 def write_csv(path: str | Path, frame, float_format: str | None = None) -> Path:
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, float_format=float_format)

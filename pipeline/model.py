@@ -162,3 +162,16 @@ def model_inputs(model: keras.Model, arrays: dict) -> dict:
 def head_variables(model: keras.Model, backbone: keras.Model) -> list:
     backbone_ids = {id(v) for v in backbone.trainable_variables}
     return [v for v in model.trainable_variables if id(v) not in backbone_ids]
+
+
+def load_fold(run_dir, k: int) -> QuestModel:
+    """A trained fold, rebuilt from the run's one model description with its weights (checked by hash)."""
+    from . import layout, runs
+
+    m = model_from_json(layout.Run(run_dir).model.read_text())
+    path = runs.verify_weights(run_dir, k)
+    try:
+        m.load_weights(path)
+    except (OSError, ValueError) as err:
+        raise runs.RunError(f"{path} cannot be loaded ({err}); delete {path.parent} and train fold {k} again") from None
+    return m

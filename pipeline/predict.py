@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import batching, data, encode, files, layout, runs
+from . import batching, data, encode, files, layout, runs, submission
 from . import tokenizer as tokenizer_lib
 from .errors import MissingArtifact
 from .schema import ID, TARGETS
@@ -44,8 +44,8 @@ def predict_run(run_dir: Path, csv_path: Path, out_dir: Path | None = None, cach
     else:
         preds = _predict_with_weights(run_dir, rcfg, frame, folds, cache_dir, batch_size,
                                       precision or rcfg.train.predict_precision)
-    files.write_csv(out, runs.predictions_frame(frame[ID], preds))
-    files.write_json(out.with_suffix(".json"), stamp)
+    files.write_csv(out, submission.predictions_frame(frame[ID], preds))
+    files.write_json(out.with_suffix(".json"), {"stamp": stamp})  # last: marks the prediction current
     return out
 
 
@@ -60,7 +60,9 @@ def _encode_for_run(run_dir: Path, rcfg, frame, cache_dir):
 
 
 def _fold_predict(run_dir, k, enc, t, batch_size, rows=slice(None)) -> np.ndarray:
-    model = runs.load_fold_model(run_dir, k)
+    from . import model as model_lib  # TensorFlow: only once a prediction is made
+
+    model = model_lib.load_fold(run_dir, k)
     return batching.predict(model, enc.inputs(rows), enc.lengths[rows], batch_size or t.eval_batch_size,
                             t.bucketing, t.dynamic_padding, t.pad_multiple)
 
@@ -106,7 +108,9 @@ def seconds_per_row(run_dir: Path, frame: pd.DataFrame, cache_dir: Path | None =
     enc = _encode_for_run(run_dir, rcfg, frame, cache_dir or Path("/tmp/quest-cache"))
     device.set_precision(rcfg.train.predict_precision, device.accelerator_kind(device.strategy(quiet=True)))
     rows = np.random.default_rng(0).choice(len(frame), size=min(sample, len(frame)), replace=False)
-    model = runs.load_fold_model(run_dir, runs.finished_folds(run_dir)[0])
+    from . import model as model_lib
+
+    model = model_lib.load_fold(run_dir, runs.finished_folds(run_dir)[0])
     t = rcfg.train
     args = (enc.inputs(rows), enc.lengths[rows], len(rows), False, t.dynamic_padding, t.pad_multiple)
     batching.predict(model, *args)

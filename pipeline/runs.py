@@ -1,13 +1,13 @@
 """Run directories (paths in layout.Run): opening a run for training with its provenance (resolved config,
 command line, seed, git commit, library versions, tokenizer copy), the checks that keep it consistent
-(settings, folds fingerprint, weights hashes, one trainer at a time), OOF summaries and model rebuild.
+(settings, folds fingerprint, weights hashes, current predictions, one trainer at a time), OOF summaries
+and rebuilding a fold's model.
 """
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 
 from . import config as config_lib
-from . import files, layout, metrics
+from . import files, layout, metrics, provenance
 from .errors import MissingArtifact, PipelineError
-from .schema import ID, TARGETS
+from .schema import ID
 
 # Settings that may differ when a run is resumed or extended; anything else must match.
 _RESUMABLE = {("train", "folds"), ("train", "verbose"), ("train", "eval_batch_size"), ("train", "mixed_precision"),
@@ -29,24 +29,6 @@ _TRAINING_SECTIONS = ("folds", "encode", "model", "train")
 
 class RunError(PipelineError, ValueError):
     """A run directory whose artifacts do not match what was recorded, or that another process holds."""
-
-
-def git_commit() -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=config_lib.ROOT, capture_output=True, text=True,
-                             timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=config_lib.ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return (sha or "unknown") + ("-dirty" if dirty else "")
-
-
-def library_versions() -> dict:
-    """Versions a saved model depends on; `package` bundles the pure-Python ones for the Kaggle kernel."""
-    import importlib.metadata
-
-    return {d: importlib.metadata.version(d) for d in ("keras", "keras-hub", "tensorflow")}
 
 
 def _training_settings(cfg) -> dict:
@@ -85,11 +67,11 @@ def open_run(cfg, model_info, tok, extra: dict | None = None) -> Path:
     run = layout.Run(cfg.run_dir)
     files.write_text(run.config, config_lib.to_toml(cfg))
     files.write_json(run.info, {
-        "command": sys.argv, "seed": cfg.train.seed, "git_commit": git_commit(),
+        "command": sys.argv, "seed": cfg.train.seed, "git_commit": provenance.git_commit(),
         "updated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "model_path": str(model_info.path), "family": model_info.family, "uses_segments": model_info.uses_segments,
         "max_positions": model_info.max_positions, "tokenizer_fingerprint": tok.fingerprint,
-        "versions": library_versions(), **(extra or {})})
+        "versions": provenance.library_versions(), **(extra or {})})
     _save_tokenizer(tok, run.tokenizer)
     return run.root
 
@@ -177,20 +159,11 @@ def current_prediction(run_dir: Path, csv_path: Path, out_dir: Path | None = Non
                        precision: str | None = None) -> Path | None:
     """`predict`'s output for csv_path if it is there and current, else None."""
     out = layout.Run(run_dir).prediction(csv_path, out_dir)
-    stamp = out.with_suffix(".json")
-    if out.is_file() and stamp.is_file() and files.read_json(stamp) == prediction_stamp(run_dir, csv_path, precision):
-        return out
-    return None
+    return out if files.is_current(out.with_suffix(".json"), prediction_stamp(run_dir, csv_path, precision), out) else None
 
 
 def finished_folds(run_dir: Path) -> list[int]:
     return layout.Run(run_dir).finished_folds()
-
-
-def predictions_frame(qa_ids, preds) -> pd.DataFrame:
-    frame = pd.DataFrame(np.asarray(preds, np.float64), columns=list(TARGETS))
-    frame.insert(0, ID, np.asarray(qa_ids, np.int64))
-    return frame
 
 
 def load_oof(run_dir: Path) -> pd.DataFrame:
@@ -212,16 +185,3 @@ def summarize(run_dir: Path, train: pd.DataFrame) -> Path:
         "folds_done": list(per_fold), "per_fold": per_fold, "mean_fold_spearman": float(np.mean(list(per_fold.values()))),
         "oof_spearman": score.mean, "n_rows": len(truth),
         "n_constant": score.n_constant, "constant_columns": score.constant_columns})
-
-
-def load_fold_model(run_dir: Path, k: int):
-    """Rebuild the fold's model from the run's one model description and load the fold's checked weights."""
-    from . import model as model_lib
-
-    m = model_lib.model_from_json(layout.Run(run_dir).model.read_text())
-    path = verify_weights(run_dir, k)
-    try:
-        m.load_weights(path)
-    except (OSError, ValueError) as err:
-        raise RunError(f"{path} cannot be loaded ({err}); delete {path.parent} and train fold {k} again") from None
-    return m

@@ -11,6 +11,13 @@ from .errors import PipelineError
 from .schema import ID, SUBMISSION_COLUMNS, TARGETS
 
 
+def predictions_frame(qa_ids, preds) -> pd.DataFrame:
+    """The one prediction-table format (OOF, test, blend, submission): qa_id then the 30 targets."""
+    frame = pd.DataFrame(np.asarray(preds, np.float64), columns=list(TARGETS))
+    frame.insert(0, ID, np.asarray(qa_ids, np.int64))
+    return frame
+
+
 class SubmissionError(PipelineError, ValueError):
     pass
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from . import batching, data, device, encode, files, folds as folds_lib, layout, metrics, progress, runs
+from . import batching, data, device, encode, files, folds as folds_lib, layout, metrics, progress, runs, submission
 from .schema import ID, TARGETS
 
 log = logging.getLogger(__name__)
@@ -138,8 +138,8 @@ def train_fold(cfg, k: int, inp: Inputs, info, strat, run_dir) -> dict:
     with files.atomic_path(out.weights, suffix=".weights.h5") as tmp:
         model.save_weights(tmp)
         weights_sha = files.sha256_file(tmp)
-    files.write_csv(out.oof, runs.predictions_frame(inp.train[ID].to_numpy()[va], oof))
-    files.write_csv(out.test, runs.predictions_frame(inp.test[ID], predict(inp.enc_test)))
+    files.write_csv(out.oof, submission.predictions_frame(inp.train[ID].to_numpy()[va], oof))
+    files.write_csv(out.test, submission.predictions_frame(inp.test[ID], predict(inp.enc_test)))
     files.write_csv(out.history, pd.DataFrame(callback.rows))
     result = {"fold": k, "val_spearman": score.mean, "n_constant": score.n_constant,
               "best_epoch": callback.best_epoch if tcfg.keep == "best" else len(callback.rows),

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, tiny_train_config
-from pipeline import batching, data, encode, files, layout, predict, runs, stages
+from pipeline import batching, data, encode, files, layout, model, predict, runs, stages
 from pipeline.schema import ID, TARGETS, TEXT_COLUMNS
 
 
@@ -125,7 +125,7 @@ def test_the_kept_epoch_is_what_is_saved(tmp_path, synth_dir, tiny_model_dir, ke
     train = data.load(cfg, "train").set_index(ID).loc[oof[ID]].reset_index()
     tok, info = encode.for_model(cfg)
     enc = encode.encode_frame(train, tok, cfg.encode, info.uses_segments)
-    again = batching.predict(runs.load_fold_model(run_dir, 0), enc.inputs(), enc.lengths, 64)
+    again = batching.predict(model.load_fold(run_dir, 0), enc.inputs(), enc.lengths, 64)
     assert np.allclose(again, oof[list(TARGETS)].to_numpy(), atol=1e-5)  # the weights are that epoch's
 
 

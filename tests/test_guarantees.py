@@ -7,18 +7,28 @@ import pandas as pd
 import pytest
 
 from conftest import tiny_train_config
-from pipeline import cli, config, data, encode, files, runs, stages
+from pipeline import cli, config, data, encode, files, model, runs, stages
+
+
+def _two_of_three_config(root, model_dir):
+    return tiny_train_config(root, root / "data", model_dir, folds__n_folds=3, train__folds="0,1", train__epochs=1)
+
+
+@pytest.fixture(scope="module")
+def _trained_once(tmp_path_factory, synth_dir, tiny_model_dir):
+    root = tmp_path_factory.mktemp("two-of-three")
+    shutil.copytree(synth_dir, root / "data")
+    cfg = _two_of_three_config(root, tiny_model_dir)
+    stages.folds(cfg)
+    stages.train(cfg)
+    return root
 
 
 @pytest.fixture
-def two_of_three(tmp_path, synth_dir, tiny_model_dir):
-    """Folds 0 and 1 of a 3-fold split trained; its own copy of the data, so tests may damage it."""
-    shutil.copytree(synth_dir, tmp_path / "data")
-    cfg = tiny_train_config(tmp_path, tmp_path / "data", tiny_model_dir, folds__n_folds=3, train__folds="0,1",
-                            train__epochs=1)
-    stages.folds(cfg)
-    stages.train(cfg)
-    return cfg
+def two_of_three(_trained_once, tmp_path, tiny_model_dir):
+    """Folds 0 and 1 of a 3-fold split trained, in a copy of its own (data included), so tests may damage it."""
+    shutil.copytree(_trained_once, tmp_path, dirs_exist_ok=True)
+    return _two_of_three_config(tmp_path, tiny_model_dir)
 
 
 def test_output_dir_moves_every_artifact_with_it(tmp_path):
@@ -58,7 +68,7 @@ def test_damaged_weights_are_named_before_validate_or_package_use_them(two_of_th
     finished = cfg.run_dir / "fold1" / "finished.json"  # a run without a recorded hash: the load fails clearly
     files.write_json(finished, {k: v for k, v in files.read_json(finished).items() if k != "weights_sha256"})
     with pytest.raises(runs.RunError, match=r"fold1/model.weights.h5 cannot be loaded"):
-        runs.load_fold_model(cfg.run_dir, 1)
+        model.load_fold(cfg.run_dir, 1)
 
 
 def test_one_trainer_per_run_and_stale_temp_files_go(two_of_three):

@@ -40,7 +40,7 @@ def test_oof_comes_from_the_held_out_fold(trained):
     for k in (0, 1):
         ids = pd.read_csv(layout.Run(run_dir).fold(k).oof)[ID]
         assert {fold_of[i] for i in ids} == {k}
-        model_k = runs.load_fold_model(run_dir, k)  # weights reload into a rebuilt model
+        model_k = model.load_fold(run_dir, k)  # weights reload into a rebuilt model
         assert model_k.count_params() > 0
 
 
@@ -80,7 +80,7 @@ def _untrained_and_trained(cfg, run_dir, k, enc_inputs):
     keras.utils.set_random_seed(cfg.train.seed * 1000 + k)  # the seed train_fold builds the model with
     bb = model.load_backbone(cfg.path(cfg.model.path), cfg.model.random_init)
     untrained = model.build(bb, 30, cfg.model.pooling, dropout=cfg.model.dropout)
-    trained = runs.load_fold_model(run_dir, k)
+    trained = model.load_fold(run_dir, k)
     return np.asarray(untrained.predict(enc_inputs, verbose=0)), np.asarray(trained.predict(enc_inputs, verbose=0))
 
 
