@@ -14,9 +14,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
-from .errors import InstallError, PipelineError
 from . import layout  # paths only: no heavy imports before the bundled wheels are installed
+from .errors import InstallError, PipelineError
 
 KAGGLE_INPUT = Path("/kaggle/input")
 # Installed wheels and encoded inputs go under /tmp: the working directory is the kernel's output.
@@ -95,7 +96,7 @@ def install_wheels(bundle: str | Path, target: str | Path = SITE) -> list[str]:
                            f"{(res.stderr or res.stdout).strip()}\n"
                            "Package again with the missing wheel in kaggle.wheel_dir.")
     picked = json.loads(report.read_text())["install"]
-    urls = [item["download_info"]["url"].removeprefix("file://") for item in picked]
+    urls = [unquote(urlparse(item["download_info"]["url"]).path) for item in picked]  # file:// URLs -> paths
     if urls:
         res = _pip("install", "--no-index", "--no-deps", "--upgrade", "--quiet", "--target", str(target), *urls)
         if res.returncode:

@@ -87,7 +87,8 @@ def _probe(model, ds, tcfg, k: int, batch: int, run_dir) -> dict:
     steps = tcfg.max_steps
     warm = min(2, steps - 1)  # the first steps trace the shapes; time the rest
     clock = progress.StepClock(warm)
-    model.fit(ds.repeat(), epochs=1, steps_per_epoch=steps, callbacks=[clock, *progress.callbacks(tcfg, f"probe fold {k}", steps, batch)],
+    model.fit(ds.repeat(), epochs=1, steps_per_epoch=steps,
+              callbacks=[clock, *progress.callbacks(tcfg, f"probe fold {k}", steps, batch)],
               verbose=progress.keras_verbose(tcfg))
     result = {"fold": k, "probe": True, "steps": steps, "batch_size": batch,
               "train_samples_per_s": (steps - warm) * batch / max(clock.seconds, 1e-9)}
