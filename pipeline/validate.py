@@ -15,7 +15,7 @@ from .schema import ID, TARGETS
 log = logging.getLogger(__name__)
 
 
-def _plots(run_dir: Path, per_column: dict, pp: dict) -> list[Path]:
+def _plots(run_dir: Path, per_column: dict, pp: dict, base: dict) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -28,6 +28,7 @@ def _plots(run_dir: Path, per_column: dict, pp: dict) -> list[Path]:
     ax.barh(y - 0.2, [per_column[c] for c in order], height=0.4, label="OOF")
     ax.barh(y + 0.2, [pp[c]["after_nested"] if pp[c]["applied"] else per_column[c] for c in order], height=0.4,
             label="post-processed (nested)")
+    ax.scatter([base[c] for c in order], y, marker="|", s=160, color="black", label="TF-IDF ridge, same folds")
     ax.set_yticks(y, order, fontsize=7)
     ax.set_xlabel("Spearman")
     ax.set_title(f"{run_dir.name}: per-target OOF Spearman")
@@ -72,13 +73,15 @@ def _markdown(run_dir: Path, rep: dict) -> str:
               f"{100 * t['truncated_share']:.0f}% |" for t in rep["truncation"]]
     lines += ["", f"TF-IDF + ridge baseline on the same folds; **{len(rep['below_baseline'])}** target(s) score below it "
               "(marked ⚠).", "",
-              "| target | OOF | TF-IDF ridge | post-processing | nested after |", "|---|---|---|---|---|"]
+              "| target | OOF | TF-IDF ridge | post-processing | fold mean before | nested after |",
+              "|---|---|---|---|---|---|"]
     for c in TARGETS:
         p = rep["postprocess_columns"][c]
         method = f"{p['method']} {p['params'].get('k', p['params'].get('q', ''))}".strip() if p["applied"] else "-"
         flag = " ⚠" if c in rep["below_baseline"] else ""
+        after = p["after_nested"] if p["applied"] else p["before"]  # what is kept: untouched unless applied
         lines.append(f"| {c}{flag} | {rep['per_column'][c]:.4f} | {rep['baseline_per_column'][c]:.4f} | {method} | "
-                     f"{p['after_nested']:.4f} |")
+                     f"{p['before']:.4f} | {after:.4f} |")
     lines += ["", "![per target](per_target.png)", "![learning curves](learning_curves.png)", ""]
     return "\n".join(lines)
 
@@ -120,7 +123,7 @@ def validate_run(cfg, run_dir: Path) -> list[Path]:
            "per_column": score.per_column, "postprocess": {**postprocess.summary(pp), "split": split_note},
            "postprocess_columns": pp, "baseline_per_column": base, "truncation": truncation,
            "below_baseline": [c for c in TARGETS if score.per_column[c] < base[c]]}
-    paths = _plots(run_dir, score.per_column, pp)
+    paths = _plots(run_dir, score.per_column, pp, base)
     paths.append(files.write_json(run.postprocess, pp))
     paths.append(files.write_text(run.report_md, _markdown(run_dir, rep)))
     paths.append(files.write_json(run.report_json, rep))  # last: its stamp marks the report current
