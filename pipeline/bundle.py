@@ -150,11 +150,11 @@ def _blend_for(cfg, run_dirs: list[Path]) -> tuple[dict, dict]:
 def kernel(cfg, out: str | None = None, push: bool = False, client=None, wait: float = 900) -> list[Path]:
     """The notebook + kernel-metadata.json; with push, wait (bounded) for the bundle dataset, then push."""
     out_dir = cfg.path(out or str(Path(cfg.output.dir) / "kaggle-kernel"))
-    notebook = config_lib.ROOT / "notebooks" / "kaggle_inference.ipynb"
-    _copy(notebook, out_dir / notebook.name)
-    meta = kernel_metadata(cfg, notebook.name)
+    target = layout.Kernel(out_dir)
+    _copy(layout.Kernel.SOURCE, target.notebook)
+    meta = kernel_metadata(cfg, target.notebook.name)
     validate_kernel_metadata(meta)
-    paths = [out_dir / notebook.name, files.write_json(out_dir / "kernel-metadata.json", meta)]
+    paths = [target.notebook, files.write_json(target.metadata, meta)]
     if push:
         if not cfg.kaggle.kernel or not cfg.kaggle.dataset:
             raise UsageError("set kaggle.kernel and kaggle.dataset ('owner/slug') to push the kernel")

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import files, modeldir
+from . import files, layout, modeldir
 from . import tokenizer as tokenizer_lib
 from .errors import UsageError
 from .schema import ANSWER, BODY, ID, TEXT_COLUMNS, TITLE
@@ -176,7 +176,7 @@ def encode_cached(settings, cache_dir: Path, frame: pd.DataFrame, split: str, to
                   uses_segments: bool) -> tuple[Encoded, Path]:
     """Encode `frame`, reusing cache_dir when data, tokenizer and settings are unchanged."""
     key = cache_key(frame, tok, settings, uses_segments)
-    path = Path(cache_dir) / f"{split}-{settings.mode}-{settings.max_len}-{key}.npz"
+    path = layout.cache_file(cache_dir, split, settings.mode, settings.max_len, key)
     if path.is_file():
         try:
             return Encoded.load(path), path

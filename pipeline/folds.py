@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
+from . import files, layout
 from .errors import PipelineError
-from . import files
 from .schema import ID, TARGETS
 
 
@@ -48,7 +48,7 @@ def settings(cfg) -> dict:
 def make(cfg, train: pd.DataFrame, force: bool = False) -> list:
     """Write folds.csv + folds.json unless an identical split is already there."""
     path = cfg.folds_file
-    meta_path = path.with_suffix(".json")
+    meta_path = layout.folds_meta(path)
     want = {**settings(cfg), "train_ids_sha256": _ids_hash(train[ID])}
     if path.is_file() and meta_path.is_file() and not force:
         have = files.read_json(meta_path)

@@ -12,6 +12,7 @@ import zipfile
 from pathlib import Path
 
 from . import data as data_lib
+from . import layout
 from .errors import PipelineError, UsageError
 
 log = logging.getLogger(__name__)
@@ -191,7 +192,7 @@ def push_kernel(folder: Path, client=None) -> dict:
 
 
 def submit_kernel(competition: str, kernel: str, version: int, message: str, client=None,
-                  file_name: str = "submission.csv") -> str:
+                  file_name: str = layout.SUBMISSION_NAME) -> str:
     """Submit a kernel version's output file to a code competition."""
     client = client or get_client()
     res = client.competition_submit_code(file_name, message, competition, kernel=kernel, kernel_version=version,

@@ -132,10 +132,10 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
                          data_dir / DATA_FILES[1])
     start = time.perf_counter()
     preds = [predict.predict_run(bundle.run(name).root, data_dir / DATA_FILES[0],
-                                 out_dir=work_dir / "predictions" / name, cache_dir=CACHE,
+                                 out_dir=layout.KernelWork(work_dir).predictions(name), cache_dir=CACHE,
                                  reuse=False) for name in manifest["runs"]]
     print(f"predicted {len(preds)} run(s) in {time.perf_counter() - start:.0f}s", flush=True)
-    return ensemble.write_submission(work_dir / "submission.csv", sample, preds, manifest["weights"],
+    return ensemble.write_submission(layout.KernelWork(work_dir).submission, sample, preds, manifest["weights"],
                                      manifest["method"], files.read_json(bundle.postprocess))
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MANIFEST_NAME = "bundle.json"
+SUBMISSION_NAME = "submission.csv"  # what Kaggle scores, in a kernel's working directory
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,12 @@ class Run:
         return self.root / "probes" / f"fold{k}.json"
 
     def prediction(self, csv_path: Path, out_dir: Path | None = None) -> Path:
-        """`predict`'s output for an input CSV (its stamp is the same path with .json)."""
+        """`predict`'s output for an input CSV."""
         return Path(out_dir or self.predictions_dir) / f"{Path(csv_path).stem}.csv"
+
+    def prediction_stamp(self, csv_path: Path, out_dir: Path | None = None) -> Path:
+        """Written after the prediction: what it was made from (files.is_current)."""
+        return self.prediction(csv_path, out_dir).with_suffix(".json")
 
     def plot(self, name: str) -> Path:
         return self.report_dir / f"{name}.png"
@@ -95,6 +100,37 @@ class Bundle:
     def run(self, name: str) -> Run:
         return Run(self.root / "runs" / name)
 
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A kernel folder for `kaggle kernels push`: the inference notebook and its metadata."""
+    root: Path
+
+    SOURCE = Path(__file__).resolve().parents[1] / "notebooks" / "kaggle_inference.ipynb"
+    notebook = property(lambda self: self.root / Kernel.SOURCE.name)
+    metadata = property(lambda self: self.root / "kernel-metadata.json")
+
+
+@dataclass(frozen=True)
+class KernelWork:
+    """A running kernel's working directory (its output): the submission and per-run predictions."""
+    root: Path
+
+    submission = property(lambda self: self.root / SUBMISSION_NAME)
+
+    def predictions(self, run_name: str) -> Path:
+        return self.root / "predictions" / run_name
+
+
+def folds_meta(folds_file: Path) -> Path:
+    """Beside folds.csv: the settings and seed it was made with."""
+    return Path(folds_file).with_suffix(".json")
+
+
+def cache_file(cache_dir: Path, split: str, mode: str, max_len: int, key: str) -> Path:
+    """Encoded arrays of one split under one key (data + tokenizer + settings)."""
+    return Path(cache_dir) / f"{split}-{mode}-{max_len}-{key}.npz"
 
 
 def runs_root(cfg) -> Path:

@@ -45,7 +45,7 @@ def predict_run(run_dir: Path, csv_path: Path, out_dir: Path | None = None, cach
         preds = _predict_with_weights(run_dir, rcfg, frame, folds, cache_dir, batch_size,
                                       precision or rcfg.train.predict_precision)
     files.write_csv(out, submission.predictions_frame(frame[ID], preds))
-    files.write_json(out.with_suffix(".json"), {"stamp": stamp})  # last: marks the prediction current
+    files.write_json(run.prediction_stamp(csv_path, out_dir), {"stamp": stamp})  # last: marks the prediction current
     return out
 
 

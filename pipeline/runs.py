@@ -159,7 +159,8 @@ def current_prediction(run_dir: Path, csv_path: Path, out_dir: Path | None = Non
                        precision: str | None = None) -> Path | None:
     """`predict`'s output for csv_path if it is there and current, else None."""
     out = layout.Run(run_dir).prediction(csv_path, out_dir)
-    return out if files.is_current(out.with_suffix(".json"), prediction_stamp(run_dir, csv_path, precision), out) else None
+    marker = layout.Run(run_dir).prediction_stamp(csv_path, out_dir)
+    return out if files.is_current(marker, prediction_stamp(run_dir, csv_path, precision), out) else None
 
 
 def finished_folds(run_dir: Path) -> list[int]:
