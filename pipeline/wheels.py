@@ -70,21 +70,21 @@ def _find(dist: str, version: str, folders: list[Path]) -> Path | None:
     return None
 
 
-def _download(spec: str, dest: Path) -> Path:
+def _download(dist: str, version: str, dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
-    before = set(dest.glob("*.whl"))
     res = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                          "--python-version", KERNEL_PYTHON, "-q", "-d", str(dest), "--", spec],
+                          "--python-version", KERNEL_PYTHON, "-q", "-d", str(dest), "--", f"{dist}=={version}"],
                          capture_output=True, text=True)
-    new = sorted(set(dest.glob("*.whl")) - before) or sorted(dest.glob(f"{norm(spec.split('=')[0]).replace('-', '_')}-*.whl"))
-    if res.returncode or not new:
-        why = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "pip download failed"
-        raise WheelError(f"cannot get a wheel for {spec} ({why}); put one in kaggle.wheel_dir and package again")
-    return new[-1]
+    whl = _find(dist, version, [dest])
+    if res.returncode or whl is None:
+        why = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "pip download found no wheel"
+        raise WheelError(f"cannot get a wheel for {dist}=={version} ({why}); put one in kaggle.wheel_dir and "
+                         "package again")
+    return whl
 
 
 def _obtain(dist: str, version: str, wheel_dir: Path) -> Path:
-    whl = _find(dist, version, [wheel_dir]) or _download(f"{dist}=={version}", wheel_dir)
+    whl = _find(dist, version, [wheel_dir]) or _download(dist, version, wheel_dir)
     if not whl.name.endswith("-none-any.whl"):
         raise WheelError(f"{whl.name} is not pure Python; a kernel cannot install it offline and the image has "
                          f"{dist} at another version (see configs/kaggle-image-constraints.txt)")
