@@ -42,10 +42,9 @@ def blend_members(members: list[pd.DataFrame], weights, method: str, pp: dict) -
     return submission.predictions_frame(ids, values)
 
 
-def write_submission(path: Path, sample: pd.DataFrame, members: list, weights, method: str, pp: dict) -> Path:
-    """The one blend -> post-process -> submission path, for `ensemble` and for the Kaggle kernel."""
-    frames = [pd.read_csv(m) if isinstance(m, (str, Path)) else m for m in members]
-    return submission.write(path, sample, blend_members(frames, weights, method, pp))
+def write_submission(path: Path, sample: pd.DataFrame, members: list[Path], weights, method: str, pp: dict) -> Path:
+    """The Kaggle kernel's submission: members' prediction files through blend_members (as `ensemble` does)."""
+    return submission.write(path, sample, blend_members([pd.read_csv(m) for m in members], weights, method, pp))
 
 
 def fit_weights(y: np.ndarray, preds: list[np.ndarray], method: str) -> np.ndarray:
@@ -112,6 +111,7 @@ def ensemble(cfg, run_names: list[str] | None = None) -> list[Path]:
     pp = {}
     if cfg.postprocess.blend:
         pp = postprocess.fit(y, nested, fold, TARGETS, y, cfg.postprocess.methods, cfg.postprocess.round_grids)
+    test_blend = blend_members(tests, weights, method, pp)
     members = {d.name: float(metrics.spearman(y, p).mean) for d, p in zip(run_dirs, oof_preds)}
     score = metrics.spearman(y, nested)
     summary = {"stamp": stamp, "runs": [str(d) for d in run_dirs], "method": method, "weights": dict(zip(members, weights.tolist())),
@@ -122,9 +122,9 @@ def ensemble(cfg, run_names: list[str] | None = None) -> list[Path]:
              files.write_json(out.weights, {"method": method, "runs": [d.name for d in run_dirs],
                                                      "weights": weights.tolist()}),
              files.write_csv(out.oof, submission.predictions_frame(common, oof_blend)),
-             files.write_csv(out.test, blend_members(tests, weights, method, pp)),
+             files.write_csv(out.test, test_blend),
              files.write_json(out.postprocess, pp),
-             write_submission(sub_path, sample, tests, weights, method, pp),
+             submission.write(sub_path, sample, test_blend),
              files.write_json(out.summary, summary)]  # last: its stamp marks the ensemble current
     pp_line = (f", post-processed {summary['postprocess']['after_nested']:.4f} "
                f"({summary['postprocess']['n_applied']} columns)") if pp else ""

@@ -28,11 +28,11 @@ def predict_run(run_dir: Path, csv_path: Path, out_dir: Path | None = None, cach
     folds = runs.finished_folds(run_dir)
     if not folds:
         raise MissingArtifact(f"{run_dir}: no finished fold to predict with; run `python run.py train` first")
-    current = runs.current_prediction(run_dir, csv_path, out_dir, precision)
+    stamp = runs.prediction_stamp(run_dir, csv_path, precision)  # hashes the input once
+    current = runs.current_prediction(run_dir, csv_path, out_dir, precision, stamp)
     if current:
         return current
-    out, stamp = run.prediction(csv_path, out_dir), runs.prediction_stamp(run_dir, csv_path, precision)
-    sha = stamp["input_sha256"]
+    out, sha = run.prediction(csv_path, out_dir), stamp["input_sha256"]
     rcfg = runs.load_config(run_dir)
     frame = data.read_csv(csv_path, "predict")
     if rcfg.data.clean_text:
@@ -99,7 +99,7 @@ def seconds_per_row(run_dir: Path, frame: pd.DataFrame, cache_dir: Path | None =
 
     import keras
 
-    from . import device
+    from . import device, model as model_lib
 
     run_dir = Path(run_dir)
     rcfg = runs.load_config(run_dir)
@@ -108,8 +108,6 @@ def seconds_per_row(run_dir: Path, frame: pd.DataFrame, cache_dir: Path | None =
     enc = _encode_for_run(run_dir, rcfg, frame, cache_dir or Path("/tmp/quest-cache"))
     device.set_precision(rcfg.train.predict_precision, device.accelerator_kind(device.strategy(quiet=True)))
     rows = np.random.default_rng(0).choice(len(frame), size=min(sample, len(frame)), replace=False)
-    from . import model as model_lib
-
     model = model_lib.load_fold(run_dir, runs.finished_folds(run_dir)[0])
     t = rcfg.train
     args = (enc.inputs(rows), enc.lengths[rows], len(rows), False, t.dynamic_padding, t.pad_multiple)

@@ -42,9 +42,12 @@ def check_folds(cfg, run_dir: Path):
 
     info = layout.Run(run_dir).info
     recorded = files.read_json(info).get("folds_fingerprint") if info.is_file() else None
-    if recorded and finished_folds(run_dir) and folds_lib.fingerprint(cfg) != recorded:
+    if not recorded or not finished_folds(run_dir):
+        return
+    current = folds_lib.fingerprint(cfg)
+    if current != recorded:
         raise RunError(f"{cfg.folds_file} changed since {run_dir.name} was trained on it (fingerprint "
-                       f"{folds_lib.fingerprint(cfg)} vs {recorded} in {info}): its out-of-fold rows no longer match. "
+                       f"{current} vs {recorded} in {info}): its out-of-fold rows no longer match. "
                        "Restore that folds file (same folds.seed / n_folds / group_key) or train a new run")
 
 
@@ -58,7 +61,7 @@ def check_compatible(cfg):
                    if before.get((s, k)) != v}
         if changed:
             raise RunError(f"{cfg.run_dir} was trained with other settings {changed} (old, new); "
-                             "pick a new train.run_name or delete the run")
+                       "pick a new train.run_name or delete the run")
 
 
 def open_run(cfg, model_info, tok, extra: dict | None = None) -> Path:
@@ -156,11 +159,13 @@ def prediction_stamp(run_dir: Path, csv_path: Path, precision: str | None = None
 
 
 def current_prediction(run_dir: Path, csv_path: Path, out_dir: Path | None = None,
-                       precision: str | None = None) -> Path | None:
-    """`predict`'s output for csv_path if it is there and current, else None."""
-    out = layout.Run(run_dir).prediction(csv_path, out_dir)
-    marker = layout.Run(run_dir).prediction_stamp(csv_path, out_dir)
-    return out if files.is_current(marker, prediction_stamp(run_dir, csv_path, precision), out) else None
+                       precision: str | None = None, stamp: dict | None = None) -> Path | None:
+    """`predict`'s output for csv_path if it is there and current, else None (stamp: prediction_stamp's, if
+    the caller already has it)."""
+    run = layout.Run(run_dir)
+    stamp = stamp or prediction_stamp(run_dir, csv_path, precision)
+    out = run.prediction(csv_path, out_dir)
+    return out if files.is_current(run.prediction_stamp(csv_path, out_dir), stamp, out) else None
 
 
 def finished_folds(run_dir: Path) -> list[int]:

@@ -102,7 +102,8 @@ def validate_run(cfg, run_dir: Path) -> list[Path]:
     runs.check_folds(cfg, run_dir)
     for k in runs.finished_folds(run_dir):
         runs.verify_weights(run_dir, k)
-    stamp = files.sha256_text(oof.to_csv(index=False), cfg.postprocess.methods, cfg.postprocess.round_grids, REPORT_VERSION)
+    stamp = files.sha256_text(oof.to_csv(index=False), cfg.postprocess.methods, cfg.postprocess.round_grids,
+                              REPORT_VERSION)
     if files.is_current(run.report_json, stamp, run.report_md):
         return [run.report_json, run.report_md, run.postprocess]
     train = data.load(cfg, "train")
@@ -110,11 +111,12 @@ def validate_run(cfg, run_dir: Path) -> list[Path]:
     y, p = metrics.align(truth, oof)
     score = metrics.spearman(y, p)
     unique = metrics.score_unique_questions(truth, oof, cfg.folds.group_key)
-    fold, split_note = postprocess.split_for_nesting(folds.by_id(cfg, train).loc[truth[ID]].to_numpy(), truth[cfg.folds.group_key])
+    fold_of = folds.by_id(cfg, train)  # read folds.csv once: nesting below, the baseline further down
+    fold, split_note = postprocess.split_for_nesting(fold_of.loc[truth[ID]].to_numpy(), truth[cfg.folds.group_key])
     pp = postprocess.fit(y, p, fold, TARGETS, y, cfg.postprocess.methods, cfg.postprocess.round_grids)
     truncation = _truncation(cfg, run_dir, train)
-    all_fold = folds.by_id(cfg, train).loc[train[ID]].to_numpy()
-    base = baseline.oof_scores(train, data.targets(train).astype(float), all_fold, runs.finished_folds(run_dir))
+    base = baseline.oof_scores(train, data.targets(train).astype(float), fold_of.loc[train[ID]].to_numpy(),
+                               runs.finished_folds(run_dir))
     per_fold = {k: {key: files.read_json(run.fold(k).metrics)[key]
                     for key in ("val_spearman", "best_epoch")} for k in runs.finished_folds(run_dir)}
     rep = {"run": run_dir.name, "stamp": stamp, "n_rows": len(truth), "folds_done": list(per_fold),
