@@ -22,7 +22,7 @@ from .errors import MissingArtifact, UsageError
 log = logging.getLogger(__name__)
 # What inference needs of a run and of each finished fold (layout.Run / layout.Fold attributes).
 RUN_FILES = ("config", "info", "model", "postprocess")
-FOLD_FILES = ("weights", "metrics", "finished")
+FOLD_FILES = ("weights", "coding", "metrics", "finished")
 _SLUG = re.compile(r"^[A-Za-z0-9_-]+/[a-z0-9][a-z0-9-]{5,49}$")  # Kaggle slugs: 6-50 characters
 DEV_MODULES = ("synth", "tinymodel", "explore")  # generated data, tiny test models, notebooks' plots: not shipped
 PLACEHOLDER_OWNER = "your-kaggle-username"

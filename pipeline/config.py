@@ -44,8 +44,10 @@ class FoldsConfig:
 
 @dataclass
 class EncodeConfig:
-    mode: str = "triple"  # "triple": [CLS] title [SEP] body [SEP] answer [SEP]; "pair": question, answer
-    max_len: int = 512  # rows are padded/truncated to this many tokens (batches may be cut shorter)
+    inputs: str = "joint"  # "joint": one sequence per row; "dual": a question and an answer sequence (2nd/6th place)
+    mode: str = "triple"  # joint layout: "triple": [CLS] title [SEP] body [SEP] answer [SEP]; "pair": question, answer
+    max_len: int = 512  # joint: the row's tokens; dual: the question sequence's (batches may be cut shorter)
+    answer_max_len: int = 512  # dual only: the answer sequence's tokens ([CLS] title [SEP] answer [SEP])
     # Field weights: rescaled to token budgets that share max_len minus the special tokens; a field shorter
     # than its budget gives the rest to the longer fields; a longer one keeps its head and tail.
     title_weight: int = 30  # weight of the title
@@ -59,10 +61,17 @@ class EncodeConfig:
 class ModelConfig:
     path: str = "input/models/bert-base-uncased"  # HF dir (config.json+safetensors) or keras-hub preset dir
     random_init: bool = False  # build the backbone from its config only (tests, demo, benchmarks)
-    pooling: str = "mean"  # "mean" (masked), "cls", or "weighted" (learned sum of last k layers)
+    towers: str = "shared"  # dual: "shared" (siamese, one backbone for both sequences) or "separate" (two)
+    pooling: str = "mean"  # "mean" (masked), "cls", "weighted" (learned sum of last k layers, mean-pooled) or
+    #                        "cls_all_layers" (learned softmax-weighted sum of every layer's first token: 1st place)
     pool_layers: int = 4  # k for weighted pooling
+    head: str = "linear"  # "linear" (one layer for all targets) or "per_target" (a small two-layer head each: 2nd)
+    head_hidden: int = 256  # hidden units of each per-target head
+    split_heads: bool = False  # dual: question targets from the question side only, answer targets from both
     dropout: float = 0.1  # dropout before the output layer
     dropout_samples: int = 1  # >1 turns on multi-sample dropout (averaged logits)
+    category: bool = False  # one-hot of the `category` column concatenated before the head (6th/10th place)
+    host_dim: int = 0  # >0: a host embedding of this size before the head (unseen hosts share one bucket)
 
 
 @dataclass
@@ -76,7 +85,15 @@ class TrainConfig:
     lr_backbone: float = 3e-5  # peak learning rate of the pretrained backbone
     lr_head: float = 1e-3  # peak learning rate of the freshly initialised head
     weight_decay: float = 0.01  # AdamW decoupled decay (not on biases and norms)
-    warmup: float = 0.1  # share of optimizer steps spent warming up linearly, then linear decay
+    schedule: str = "linear"  # learning-rate shape after warm-up: "linear", "cosine" or "one_cycle" (see optim.py)
+    warmup: float = 0.1  # share of each stage's optimizer steps spent warming up
+    warmup_steps: int = 0  # >0: warm-up in optimizer steps instead of a share (1st place: 200)
+    head_only_epochs: int = 0  # extra epochs with the backbone frozen (only the head learns, at lr_head)
+    head_only_stage: str = "first"  # when those run: "first" (10th place) or "last" (6th place)
+    lr_layer_decay: float = 1.0  # layer-wise LR decay: each lower backbone layer's rate times this (1 = off)
+    ema: float = 0.0  # >0: momentum of an exponential moving average of the weights, evaluated and saved instead
+    targets: str = "raw"  # what the model learns: "raw" labels, "rank" (min-max ranks) or "ordinal" (see targets.py)
+    pos_weight: list[float] = field(default_factory=list)  # BCE weight of positives: one value, or one per target
     clipnorm: float = 1.0  # global gradient-norm clip; 0 disables
     keep: str = "best"  # "best" epoch by validation Spearman, or "last"
     patience: int = 0  # early stopping after this many epochs without improvement; 0 disables
@@ -179,7 +196,13 @@ class Config:
 # Choices checked after loading (a field not listed takes any value of its type).
 CHOICES = {
     ("encode", "mode"): ("triple", "pair"),
-    ("model", "pooling"): ("mean", "cls", "weighted"),
+    ("encode", "inputs"): ("joint", "dual"),
+    ("model", "towers"): ("shared", "separate"),
+    ("model", "pooling"): ("mean", "cls", "weighted", "cls_all_layers"),
+    ("model", "head"): ("linear", "per_target"),
+    ("train", "schedule"): ("linear", "cosine", "one_cycle"),
+    ("train", "head_only_stage"): ("first", "last"),
+    ("train", "targets"): ("raw", "rank", "ordinal"),
     ("train", "keep"): ("best", "last"),
     ("train", "mixed_precision"): ("auto", "none", "bfloat16", "float16"),
     ("train", "predict_precision"): ("auto", "none", "bfloat16", "float16"),
@@ -272,9 +295,23 @@ def validate(cfg: Config) -> Config:
     for key, ok, want in (("lr_backbone", t.lr_backbone >= 0, ">= 0"), ("lr_head", t.lr_head >= 0, ">= 0"),
                           ("weight_decay", t.weight_decay >= 0, ">= 0"), ("warmup", 0 <= t.warmup <= 1, "in [0, 1]"),
                           ("clipnorm", t.clipnorm >= 0, ">= 0"), ("patience", t.patience >= 0, ">= 0"),
-                          ("max_steps", t.max_steps >= 0, ">= 0")):
+                          ("max_steps", t.max_steps >= 0, ">= 0"), ("warmup_steps", t.warmup_steps >= 0, ">= 0"),
+                          ("head_only_epochs", t.head_only_epochs >= 0, ">= 0"),
+                          ("lr_layer_decay", 0 < t.lr_layer_decay <= 1, "in (0, 1]"), ("ema", 0 <= t.ema < 1, "in [0, 1)")):
         if not ok:
             raise ConfigError(f"train.{key} = {getattr(t, key)}; expected a value {want}")
+    if len(t.pos_weight) not in (0, 1, 30) or any(w <= 0 for w in t.pos_weight):
+        raise ConfigError(f"train.pos_weight = {t.pos_weight}: expected positive values, one for every target "
+                          "or 30 (one per target, in sample_submission order), or none")
+    m = cfg.model
+    if m.split_heads and cfg.encode.inputs != "dual":
+        raise ConfigError("model.split_heads = true needs encode.inputs = 'dual' (a question side to read)")
+    for key, value in (("head_hidden", m.head_hidden), ("pool_layers", m.pool_layers),
+                       ("dropout_samples", m.dropout_samples)):
+        if value < 1:
+            raise ConfigError(f"model.{key} = {value}; expected at least 1")
+    if m.host_dim < 0:
+        raise ConfigError(f"model.host_dim = {m.host_dim}; expected 0 (off) or an embedding size")
     if not 0 <= cfg.model.dropout < 1:
         raise ConfigError(f"model.dropout = {cfg.model.dropout}; expected a value in [0, 1)")
     e = cfg.encode
@@ -282,13 +319,20 @@ def validate(cfg: Config) -> Config:
     negative = {k: v for k, v in budgets.items() if v < 0}
     if negative or not sum(budgets.values()):
         raise ConfigError(f"encode field weights {negative or budgets}: expected weights >= 0 with a positive sum")
-    room = e.max_len - 5  # at most 5 special tokens per row
-    starved = [k for k, v in budgets.items() if v and int(v * room / sum(budgets.values())) < 1]
-    if starved:
-        raise ConfigError(f"encode.max_len = {e.max_len} leaves {starved} no token at these field weights "
-                          f"{budgets}; raise max_len or that weight, or set it to 0 to leave the field out")
-    if e.max_len < 16:
-        raise ConfigError(f"encode.max_len = {e.max_len}; expected at least 16")
+    sequences = [("max_len", e.max_len, budgets)]
+    if e.inputs == "dual":
+        sequences = [("max_len", e.max_len, {k: budgets[k] for k in ("title_weight", "question_weight")}),
+                     ("answer_max_len", e.answer_max_len, {k: budgets[k] for k in ("title_weight", "answer_weight")})]
+    for key, max_len, weights in sequences:
+        if max_len < 16:
+            raise ConfigError(f"encode.{key} = {max_len}; expected at least 16")
+        if not sum(weights.values()):
+            raise ConfigError(f"encode field weights {weights}: the sequence of encode.{key} needs a positive one")
+        room = max_len - 5  # at most 5 special tokens per row
+        starved = [k for k, v in weights.items() if v and int(v * room / sum(weights.values())) < 1]
+        if starved:
+            raise ConfigError(f"encode.{key} = {max_len} leaves {starved} no token at these field weights "
+                              f"{weights}; raise {key} or that weight, or set it to 0 to leave the field out")
     if not 0.0 <= e.head_share <= 1.0:
         raise ConfigError(f"encode.head_share = {e.head_share}; expected a value in [0, 1]")
     if cfg.folds.n_folds < 2:
@@ -296,9 +340,12 @@ def validate(cfg: Config) -> Config:
     bad = [f for f in cfg.train.folds if not 0 <= f < cfg.folds.n_folds]
     if bad:
         raise ConfigError(f"train.folds = {cfg.train.folds}: folds {bad} outside 0..{cfg.folds.n_folds - 1}")
-    for key in ("batch_size", "grad_accum", "epochs", "eval_batch_size", "pad_multiple"):
+    for key in ("batch_size", "grad_accum", "eval_batch_size", "pad_multiple"):
         if getattr(cfg.train, key) < 1:
             raise ConfigError(f"train.{key} = {getattr(cfg.train, key)}; expected at least 1")
+    if t.epochs < 0 or t.epochs + t.head_only_epochs < 1:
+        raise ConfigError(f"train.epochs = {t.epochs}, train.head_only_epochs = {t.head_only_epochs}: expected "
+                          "epochs >= 0 and at least one epoch in all")
     return cfg
 
 

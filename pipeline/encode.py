@@ -1,7 +1,11 @@
-"""Question/answer rows into two-segment transformer inputs, cached on disk.
+"""Question/answer rows into transformer inputs, cached on disk.
 
-triple: [CLS] title [SEP] body [SEP] answer [SEP]   (segment 0 up to the body's [SEP], then 1)
-pair:   [CLS] title body [SEP] answer [SEP]
+encode.inputs = "joint": one sequence per row
+  triple: [CLS] title [SEP] body [SEP] answer [SEP]   (segment 0 up to the body's [SEP], then 1)
+  pair:   [CLS] title body [SEP] answer [SEP]
+encode.inputs = "dual": two sequences per row (2nd/6th place), each with its own length and budgets
+  question: [CLS] title [SEP] body [SEP]     (max_len; title/question weights)
+  answer:   [CLS] title [SEP] answer [SEP]   (answer_max_len; title/answer weights)
 RoBERTa-style vocabularies get <s> ... </s></s> ... </s>; families without segment embeddings get
 all-zero segments. Each field has a token budget; budget a short field leaves unused flows to the
 others, and a field longer than its share keeps its head and its tail.
@@ -17,40 +21,67 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import files, layout, modeldir
+from . import batching, files, layout, modeldir
 from . import tokenizer as tokenizer_lib
 from .errors import UsageError
-from .schema import ANSWER, BODY, ID, TEXT_COLUMNS, TITLE
+from .schema import ID, TEXT_COLUMNS
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 1  # bump when the layout of encoded arrays changes
-ARRAYS = ("qa_id", "token_ids", "segment_ids", "padding_mask", "lengths", "field_lengths")
+FORMAT_VERSION = 2  # bump when the layout of encoded arrays changes
+INPUT_NAMES = batching.INPUT_NAMES
+
+
+@dataclass(frozen=True)
+class SequenceSpec:
+    prefix: str  # "" (joint), "question_" or "answer_" (dual): model input names are prefix + INPUT_NAMES
+    fields: tuple[tuple[int, ...], ...]  # per segment field: the TEXT_COLUMNS it concatenates
+    weights: tuple[int, ...]  # field weights -> budgets
+    max_len: int
+
+    def names(self) -> list[str]:
+        return ["+".join(TEXT_COLUMNS[i] for i in f) for f in self.fields]
+
+
+def sequence_specs(settings) -> list[SequenceSpec]:
+    s = settings
+    if s.inputs == "dual":
+        return [SequenceSpec("question_", ((0,), (1,)), (s.title_weight, s.question_weight), s.max_len),
+                SequenceSpec("answer_", ((0,), (2,)), (s.title_weight, s.answer_weight), s.answer_max_len)]
+    if s.mode == "pair":
+        return [SequenceSpec("", ((0, 1), (2,)), (s.title_weight + s.question_weight, s.answer_weight), s.max_len)]
+    return [SequenceSpec("", ((0,), (1,), (2,)), (s.title_weight, s.question_weight, s.answer_weight), s.max_len)]
 
 
 @dataclass
 class Encoded:
     qa_id: np.ndarray  # (N,) int64
-    token_ids: np.ndarray  # (N, max_len) int32
-    segment_ids: np.ndarray  # (N, max_len) int32
-    padding_mask: np.ndarray  # (N, max_len) int32, 1 on real tokens
-    lengths: np.ndarray  # (N,) int32 true length after truncation
+    arrays: dict  # model inputs by name, each (N, that sequence's max_len) int32
+    seq_lengths: np.ndarray  # (N, S) int32 true length of each sequence after truncation
     field_lengths: np.ndarray  # (N, 3) int32 title/body/answer tokens before truncation
+    prefixes: tuple = ("",)  # one per sequence
     tokenizer_fingerprint: str = ""
 
-    def inputs(self, rows=slice(None)) -> dict[str, np.ndarray]:
-        return {"token_ids": self.token_ids[rows], "segment_ids": self.segment_ids[rows],
-                "padding_mask": self.padding_mask[rows]}
+    @property
+    def lengths(self) -> np.ndarray:
+        """Tokens per row over all sequences: the length that bucketing sorts by."""
+        return self.seq_lengths.sum(axis=1)
+
+    def feed(self, rows=slice(None)) -> batching.Feed:
+        return batching.Feed({k: v[rows] for k, v in self.arrays.items()}, self.seq_lengths[rows], self.prefixes)
 
     def save(self, path: Path) -> Path:
         with files.atomic_path(path, suffix=".npz") as tmp:
-            np.savez(tmp, tokenizer_fingerprint=np.array(self.tokenizer_fingerprint),
-                     **{k: getattr(self, k) for k in ARRAYS})
+            np.savez(tmp, tokenizer_fingerprint=np.array(self.tokenizer_fingerprint), qa_id=self.qa_id,
+                     seq_lengths=self.seq_lengths, field_lengths=self.field_lengths,
+                     prefixes=np.array(self.prefixes), **{f"input/{k}": v for k, v in self.arrays.items()})
         return path
 
     @classmethod
     def load(cls, path: Path) -> "Encoded":
         with np.load(path) as z:
-            return cls(**{k: z[k] for k in ARRAYS}, tokenizer_fingerprint=str(z["tokenizer_fingerprint"]))
+            arrays = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("input/")}
+            return cls(z["qa_id"], arrays, z["seq_lengths"], z["field_lengths"], tuple(map(str, z["prefixes"])),
+                       str(z["tokenizer_fingerprint"]))
 
 
 def allocate(lengths: list[int], budgets: list[int], total: int) -> list[int]:
@@ -76,51 +107,58 @@ def head_tail(ids: list[int], keep: int, head_share: float) -> list[int]:
     return ids[:head] + ids[len(ids) - (keep - head):] if keep > head else ids[:head]
 
 
-def _budgets(settings, available: int, n_fields: int) -> list[int]:
-    raw = [settings.title_weight, settings.question_weight, settings.answer_weight]
-    if n_fields == 2:
-        raw = [raw[0] + raw[1], raw[2]]
-    scaled = [int(b * available / sum(raw)) for b in raw]
+def n_special(tok, spec: SequenceSpec) -> int:
+    """Special tokens per sequence: [CLS] + one [SEP] per field (+1 for RoBERTa's doubled separator)."""
+    return 1 + len(spec.fields) + int(tok.double_sep)
+
+
+def budgets(spec: SequenceSpec, available: int) -> list[int]:
+    scaled = [int(w * available / sum(spec.weights)) for w in spec.weights]
     scaled[-1] += available - sum(scaled)
     return scaled
 
 
+def _spec_lengths(field_lengths: np.ndarray, spec: SequenceSpec) -> np.ndarray:
+    return np.column_stack([field_lengths[:, list(f)].sum(1) for f in spec.fields])
+
+
 def truncation_table(enc: Encoded, tok, settings) -> list[dict]:
-    """Per field: its budget, token lengths before truncation (median, p75, p90) and the share of rows cut."""
-    available = settings.max_len - n_special(tok, settings.mode)
-    lengths = enc.field_lengths
-    if settings.mode == "pair":
-        lengths, names = np.column_stack([lengths[:, 0] + lengths[:, 1], lengths[:, 2]]), ["title+body", ANSWER]
-    else:
-        names = list(TEXT_COLUMNS)
-    budgets = _budgets(settings, available, len(names))
-    kept = np.array([allocate(list(map(int, row)), budgets, available) for row in lengths]).reshape(lengths.shape)
-    return [{"field": name, "budget": budgets[i], "median": float(np.median(lengths[:, i])),
-             "p75": float(np.percentile(lengths[:, i], 75)), "p90": float(np.percentile(lengths[:, i], 90)),
-             "truncated_share": float((kept[:, i] < lengths[:, i]).mean())} for i, name in enumerate(names)]
+    """Per sequence and field: its budget, token lengths before truncation (median, p75, p90), share of rows cut."""
+    rows = []
+    for spec in sequence_specs(settings):
+        available = spec.max_len - n_special(tok, spec)
+        lengths, b = _spec_lengths(enc.field_lengths, spec), budgets(spec, available)
+        kept = np.array([allocate(list(map(int, r)), b, available) for r in lengths]).reshape(lengths.shape)
+        rows += [{"field": spec.prefix + name, "budget": b[i], "median": float(np.median(lengths[:, i])),
+                  "p75": float(np.percentile(lengths[:, i], 75)), "p90": float(np.percentile(lengths[:, i], 90)),
+                  "truncated_share": float((kept[:, i] < lengths[:, i]).mean())} for i, name in enumerate(spec.names())]
+    return rows
 
 
-def n_special(tok, mode: str) -> int:
-    """Special tokens per row: [CLS] + one [SEP] per field (+1 for RoBERTa's doubled separator)."""
-    return (2 if mode == "pair" else 3) + 1 + int(tok.double_sep)
+def truncated_share(enc: Encoded, tok, settings) -> float:
+    """Rows with at least one sequence cut."""
+    cut = np.zeros(len(enc.qa_id), bool)
+    for spec in sequence_specs(settings):
+        cut |= _spec_lengths(enc.field_lengths, spec).sum(1) + n_special(tok, spec) > spec.max_len
+    return float(cut.mean())
 
 
-def assemble(fields: list[list[list[int]]], tok, settings, uses_segments: bool) -> dict[str, np.ndarray]:
-    """fields: per field (title, body, answer), per row, token ids without specials."""
-    pair = settings.mode == "pair"
-    if pair:
-        fields = [[t + b for t, b in zip(fields[0], fields[1])], fields[2]]
-    n, max_len = len(fields[0]), settings.max_len
+def assemble(fields: list[list[list[int]]], tok, spec: SequenceSpec, head_share: float,
+             uses_segments: bool) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """fields: per text column (title, body, answer), per row, token ids without specials -> one sequence's
+    arrays (named prefix + INPUT_NAMES) and its true lengths."""
+    parts_by_field = [[sum((fields[i][r] for i in f), []) for r in range(len(fields[0]))] for f in spec.fields]
+    n, max_len = len(fields[0]), spec.max_len
     sep = [tok.sep_id, tok.sep_id] if tok.double_sep else [tok.sep_id]
-    available = max_len - n_special(tok, settings.mode)
-    budgets = _budgets(settings, available, len(fields))
+    available = max_len - n_special(tok, spec)
+    b = budgets(spec, available)
     token_ids = np.full((n, max_len), tok.pad_id, np.int32)
     segment_ids = np.zeros((n, max_len), np.int32)
     lengths = np.zeros(n, np.int32)
     for r in range(n):
-        parts = [f[r] for f in fields]
-        keep = allocate([len(p) for p in parts], budgets, available)
-        parts = [head_tail(p, k, settings.head_share) for p, k in zip(parts, keep)]
+        parts = [f[r] for f in parts_by_field]
+        keep = allocate([len(p) for p in parts], b, available)
+        parts = [head_tail(p, k, head_share) for p, k in zip(parts, keep)]
         first = [tok.cls_id]
         for p in parts[:-1]:
             first += p + [tok.sep_id]
@@ -131,7 +169,8 @@ def assemble(fields: list[list[list[int]]], tok, settings, uses_segments: bool) 
             segment_ids[r, len(first):len(row)] = 1
         lengths[r] = len(row)
     padding_mask = (np.arange(max_len)[None, :] < lengths[:, None]).astype(np.int32)
-    return {"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": padding_mask, "lengths": lengths}
+    arrays = {"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": padding_mask}
+    return {spec.prefix + k: v for k, v in arrays.items()}, lengths
 
 
 def tokenize_columns(frame: pd.DataFrame, tok, chunk: int = 2048, desc: str = "tokenize") -> list[list[list[int]]]:
@@ -147,17 +186,21 @@ def tokenize_columns(frame: pd.DataFrame, tok, chunk: int = 2048, desc: str = "t
 
 def encode_frame(frame: pd.DataFrame, tok, settings, uses_segments: bool) -> Encoded:
     fields = tokenize_columns(frame, tok)
-    arrays = assemble(fields, tok, settings, uses_segments)
+    specs = sequence_specs(settings)
+    arrays, lengths = {}, []
+    for spec in specs:
+        a, n = assemble(fields, tok, spec, settings.head_share, uses_segments)
+        arrays.update(a)
+        lengths.append(n)
     field_lengths = np.array([[len(f[r]) for f in fields] for r in range(len(frame))], np.int32).reshape(-1, 3)
-    return Encoded(frame[ID].to_numpy(np.int64), field_lengths=field_lengths,
-                   tokenizer_fingerprint=tok.fingerprint, **arrays)
+    return Encoded(frame[ID].to_numpy(np.int64), arrays, np.column_stack(lengths).astype(np.int32), field_lengths,
+                   tuple(s.prefix for s in specs), tok.fingerprint)
 
 
 def cache_key(frame: pd.DataFrame, tok, settings, uses_segments: bool) -> str:
     content = pd.util.hash_pandas_object(frame[[ID, *TEXT_COLUMNS]], index=False).to_numpy().tobytes()
-    return files.sha256_text(FORMAT_VERSION, files.sha256_text(content), tok.fingerprint, settings.mode,
-                             settings.max_len, settings.title_weight, settings.question_weight,
-                             settings.answer_weight, settings.head_share, uses_segments)[:16]
+    return files.sha256_text(FORMAT_VERSION, files.sha256_text(content), tok.fingerprint, sequence_specs(settings),
+                             settings.head_share, uses_segments)[:16]
 
 
 def for_model(cfg):
@@ -166,9 +209,11 @@ def for_model(cfg):
     tok = tokenizer_lib.load(info.path)
     if tok.vocab_size > info.vocab_size > 0:
         raise UsageError(f"{info.path}: tokenizer has {tok.vocab_size} tokens but the model only {info.vocab_size}")
-    if cfg.encode.max_len > info.max_positions:
-        raise UsageError(f"encode.max_len = {cfg.encode.max_len} exceeds the model's {info.max_positions} positions "
-                         f"({info.path / 'config.json'})")
+    for spec in sequence_specs(cfg.encode):
+        if spec.max_len > info.max_positions:
+            key = "answer_max_len" if spec.prefix == "answer_" else "max_len"
+            raise UsageError(f"encode.{key} = {spec.max_len} exceeds the model's {info.max_positions} positions "
+                             f"({info.path / 'config.json'})")
     return tok, info
 
 
@@ -176,7 +221,8 @@ def encode_cached(settings, cache_dir: Path, frame: pd.DataFrame, split: str, to
                   uses_segments: bool) -> tuple[Encoded, Path]:
     """Encode `frame`, reusing cache_dir when data, tokenizer and settings are unchanged."""
     key = cache_key(frame, tok, settings, uses_segments)
-    path = layout.cache_file(cache_dir, split, settings.mode, settings.max_len, key)
+    path = layout.cache_file(cache_dir, split, settings.inputs if settings.inputs == "dual" else settings.mode,
+                             settings.max_len, key)
     if path.is_file():
         try:
             return Encoded.load(path), path
@@ -186,8 +232,8 @@ def encode_cached(settings, cache_dir: Path, frame: pd.DataFrame, split: str, to
         raise UsageError(f"nothing to encode: the {split} rows are empty")
     enc = encode_frame(frame, tok, settings, uses_segments)
     enc.save(path)
-    truncated = float((enc.field_lengths.sum(1) + n_special(tok, settings.mode) > settings.max_len).mean())
-    log.info("encoded %d %s rows -> %s (%.0f%% truncated)", len(frame), split, path.name, 100 * truncated)
+    log.info("encoded %d %s rows -> %s (%.0f%% truncated)", len(frame), split, path.name,
+             100 * truncated_share(enc, tok, settings))
     return enc, path
 
 

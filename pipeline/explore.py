@@ -34,9 +34,11 @@ def length_table(cfg, split: str = "train") -> pd.DataFrame:
     frame = data.load(cfg, split)
     enc, _ = encode.encode_cached(cfg.encode, cfg.cache_dir, frame, split, tok, info.uses_segments)
     lengths = pd.DataFrame(enc.field_lengths, columns=["title", "body", "answer"])
-    lengths["total"] = lengths.sum(axis=1) + encode.n_special(tok, cfg.encode.mode)
+    specs = encode.sequence_specs(cfg.encode)  # dual: the title is in both sequences
+    lengths["total"] = sum(lengths.iloc[:, [i for f in s.fields for i in f]].sum(axis=1) + encode.n_special(tok, s)
+                           for s in specs)
     budgets = {"title": cfg.encode.title_weight, "body": cfg.encode.question_weight,
-               "answer": cfg.encode.answer_weight, "total": cfg.encode.max_len}
+               "answer": cfg.encode.answer_weight, "total": sum(s.max_len for s in specs)}
     rows = {c: {"median": lengths[c].median(), "p75": lengths[c].quantile(0.75), "p90": lengths[c].quantile(0.9),
                 "budget": budgets[c], "over_budget": float((lengths[c] > budgets[c]).mean())} for c in lengths}
     return pd.DataFrame(rows).T, lengths

@@ -4,7 +4,8 @@ output/                            (cfg.output.dir)
   folds.csv folds.json cache/ submission.csv
   runs/<run>/                      Run: one training run
     config.toml run.json model.json tokenizer/ oof.csv summary.json postprocess.json
-    fold<k>/                       Fold: model.weights.h5 oof.csv test.csv history.csv metrics.json finished.json
+    fold<k>/                       Fold: model.weights.h5 targets.json oof.csv test.csv history.csv metrics.json
+                                   finished.json
     probes/fold<k>.json            step-limited throughput probes (never a finished fold)
     report/                        report.json report.md *.png
     predictions/<csv stem>.csv     `predict` outputs (+ .json stamps)
@@ -30,6 +31,7 @@ class Fold:
     test = property(lambda self: self.root / "test.csv")
     history = property(lambda self: self.root / "history.csv")
     metrics = property(lambda self: self.root / "metrics.json")
+    coding = property(lambda self: self.root / "targets.json")  # target coding fitted on the fold's training rows
     # Written last, holding the hashes later stages check (weights, test file): the fold is finished.
     finished = property(lambda self: self.root / "finished.json")
 

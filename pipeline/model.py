@@ -1,7 +1,8 @@
 """Backbone loading (offline) and the multi-output regression head, in the keras-hub style.
 
-The model is functional, with inputs named token_ids, segment_ids and padding_mask; families
-without segment embeddings simply leave segment_ids unused.
+The model is functional, with inputs named token_ids, segment_ids and padding_mask (one set per
+sequence; dual models prefix them with question_ / answer_); families without segment embeddings
+take no segment_ids.
 """
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ import re
 from pathlib import Path
 
 import keras
+import numpy as np
 from keras import ops
 
-from . import modeldir
+from . import modeldir, targets
+from .batching import INPUT_NAMES
 from .errors import UsageError
+from .schema import CATEGORIES, QUESTION_TARGETS, TARGETS
 
-INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask")
+SEQUENCES = {"joint": ("",), "dual": ("question_", "answer_")}  # input-name prefixes per sequence
 
 
 def load_backbone(path: str | Path, random_init: bool = False) -> keras.Model:
@@ -61,25 +65,61 @@ class WeightedLayerSum(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="quest")
-class MultiSampleDropoutDense(keras.layers.Layer):
-    """Dense(units) on `samples` dropout masks of the same features, logits averaged (samples=1: plain)."""
+class TargetHead(keras.layers.Layer):
+    """Logits of a group of targets: one linear layer over all of them (hidden=0), or one small two-layer head
+    per target (hidden units, GELU; 2nd place). `units` lists each target's output units (ordinal codings have
+    several). Multi-sample dropout: `samples` dropout masks of the same features, logits averaged (1st place)."""
 
-    def __init__(self, units, rate=0.1, samples=1, **kwargs):
+    def __init__(self, units, hidden=0, rate=0.1, samples=1, **kwargs):
         super().__init__(**kwargs)
-        self.units, self.rate, self.samples = units, rate, samples
+        self.units, self.hidden, self.rate, self.samples = [int(u) for u in units], int(hidden), rate, samples
         self.dropout = keras.layers.Dropout(rate)
-        self.dense = keras.layers.Dense(units)
+        if self.hidden:
+            self.hidden_layers = [keras.layers.Dense(self.hidden, activation="gelu", name=f"hidden_{i}")
+                                  for i in range(len(self.units))]
+            self.out_layers = [keras.layers.Dense(u, name=f"out_{i}") for i, u in enumerate(self.units)]
+        else:
+            self.dense = keras.layers.Dense(sum(self.units))
 
     def build(self, input_shape):
-        self.dense.build(input_shape)
+        if self.hidden:
+            for h, o in zip(self.hidden_layers, self.out_layers):
+                h.build(input_shape)
+                o.build((None, self.hidden))
+        else:
+            self.dense.build(input_shape)
+
+    def _logits(self, x):
+        if not self.hidden:
+            return self.dense(x)
+        return ops.concatenate([o(h(x)) for h, o in zip(self.hidden_layers, self.out_layers)], axis=-1)
 
     def call(self, x, training=None):
         if not training or self.samples == 1:
-            return self.dense(self.dropout(x, training=training))
-        return sum(self.dense(self.dropout(x, training=True)) for _ in range(self.samples)) / self.samples
+            return self._logits(self.dropout(x, training=training))
+        return sum(self._logits(self.dropout(x, training=True)) for _ in range(self.samples)) / self.samples
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], sum(self.units))
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "rate": self.rate, "samples": self.samples}
+        return {**super().get_config(), "units": self.units, "hidden": self.hidden, "rate": self.rate,
+                "samples": self.samples}
+
+
+@keras.saving.register_keras_serializable(package="quest")
+class OneHot(keras.layers.Layer):
+    """(B, 1) integer ids -> (B, depth) one-hot rows in the compute dtype (side features)."""
+
+    def __init__(self, depth, **kwargs):
+        super().__init__(**kwargs)
+        self.depth = int(depth)
+
+    def call(self, ids):
+        return ops.one_hot(ops.reshape(ids, (-1,)), self.depth, dtype=self.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "depth": self.depth}
 
 
 def hidden_state_layers(backbone: keras.Model) -> list:
@@ -89,57 +129,148 @@ def hidden_state_layers(backbone: keras.Model) -> list:
     return sorted(layers, key=lambda l: int(l.name.rsplit("_", 1)[1]))
 
 
-@keras.saving.register_keras_serializable(package="quest")
-class QuestModel(keras.Model):
-    """The task model, in keras-hub's Task style: a backbone and the QUEST head as one functional model whose
-    get_config holds every head setting and the backbone's architecture, so one saved description
-    (model_to_json) plus a fold's weights rebuild it with nothing else. Model variants plug in here."""
-
-    def __init__(self, backbone: keras.Model, n_outputs: int = 30, pooling: str = "mean", pool_layers: int = 4,
-                 dropout: float = 0.1, dropout_samples: int = 1, **kwargs):
-        for layer in backbone.layers:
+def _freeze_pooler(backbones):
+    for b in backbones:
+        for layer in b.layers:
             if layer.name == "pooled_dense":  # BERT's pooler: unused by every pooling here, so frozen
                 layer.trainable = False
-        # Inputs the backbone reads, plus padding_mask (pooling); RoBERTa-like families have no segment_ids, and
-        # Keras 3.13 (Kaggle's image) refuses a functional model with an unconnected input.
-        inputs = {n: keras.Input(shape=(None,), dtype="int32", name=n) for n in INPUT_NAMES
-                  if n in backbone.input or n == "padding_mask"}
-        feed = {n: inputs[n] for n in backbone.input}
-        if pooling == "weighted":
-            layers = hidden_state_layers(backbone)[-pool_layers:]
-            states = keras.Model(backbone.input, [l.output for l in layers], name="hidden_states")(feed)
-            sequence = WeightedLayerSum(name="layer_weights")(states)
+
+
+def _pool(backbone, feed: dict, padding_mask, pooling: str, pool_layers: int, prefix: str, states_models: dict):
+    """One sequence's pooled vector. states_models caches one hidden-state model per backbone (a shared
+    tower is called on both sequences with the same weights)."""
+    if pooling in ("weighted", "cls_all_layers"):
+        if id(backbone) not in states_models:
+            layers = hidden_state_layers(backbone)
+            layers = layers if pooling == "cls_all_layers" else layers[-pool_layers:]
+            states_models[id(backbone)] = keras.Model(backbone.input, [l.output for l in layers],
+                                                      name=f"hidden_states_{len(states_models)}")
+        states = states_models[id(backbone)](feed)
+        if pooling == "cls_all_layers":  # softmax-weighted sum of every layer's first token (1st place)
+            return WeightedLayerSum(name=f"{prefix}layer_weights")([h[:, 0, :] for h in states])
+        sequence = WeightedLayerSum(name=f"{prefix}layer_weights")(states)
+    else:
+        out = backbone(feed)
+        sequence = out["sequence_output"] if isinstance(out, dict) else out
+    if pooling == "cls":
+        return sequence[:, 0, :]
+    return MaskedMeanPooling(name=f"{prefix}mean_pool")(sequence, padding_mask)
+
+
+@keras.saving.register_keras_serializable(package="quest")
+class QuestModel(keras.Model):
+    """The task model, in keras-hub's Task style: backbone(s) and the QUEST head as one functional model whose
+    get_config holds every head setting and the backbones' architecture, so one saved description
+    (model_to_json) plus a fold's weights rebuild it with nothing else.
+
+    inputs "joint": one sequence (token_ids, segment_ids, padding_mask). "dual": a question and an answer
+    sequence (question_token_ids ..., answer_token_ids ...), encoded by one shared backbone (siamese) or, when
+    answer_backbone is given, by two; their pooled vectors are concatenated. split_heads (dual): question
+    targets read the question side only, answer targets both. Side features (category one-hot, host
+    embedding; unknown values share bucket 0) are concatenated before the head. The outputs are the target
+    coding's units (sigmoid); decode() turns them into the 30 target columns."""
+
+    def __init__(self, backbone: keras.Model, answer_backbone: keras.Model | None = None, inputs: str = "joint",
+                 pooling: str = "mean", pool_layers: int = 4, head: str = "linear", head_hidden: int = 256,
+                 split_heads: bool = False, dropout: float = 0.1, dropout_samples: int = 1,
+                 categories=(), host_vocab=(), host_dim: int = 16, coding: dict | None = None, **kwargs):
+        kwargs.pop("n_outputs", None)
+        towers = [backbone] + ([answer_backbone] if answer_backbone is not None else [])
+        _freeze_pooler(towers)
+        the_coding = targets.TargetCoding.from_dict(coding) if coding else targets.fit("raw", np.zeros((1, len(TARGETS))))
+        prefixes = SEQUENCES[inputs]
+        tensors, pooled, states_models = {}, [], {}
+        for s, prefix in enumerate(prefixes):
+            tower = towers[min(s, len(towers) - 1)]
+            # The inputs the backbone reads, plus padding_mask (pooling); RoBERTa-like families have no segment_ids,
+            # and Keras 3.13 (Kaggle's image) refuses a functional model with an unconnected input.
+            seq = {n: keras.Input(shape=(None,), dtype="int32", name=prefix + n) for n in INPUT_NAMES
+                   if n in tower.input or n == "padding_mask"}
+            tensors.update({prefix + n: t for n, t in seq.items()})
+            pooled.append(_pool(tower, {n: seq[n] for n in tower.input}, seq["padding_mask"], pooling, pool_layers,
+                                prefix, states_models))
+        side = []
+        if categories:
+            tensors["category_ids"] = keras.Input(shape=(1,), dtype="int32", name="category_ids")
+            side.append(OneHot(len(categories) + 1, name="category_one_hot")(tensors["category_ids"]))
+        if host_vocab:
+            tensors["host_ids"] = keras.Input(shape=(1,), dtype="int32", name="host_ids")
+            emb = keras.layers.Embedding(len(host_vocab) + 1, host_dim, name="host_embedding")(tensors["host_ids"])
+            side.append(keras.layers.Flatten(name="host_vector")(emb))
+        join = lambda parts, name: parts[0] if len(parts) == 1 else keras.layers.Concatenate(name=name)(parts)  # noqa: E731
+        everything = join(pooled + side, "features")
+        n = len(TARGETS)
+        if split_heads and len(pooled) > 1:
+            groups = [(join(pooled[:1] + side, "question_features"), list(range(len(QUESTION_TARGETS)))),
+                      (everything, list(range(len(QUESTION_TARGETS), n)))]
         else:
-            out = backbone(feed)
-            sequence = out["sequence_output"] if isinstance(out, dict) else out
-        if pooling == "cls":
-            pooled = sequence[:, 0, :]
-        else:
-            pooled = MaskedMeanPooling(name="mean_pool")(sequence, inputs["padding_mask"])
-        logits = MultiSampleDropoutDense(n_outputs, dropout, dropout_samples, name="head")(pooled)
+            groups = [(everything, list(range(n)))]
+        units = the_coding.units()
+        logits = [TargetHead([units[c] for c in cols], head_hidden if head == "per_target" else 0, dropout,
+                             dropout_samples, name="head" if len(groups) == 1 else f"head_{g}")(x)
+                  for g, (x, cols) in enumerate(groups)]
+        logits = join(logits, "head_logits")
         outputs = keras.layers.Activation("sigmoid", dtype="float32", name="targets")(logits)
-        super().__init__(inputs=inputs, outputs=outputs, **{"name": "quest_model", **kwargs})
-        self.backbone = backbone
-        self.n_outputs, self.pooling, self.pool_layers = n_outputs, pooling, pool_layers
-        self.dropout, self.dropout_samples = dropout, dropout_samples
+        super().__init__(inputs=tensors, outputs=outputs, **{"name": "quest_model", **kwargs})
+        self.backbone, self.answer_backbone, self.coding = backbone, answer_backbone, the_coding
+        self.settings = {"inputs": inputs, "pooling": pooling, "pool_layers": pool_layers, "head": head,
+                         "head_hidden": head_hidden, "split_heads": split_heads, "dropout": dropout,
+                         "dropout_samples": dropout_samples, "categories": list(categories),
+                         "host_vocab": list(host_vocab), "host_dim": host_dim}
+
+    @property
+    def backbones(self) -> list:
+        return [b for b in (self.backbone, self.answer_backbone) if b is not None]
+
+    def freeze_backbones(self, frozen: bool):
+        """Head-only stage: backbones out of the trainable variables (no gradients, no steps). Recompile after."""
+        for b in self.backbones:
+            b.trainable = not frozen
+        _freeze_pooler(self.backbones)
+
+    def decode(self, outputs) -> np.ndarray:
+        """Model outputs (the coding's units) -> (N, 30) predictions in [0, 1]."""
+        return self.coding.decode(outputs)
+
+    def side_arrays(self, frame) -> dict:
+        """Side-feature inputs of a data frame (ids into this model's vocabularies; 0 = unseen)."""
+        out = {}
+        for name, column, vocab in (("category_ids", "category", self.settings["categories"]),
+                                    ("host_ids", "host", self.settings["host_vocab"])):
+            if vocab:
+                index = {v: i + 1 for i, v in enumerate(vocab)}
+                out[name] = np.array([[index.get(v, 0)] for v in frame[column]], np.int32).reshape(-1, 1)
+        return out
 
     def get_config(self):
-        return {"name": self.name, "trainable": self.trainable,
-                "backbone": _without_dtype(keras.saving.serialize_keras_object(self.backbone)),
-                "n_outputs": self.n_outputs, "pooling": self.pooling, "pool_layers": self.pool_layers,
-                "dropout": self.dropout, "dropout_samples": self.dropout_samples}
+        serialize = lambda b: None if b is None else _without_dtype(keras.saving.serialize_keras_object(b))  # noqa: E731
+        return {"name": self.name, "trainable": self.trainable, "backbone": serialize(self.backbone),
+                "answer_backbone": serialize(self.answer_backbone), **self.settings, "coding": self.coding.to_dict()}
 
     @classmethod
     def from_config(cls, config):
         import keras_hub  # noqa: F401  (registers the backbone classes)
 
-        config = {**config, "backbone": keras.saving.deserialize_keras_object(_without_dtype(config["backbone"]))}
-        return cls(**config)
+        rebuild = lambda d: None if d is None else keras.saving.deserialize_keras_object(_without_dtype(d))  # noqa: E731
+        return cls(**{**config, "backbone": rebuild(config["backbone"]),
+                      "answer_backbone": rebuild(config.get("answer_backbone"))})
 
 
-def build(backbone: keras.Model, n_outputs: int, pooling: str = "mean", pool_layers: int = 4,
-          dropout: float = 0.1, dropout_samples: int = 1) -> QuestModel:
-    return QuestModel(backbone, n_outputs, pooling, pool_layers, dropout, dropout_samples)
+def build(cfg, model_path, coding: targets.TargetCoding, host_vocab=()) -> QuestModel:
+    """The configured model on backbone(s) loaded from model_path (two copies for model.towers = separate)."""
+    m = cfg.model
+    dual = cfg.encode.inputs == "dual"
+    backbone = load_backbone(model_path, m.random_init)
+    answer_backbone = load_backbone(model_path, m.random_init) if dual and m.towers == "separate" else None
+    return QuestModel(backbone, answer_backbone, cfg.encode.inputs, m.pooling, m.pool_layers, m.head, m.head_hidden,
+                      m.split_heads, m.dropout, m.dropout_samples, list(CATEGORIES) if m.category else [],
+                      list(host_vocab) if m.host_dim else [], m.host_dim, coding.to_dict())
+
+
+def host_vocabulary(frame, min_rows: int = 1) -> list[str]:
+    """Hosts with at least min_rows training rows (text metadata only, no labels), most frequent first."""
+    counts = frame["host"].value_counts()
+    return [str(h) for h, n in counts.items() if n >= min_rows]
 
 
 def model_to_json(model: QuestModel) -> str:
@@ -154,21 +285,35 @@ def model_from_json(text: str) -> QuestModel:
     return QuestModel.from_config(description["config"])
 
 
-def model_inputs(model: keras.Model, arrays: dict) -> dict:
-    """The arrays among token_ids / segment_ids / padding_mask that this model takes."""
-    return {k: v for k, v in arrays.items() if k in model.input}
-
-
-def head_variables(model: keras.Model, backbone: keras.Model) -> list:
-    backbone_ids = {id(v) for v in backbone.trainable_variables}
+def head_variables(model: QuestModel) -> list:
+    backbone_ids = {id(v) for b in model.backbones for v in b.trainable_variables}
     return [v for v in model.trainable_variables if id(v) not in backbone_ids]
+
+
+def layer_multipliers(model: QuestModel, decay: float) -> dict[int, float]:
+    """Layer-wise learning-rate decay: id(variable) -> factor on the backbone rate. The top transformer layer
+    gets 1, each lower one `decay` times the one above, the embeddings decay ** n_layers."""
+    if decay == 1.0:
+        return {}
+    out = {}
+    for backbone in model.backbones:
+        layers = hidden_state_layers(backbone)
+        for depth, layer in enumerate(reversed(layers)):
+            out.update({id(v): decay ** depth for v in layer.trainable_variables})
+        out.update({id(v): decay ** len(layers) for v in backbone.trainable_variables if id(v) not in out})
+    return out
 
 
 def load_fold(run_dir, k: int) -> QuestModel:
     """A trained fold, rebuilt from the run's one model description with its weights (checked by hash)."""
     from . import layout, runs
 
-    m = model_from_json(layout.Run(run_dir).model.read_text())
+    run = layout.Run(run_dir)
+    description = json.loads(run.model.read_text())
+    coding = run.fold(k).coding
+    if coding.is_file():  # fitted on the fold's training rows: part of the fold's model
+        description["config"]["coding"] = json.loads(coding.read_text())
+    m = model_from_json(json.dumps(description))
     path = runs.verify_weights(run_dir, k)
     try:
         m.load_weights(path)

@@ -1,52 +1,77 @@
-"""AdamW with two learning rates (backbone, head) on one warm-up + linear-decay schedule."""
+"""AdamW with per-group learning rates (backbone, head, and optionally each backbone layer) on one schedule.
+
+Schedules (train.schedule), all in optimizer steps with a warm-up of train.warmup (share) or
+train.warmup_steps: "linear" (warm-up, then linear to 0), "cosine" (warm-up, then half a cosine to 0),
+"one_cycle" (cosine up from peak/25, cosine down to peak/25/1e4: 6th place).
+"""
 from __future__ import annotations
+
+import math
 
 import keras
 from keras import ops
 
+SCHEDULES = ("linear", "cosine", "one_cycle")
+
 
 @keras.saving.register_keras_serializable(package="quest")
-class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear from 0 to peak over warmup_steps, then linear to 0 at total_steps."""
+class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Peak learning rate shaped by `kind` over total_steps, with warmup_steps of warm-up."""
 
-    def __init__(self, peak, warmup_steps, total_steps):
+    def __init__(self, peak, warmup_steps, total_steps, kind="linear"):
         self.peak, self.warmup_steps, self.total_steps = float(peak), int(warmup_steps), int(total_steps)
+        self.kind = kind
 
     def __call__(self, step):
         step = ops.cast(step, "float32")
-        warm = max(self.warmup_steps, 1)
-        up = step / warm
-        down = (self.total_steps - step) / max(self.total_steps - self.warmup_steps, 1)
-        return self.peak * ops.clip(ops.where(step < warm, up, down), 0.0, 1.0)
+        warm = float(max(self.warmup_steps, 1))
+        up = ops.clip(step / warm, 0.0, 1.0)
+        down = ops.clip((step - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1), 0.0, 1.0)
+        if self.kind == "linear":
+            shape = ops.where(step < warm, up, 1.0 - down)
+        elif self.kind == "cosine":
+            shape = ops.where(step < warm, up, 0.5 * (1.0 + ops.cos(math.pi * down)))
+        else:  # one_cycle
+            start, end = 1.0 / 25, 1.0 / 25 / 1e4
+            rise = start + (1.0 - start) * 0.5 * (1.0 - ops.cos(math.pi * up))
+            fall = end + (1.0 - end) * 0.5 * (1.0 + ops.cos(math.pi * down))
+            shape = ops.where(step < warm, rise, fall)
+        return self.peak * shape
 
     def get_config(self):
-        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps}
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps,
+                "kind": self.kind}
 
 
 @keras.saving.register_keras_serializable(package="quest")
-class TwoGroupAdamW(keras.optimizers.AdamW):
+class GroupAdamW(keras.optimizers.AdamW):
     """AdamW whose `head` variables step at learning_rate * head_multiplier and the others (the backbone) at
-    learning_rate * backbone_multiplier. A group whose multiplier is 0 is frozen: no step, no weight decay.
+    learning_rate * backbone_multiplier, times a per-variable layer factor (layer-wise decay). A variable whose
+    multiplier is 0 is frozen: no step, no weight decay.
 
-    Keras calls update_step once per variable with the current learning rate; the head's variables
-    are recognised by their index in the optimizer's variable list, recorded in build().
+    Keras calls update_step once per variable with the current learning rate; variables are recognised by
+    their index in the optimizer's variable list, recorded in build().
     """
 
     def __init__(self, head_multiplier=1.0, backbone_multiplier=1.0, **kwargs):
         super().__init__(**kwargs)
         self.head_multiplier, self.backbone_multiplier = float(head_multiplier), float(backbone_multiplier)
         self._head_ids: set[int] = set()
-        self._head_index: set[int] = set()
+        self._layer_ids: dict[int, float] = {}
+        self._by_index: dict[int, float] = {}
 
-    def set_head_variables(self, variables):
-        self._head_ids = {id(v) for v in variables}
+    def set_groups(self, head_variables, layer_factors: dict[int, float] | None = None):
+        self._head_ids = {id(v) for v in head_variables}
+        self._layer_ids = dict(layer_factors or {})
 
     def build(self, var_list):
         super().build(var_list)
-        self._head_index = {i for i, v in enumerate(var_list) if id(v) in self._head_ids}
+        self._by_index = {i: self.head_multiplier if id(v) in self._head_ids
+                          else self.backbone_multiplier * self._layer_ids.get(id(v), 1.0)
+                          for i, v in enumerate(var_list)}
 
     def _multiplier(self, variable) -> float:
-        return self.head_multiplier if self._get_variable_index(variable) in self._head_index else self.backbone_multiplier
+        return self._by_index.get(self._get_variable_index(variable), self.backbone_multiplier)
 
     def update_step(self, gradient, variable, learning_rate):
         multiplier = self._multiplier(variable)
@@ -62,17 +87,44 @@ class TwoGroupAdamW(keras.optimizers.AdamW):
                 "backbone_multiplier": self.backbone_multiplier}
 
 
-def make(tcfg, steps_per_epoch: int, head_vars) -> TwoGroupAdamW:
-    """The optimizer for one fold: schedule in optimizer steps (micro-batches / grad_accum). The schedule peaks at
-    lr_backbone (lr_head when the backbone is frozen with lr_backbone = 0); each group scales it to its own rate."""
-    total = max(1, (steps_per_epoch * tcfg.epochs) // tcfg.grad_accum)
-    base = tcfg.lr_backbone or tcfg.lr_head
-    schedule = WarmupLinearDecay(base, int(round(tcfg.warmup * total)), total)
-    opt = TwoGroupAdamW(
+def make(tcfg, optimizer_steps: int, head_vars, layer_factors=None, head_only: bool = False) -> GroupAdamW:
+    """The optimizer for one training stage of `optimizer_steps` steps (micro-batches / grad_accum). The schedule
+    peaks at lr_backbone (at lr_head in a head-only stage or when lr_backbone = 0); each group scales it."""
+    total = max(1, optimizer_steps)
+    base = tcfg.lr_head if head_only else (tcfg.lr_backbone or tcfg.lr_head)
+    warmup = min(tcfg.warmup_steps, total) if tcfg.warmup_steps else int(round(tcfg.warmup * total))
+    schedule = WarmupSchedule(base, warmup, total, tcfg.schedule)
+    opt = GroupAdamW(
         head_multiplier=tcfg.lr_head / base if base else 0.0,
-        backbone_multiplier=tcfg.lr_backbone / base if base else 0.0, learning_rate=schedule,
+        backbone_multiplier=0.0 if head_only or not base else tcfg.lr_backbone / base, learning_rate=schedule,
         weight_decay=tcfg.weight_decay, global_clipnorm=tcfg.clipnorm or None,
-        gradient_accumulation_steps=tcfg.grad_accum if tcfg.grad_accum > 1 else None)
+        gradient_accumulation_steps=tcfg.grad_accum if tcfg.grad_accum > 1 else None,
+        use_ema=tcfg.ema > 0, ema_momentum=tcfg.ema or 0.99)
     opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "layer_norm", "LayerNorm", "layer_logits"])
-    opt.set_head_variables(head_vars)
+    opt.set_groups(head_vars, layer_factors)
     return opt
+
+
+class ema_weights:
+    """Context manager: the model's trainable variables hold the optimizer's moving averages inside the block
+    (evaluate or snapshot the EMA model), the raw weights again after it. A no-op without EMA."""
+
+    def __init__(self, optimizer):
+        self.opt = optimizer
+        self.active = bool(getattr(optimizer, "use_ema", False)) and bool(
+            getattr(optimizer, "_model_variables_moving_average", None))
+        self.saved = []
+
+    def __enter__(self):
+        if self.active:
+            variables = self.opt._trainable_variables
+            self.saved = [ops.copy(v.value) for v in variables]
+            for v, average in zip(variables, self.opt._model_variables_moving_average):
+                v.assign(average)
+        return self
+
+    def __exit__(self, *exc):
+        if self.active:
+            for v, value in zip(self.opt._trainable_variables, self.saved):
+                v.assign(value)
+        return False

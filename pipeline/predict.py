@@ -59,12 +59,17 @@ def _encode_for_run(run_dir: Path, rcfg, frame, cache_dir):
     return encode.encode_cached(rcfg.encode, cache_dir, frame, "predict", tok, info["uses_segments"])[0]
 
 
-def _fold_predict(run_dir, k, enc, t, batch_size, rows=slice(None)) -> np.ndarray:
+def _feed(model, enc, frame, rows=slice(None)) -> batching.Feed:
+    """The model's inputs for some rows: encoded sequences plus side features (from the model's vocabularies)."""
+    return enc.feed().plus(model.side_arrays(frame)).only(model.input).rows(rows)
+
+
+def _fold_predict(run_dir, k, enc, frame, t, batch_size) -> np.ndarray:
     from . import model as model_lib  # TensorFlow: only once a prediction is made
 
     model = model_lib.load_fold(run_dir, k)
-    return batching.predict(model, enc.inputs(rows), enc.lengths[rows], batch_size or t.eval_batch_size,
-                            t.bucketing, t.dynamic_padding, t.pad_multiple)
+    return batching.predict(model, _feed(model, enc, frame), batch_size or t.eval_batch_size, t.bucketing,
+                            t.dynamic_padding, t.pad_multiple)
 
 
 def _predict_with_weights(run_dir, rcfg, frame, folds, cache_dir, batch_size, precision) -> np.ndarray:
@@ -80,12 +85,12 @@ def _predict_with_weights(run_dir, rcfg, frame, folds, cache_dir, batch_size, pr
     total = np.zeros((len(frame), len(TARGETS)))
     for k in folds:
         policy = device.set_precision(precision, kind)  # again per fold: clear_session resets the policy
-        pred = _fold_predict(run_dir, k, enc, t, batch_size)
+        pred = _fold_predict(run_dir, k, enc, frame, t, batch_size)
         keras.backend.clear_session()
         if not np.isfinite(pred).all() and policy != "float32":
             log.warning("%s fold %d: non-finite predictions under %s; recomputing in float32", run_dir.name, k, policy)
             keras.mixed_precision.set_global_policy("float32")
-            pred = _fold_predict(run_dir, k, enc, t, batch_size)
+            pred = _fold_predict(run_dir, k, enc, frame, t, batch_size)
             keras.backend.clear_session()
         total += pred
         log.info("%s: fold %d predicted %d rows (%s)", run_dir.name, k, len(frame), policy)
@@ -110,7 +115,7 @@ def seconds_per_row(run_dir: Path, frame: pd.DataFrame, cache_dir: Path | None =
     rows = np.random.default_rng(0).choice(len(frame), size=min(sample, len(frame)), replace=False)
     model = model_lib.load_fold(run_dir, runs.finished_folds(run_dir)[0])
     t = rcfg.train
-    args = (enc.inputs(rows), enc.lengths[rows], len(rows), False, t.dynamic_padding, t.pad_multiple)
+    args = (_feed(model, enc, frame, rows), len(rows), False, t.dynamic_padding, t.pad_multiple)
     batching.predict(model, *args)
     start = time.perf_counter()
     batching.predict(model, *args)

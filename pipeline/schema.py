@@ -24,3 +24,5 @@ QUESTION_TARGETS = tuple(t for t in TARGETS if t.startswith("question_"))
 ANSWER_TARGETS = tuple(t for t in TARGETS if t.startswith("answer_"))
 TRAIN_COLUMNS = INPUT_COLUMNS + TARGETS
 SUBMISSION_COLUMNS = (ID,) + TARGETS
+# The five StackExchange site groups of the `category` column (side feature; anything else is "unseen").
+CATEGORIES = ("CULTURE", "LIFE_ARTS", "SCIENCE", "STACKOVERFLOW", "TECHNOLOGY")

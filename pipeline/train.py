@@ -24,6 +24,12 @@ class Inputs:
     y: np.ndarray
     fold: np.ndarray
     test_sha: str
+    host_vocab: list
+
+    def feed(self, model, split: str):
+        """All rows of a split as the model's inputs: encoded sequences plus its side features."""
+        enc, frame = (self.enc_train, self.train) if split == "train" else (self.enc_test, self.test)
+        return enc.feed().plus(model.side_arrays(frame)).only(model.input)
 
 
 def prepare(cfg) -> tuple[Inputs, object, object]:
@@ -36,47 +42,84 @@ def prepare(cfg) -> tuple[Inputs, object, object]:
     enc_test, _ = encode.encode_cached(cfg.encode, cache, test, "test", tok, info.uses_segments)
     for enc, split in ((enc_train, "train"), (enc_test, "test")):
         encode.check_fingerprint(enc, tok, split)
+    from .model import host_vocabulary  # TensorFlow only once training starts
+
     inputs = Inputs(train, test, enc_train, enc_test, data.targets(train), folds_lib.read(cfg, train),
-                    files.sha256_file(cfg.data_file("test_file")))
+                    files.sha256_file(cfg.data_file("test_file")), host_vocabulary(train))
     return inputs, info, tok
 
 
-def epoch_eval(tcfg, val_inputs, val_lengths, y_val):
-    """Keras callback: validation Spearman each epoch, best weights kept, optional early stop."""
+def epoch_eval(tcfg, val_feed, y_val):
+    """Keras callback: validation Spearman each epoch (of the EMA weights when train.ema is on), the kept epoch's
+    weights and predictions held (never recomputed), optional early stop. Spans every training stage."""
     import keras
+
+    from . import optim
 
     class _Eval(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.rows, self.best, self.best_epoch, self.best_weights, self.wait = [], -np.inf, -1, None, 0
-            self.best_pred = self.last_pred = None  # validation predictions of the kept epoch: never recomputed
+            self.rows, self.best, self.best_epoch, self.kept_weights, self.wait = [], -np.inf, -1, None, 0
+            self.best_pred = self.last_pred = None
+            self.stopped = False
 
         def on_epoch_end(self, epoch, logs=None):
-            pred = batching.predict(self.model, val_inputs, val_lengths, tcfg.eval_batch_size,
-                                    tcfg.bucketing, tcfg.dynamic_padding, tcfg.pad_multiple)
-            score = metrics.spearman(y_val, pred).mean
+            with optim.ema_weights(self.model.optimizer) as ema:
+                pred = batching.predict(self.model, val_feed, tcfg.eval_batch_size, tcfg.bucketing,
+                                        tcfg.dynamic_padding, tcfg.pad_multiple)
+                score = metrics.spearman(y_val, pred).mean
+                improved = score > self.best
+                if (tcfg.keep == "best" and improved) or (tcfg.keep == "last" and ema.active):
+                    self.kept_weights = self.model.get_weights()
             eps = 1e-7
             val_loss = float(-np.mean(y_val * np.log(pred + eps) + (1 - y_val) * np.log(1 - pred + eps)))
-            lr = float(self.model.optimizer.learning_rate.numpy()) if hasattr(self.model.optimizer.learning_rate, "numpy") else float("nan")
+            lr = self.model.optimizer.learning_rate
             self.rows.append({"epoch": epoch + 1, "loss": float((logs or {}).get("loss", np.nan)),
-                              "val_loss": val_loss, "val_spearman": score, "lr_backbone": lr})
+                              "val_loss": val_loss, "val_spearman": score,
+                              "lr_backbone": float(lr.numpy()) if hasattr(lr, "numpy") else float("nan")})
             log.info("  epoch %d: loss %.4f  val_loss %.4f  val_spearman %.4f", epoch + 1, self.rows[-1]["loss"],
                      val_loss, score)
             self.last_pred = pred
-            if score > self.best:
+            if improved:
                 self.best, self.best_epoch, self.wait, self.best_pred = score, epoch + 1, 0, pred
-                if tcfg.keep == "best":
-                    self.best_weights = self.model.get_weights()
             else:
                 self.wait += 1
                 if tcfg.patience and self.wait >= tcfg.patience:
-                    self.model.stop_training = True
+                    self.model.stop_training = self.stopped = True
 
-        def on_train_end(self, logs=None):
-            if tcfg.keep == "best" and self.best_weights is not None:
-                self.model.set_weights(self.best_weights)
+        def restore(self):
+            """After the last stage: the kept weights (best epoch, or the last epoch's EMA) go into the model."""
+            if self.kept_weights is not None:
+                self.model.set_weights(self.kept_weights)
 
     return _Eval()
+
+
+def stages(tcfg) -> list[tuple[int, bool]]:
+    """(epochs, head_only) per training stage: the head-only stage (backbone frozen) first, last or absent."""
+    full = [(tcfg.epochs, False)] if tcfg.epochs else []
+    if not tcfg.head_only_epochs:
+        return full
+    head = [(tcfg.head_only_epochs, True)]
+    return head + full if tcfg.head_only_stage == "first" else full + head
+
+
+def loss_function(coding, pos_weight: list[float]):
+    """BCE on the coding's units; pos_weight (one value, or one per target) weighs each positive term."""
+    import keras
+    from keras import ops
+
+    if not pos_weight:
+        return keras.losses.BinaryCrossentropy()
+    per_column = np.full(len(TARGETS), pos_weight[0]) if len(pos_weight) == 1 else np.asarray(pos_weight)
+    w = coding.expand(per_column)
+
+    def weighted_bce(y_true, y_pred):
+        p = ops.clip(ops.cast(y_pred, "float32"), 1e-7, 1 - 1e-7)
+        y_true = ops.cast(y_true, "float32")
+        return ops.mean(-(w * y_true * ops.log(p) + (1 - y_true) * ops.log(1 - p)), axis=-1)
+
+    return weighted_bce
 
 
 def _probe(model, ds, tcfg, k: int, batch: int, run_dir) -> dict:
@@ -101,46 +144,59 @@ def _probe(model, ds, tcfg, k: int, batch: int, run_dir) -> dict:
 def train_fold(cfg, k: int, inp: Inputs, info, strat, run_dir) -> dict:
     import keras
 
-    from . import model as model_lib, optim
+    from . import model as model_lib, optim, targets
 
     tcfg = cfg.train
     keras.utils.set_random_seed(tcfg.seed * 1000 + k)  # derived from the run seed: a resumed fold repeats
     tr, va = np.flatnonzero(inp.fold != k), np.flatnonzero(inp.fold == k)
+    coding = targets.fit(tcfg.targets, inp.y[tr])  # training rows only
     replicas = strat.num_replicas_in_sync
     batch = tcfg.batch_size * replicas
     steps = -(-len(tr) // batch)
     with strat.scope():
-        backbone = model_lib.load_backbone(info.path, cfg.model.random_init)
-        model = model_lib.build(backbone, len(TARGETS), cfg.model.pooling, cfg.model.pool_layers,
-                                cfg.model.dropout, cfg.model.dropout_samples)
-        opt = optim.make(tcfg, steps, model_lib.head_variables(model, backbone))
-        model.compile(optimizer=opt, loss=keras.losses.BinaryCrossentropy(), jit_compile=tcfg.xla)
-    ds = batching.train_dataset(model_lib.model_inputs(model, inp.enc_train.inputs(tr)), inp.y[tr],
-                                inp.enc_train.lengths[tr], batch, tcfg.seed * 1000 + k, tcfg.bucketing,
-                                tcfg.dynamic_padding, tcfg.pad_multiple)
+        model = model_lib.build(cfg, info.path, coding, inp.host_vocab)
+        loss = loss_function(coding, tcfg.pos_weight)
+        factors = model_lib.layer_multipliers(model, tcfg.lr_layer_decay)
+    train_feed, test_feed = inp.feed(model, "train"), inp.feed(model, "test")
+    ds = batching.train_dataset(train_feed.rows(tr), coding.encode(inp.y[tr]), batch, tcfg.seed * 1000 + k,
+                                tcfg.bucketing, tcfg.dynamic_padding, tcfg.pad_multiple)
     run = layout.Run(run_dir)
     if not run.model.is_file():
         files.write_text(run.model, model_lib.model_to_json(model))
-    log.info("fold %d: %d train rows, %d validation rows, %d steps/epoch", k, len(tr), len(va), steps)
+    log.info("fold %d: %d train rows, %d validation rows, %d steps/epoch, stages %s", k, len(tr), len(va), steps,
+             stages(tcfg))
+    out = run.fold(k)
     if tcfg.max_steps:
+        with strat.scope():
+            model.compile(optimizer=optim.make(tcfg, tcfg.max_steps, model_lib.head_variables(model), factors),
+                          loss=loss, jit_compile=tcfg.xla)
         return _probe(model, ds, tcfg, k, batch, run_dir)
-    val_inputs, val_len = inp.enc_train.inputs(va), inp.enc_train.lengths[va]
-    callback = epoch_eval(tcfg, val_inputs, val_len, inp.y[va])
-    start = time.perf_counter()
-    model.fit(ds, epochs=tcfg.epochs, callbacks=[callback, *progress.callbacks(tcfg, f"fold {k}", steps, batch)],
-              verbose=progress.keras_verbose(tcfg))
+    callback = epoch_eval(tcfg, train_feed.rows(va), inp.y[va])
+    start, epoch = time.perf_counter(), 0
+    for n_epochs, head_only in stages(tcfg):
+        model.freeze_backbones(head_only)
+        with strat.scope():
+            opt = optim.make(tcfg, steps * n_epochs // tcfg.grad_accum, model_lib.head_variables(model), factors,
+                             head_only)
+            model.compile(optimizer=opt, loss=loss, jit_compile=tcfg.xla)
+        what = f"fold {k}" + (" (head only)" if head_only else "")
+        model.fit(ds, initial_epoch=epoch, epochs=epoch + n_epochs, verbose=progress.keras_verbose(tcfg),
+                  callbacks=[callback, *progress.callbacks(tcfg, what, steps, batch)])
+        epoch += n_epochs
+        if callback.stopped:
+            break
+    callback.restore()
     seconds = time.perf_counter() - start
-    predict = lambda enc, rows=slice(None): batching.predict(  # noqa: E731
-        model, enc.inputs(rows), enc.lengths[rows], tcfg.eval_batch_size, tcfg.bucketing, tcfg.dynamic_padding,
-        tcfg.pad_multiple)
     oof = callback.best_pred if tcfg.keep == "best" else callback.last_pred
     score = metrics.spearman(inp.y[va], oof)
-    out = run.fold(k)
+    files.write_json(out.coding, coding.to_dict())
     with files.atomic_path(out.weights, suffix=".weights.h5") as tmp:
         model.save_weights(tmp)
         weights_sha = files.sha256_file(tmp)
+    test_pred = batching.predict(model, test_feed, tcfg.eval_batch_size, tcfg.bucketing, tcfg.dynamic_padding,
+                                 tcfg.pad_multiple)
     files.write_csv(out.oof, submission.predictions_frame(inp.train[ID].to_numpy()[va], oof))
-    files.write_csv(out.test, submission.predictions_frame(inp.test[ID], predict(inp.enc_test)))
+    files.write_csv(out.test, submission.predictions_frame(inp.test[ID], test_pred))
     files.write_csv(out.history, pd.DataFrame(callback.rows))
     result = {"fold": k, "val_spearman": score.mean, "n_constant": score.n_constant,
               "best_epoch": callback.best_epoch if tcfg.keep == "best" else len(callback.rows),

@@ -85,17 +85,27 @@ def tiny_train_config(tmp: Path, data_dir: Path, model_dir: Path, **sets) -> con
     return make_config(tmp, data_dir, model_dir, **{**base, **sets})
 
 
+# The second trained run: a dual-tower variant (2nd/6th place style), so bundling, the Kaggle notebook and the
+# ensemble are exercised on a model that is rebuilt from nothing but its run directory.
+DUAL_RUN = {"train.run_name": "dual-s2", "encode.inputs": "dual", "encode.answer_max_len": "96",
+            "model.towers": "separate", "model.head": "per_target", "model.head_hidden": "16",
+            "model.split_heads": "true", "model.category": "true", "model.host_dim": "4", "train.targets": "ordinal"}
+
+
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, synth_dir, tiny_model_dir):
-    """Two finished tiny runs on generated data sharing one folds.csv: (config, [run_dir_a, run_dir_b])."""
+    """Two finished tiny runs on generated data sharing one folds.csv: (config of the first, [run_dir_a,
+    run_dir_b]); the second is the dual-tower variant DUAL_RUN."""
+    import copy
+
     from pipeline import stages
 
     tmp = tmp_path_factory.mktemp("trained")
     cfg = tiny_train_config(tmp, synth_dir, tiny_model_dir)
     stages.folds(cfg)
-    run_dirs = []
-    for seed in (1, 2):
-        cfg.train.seed = seed
-        run_dirs.append(stages.train(cfg)[0])
     cfg.train.seed = 1
+    dual = copy.deepcopy(cfg)
+    for key, value in {**DUAL_RUN, "train.seed": "2"}.items():
+        config._override(dual, f"{key}={value}")
+    run_dirs = [stages.train(cfg)[0], stages.train(config.validate(dual))[0]]
     return cfg, run_dirs

@@ -33,7 +33,7 @@ def test_other_hf_families_build_from_config(tmp_path, family):
         if "no converter" in str(err) and keras_hub.__version__ < "0.32":  # Kaggle's image: keras-hub 0.26
             pytest.skip(f"keras-hub {keras_hub.__version__} cannot convert HF {family} (the bundle ships 0.32)")
         raise
-    m = model.build(bb, 30, pooling="mean")
+    m = model.QuestModel(bb, pooling="mean")
     x = {"token_ids": np.full((2, 12), 5, "int32"), "segment_ids": np.zeros((2, 12), "int32"),
          "padding_mask": np.ones((2, 12), "int32")}
     assert np.asarray(m(x)).shape == (2, 30)
@@ -90,10 +90,11 @@ def test_roberta_style_bpe_vocabulary_gets_its_own_specials(tmp_path, layout):
         keras_hub.models.RobertaTokenizer(vocabulary=vocab, merges=merges).save_to_preset(str(tmp_path))
     tok = tokenizer.load(tmp_path)
     assert tok.double_sep and tok.decode([tok.cls_id]) == "<s>" and tok.decode([tok.sep_id]) == "</s>"
-    settings = type("S", (), dict(mode="triple", max_len=40, title_weight=5, question_weight=15,
+    settings = type("S", (), dict(inputs="joint", mode="triple", max_len=40, title_weight=5, question_weight=15,
                                   answer_weight=15, head_share=0.5))
     fields = [tok.encode_batch(["the question"]), tok.encode_batch(["and here"]), tok.encode_batch(["the answer"])]
-    row = encode.assemble(fields, tok, settings, uses_segments=False)["token_ids"][0].tolist()
+    spec, = encode.sequence_specs(settings)
+    row = encode.assemble(fields, tok, spec, 0.5, uses_segments=False)[0]["token_ids"][0].tolist()
     assert row[0] == tok.cls_id and [tok.sep_id, tok.sep_id] == row[row.index(tok.sep_id, row.index(tok.sep_id) + 1):][:2]
     copy = tmp_path / "copy"
     tok.save(copy)  # what a run keeps: reloads as the same tokenizer
@@ -125,9 +126,9 @@ def test_gradient_accumulation_steps_the_optimizer_every_k_batches(tiny_model_di
     from pipeline import config
 
     bb = model.load_backbone(tiny_model_dir, random_init=True)
-    m = model.build(bb, 30)
+    m = model.QuestModel(bb)
     tcfg = config.TrainConfig(grad_accum=2, epochs=1, lr_backbone=1e-3, lr_head=1e-3)
-    opt = optim.make(tcfg, steps_per_epoch=6, head_vars=model.head_variables(m, bb))
+    opt = optim.make(tcfg, 6 // tcfg.grad_accum, head_vars=model.head_variables(m))
     m.compile(optimizer=opt, loss=keras.losses.BinaryCrossentropy())
     x = {"token_ids": np.full((24, 16), 7, "int32"), "segment_ids": np.zeros((24, 16), "int32"),
          "padding_mask": np.ones((24, 16), "int32")}

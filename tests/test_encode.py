@@ -28,23 +28,33 @@ def _fake_tok(double_sep=False):
 
 
 def _settings(**kw):
-    base = dict(mode="triple", max_len=16, title_weight=2, question_weight=5, answer_weight=5, head_share=0.5)
+    base = dict(inputs="joint", mode="triple", max_len=16, answer_max_len=16, title_weight=2, question_weight=5,
+                answer_weight=5, head_share=0.5)
     return SimpleNamespace(**{**base, **kw})
+
+
+def _assemble(fields, tok, settings, uses_segments):
+    """Each sequence of the settings' layout, arrays by input name plus its lengths."""
+    out = {}
+    for spec in encode.sequence_specs(settings):
+        arrays, lengths = encode.assemble(fields, tok, spec, settings.head_share, uses_segments)
+        out.update(arrays, **{spec.prefix + "lengths": lengths})
+    return out
 
 
 def test_assemble_triple_layout_and_segments():
     fields = [[[10, 11]], [[20, 21, 22]], [[30, 31, 32, 33]]]
-    out = encode.assemble(fields, _fake_tok(), _settings(), uses_segments=True)
+    out = _assemble(fields, _fake_tok(), _settings(), uses_segments=True)
     assert out["token_ids"][0].tolist() == [1, 10, 11, 2, 20, 21, 22, 2, 30, 31, 32, 33, 2, 0, 0, 0]
     assert out["segment_ids"][0].tolist() == [0] * 8 + [1] * 5 + [0] * 3
     assert out["padding_mask"][0].tolist() == [1] * 13 + [0] * 3 and out["lengths"][0] == 13
-    flat = encode.assemble(fields, _fake_tok(), _settings(), uses_segments=False)
+    flat = _assemble(fields, _fake_tok(), _settings(), uses_segments=False)
     assert flat["segment_ids"].sum() == 0
 
 
 def test_assemble_roberta_pair_layout_and_truncation():
     fields = [[[10]], [[20, 21]], [list(range(30, 60))]]
-    out = encode.assemble(fields, _fake_tok(double_sep=True), _settings(mode="pair"), uses_segments=False)
+    out = _assemble(fields, _fake_tok(double_sep=True), _settings(mode="pair"), uses_segments=False)
     row = out["token_ids"][0].tolist()
     assert row[:6] == [1, 10, 20, 21, 2, 2] and row[-1] == 2 and len(row) == 16
     assert row[6:8] == [30, 31] and row[-3:-1] == [58, 59]  # answer head and tail kept
@@ -62,9 +72,10 @@ def test_real_rows_round_trip_with_minilm(tmp_path, toy_dir, minilm_dir):
     tok, info = encode.for_model(cfg)
     enc, path = encode.encode_cached(cfg.encode, cfg.cache_dir, train, "train", tok,
                                      info.uses_segments)
-    assert enc.token_ids.dtype == np.int32 and enc.token_ids.shape == (50, 128)
+    token_ids, segment_ids = enc.arrays["token_ids"], enc.arrays["segment_ids"]
+    assert token_ids.dtype == np.int32 and token_ids.shape == (50, 128) and enc.seq_lengths.shape == (50, 1)
     for r in range(len(train)):
-        ids = enc.token_ids[r, :enc.lengths[r]].tolist()
+        ids = token_ids[r, :enc.lengths[r]].tolist()
         title, body, answer = _triple_parts(tok, ids)
         assert ids[0] == tok.cls_id and ids[-1] == tok.sep_id
         n_title = len(tok.encode_batch([train.question_title[r]])[0])
@@ -76,8 +87,8 @@ def test_real_rows_round_trip_with_minilm(tmp_path, toy_dir, minilm_dir):
         assert enc.lengths[r] <= 128
         first_sep = ids.index(tok.sep_id)
         second_sep = ids.index(tok.sep_id, first_sep + 1)
-        assert enc.segment_ids[r, :second_sep + 1].sum() == 0
-        assert enc.segment_ids[r, second_sep + 1:enc.lengths[r]].all()
+        assert segment_ids[r, :second_sep + 1].sum() == 0
+        assert segment_ids[r, second_sep + 1:enc.lengths[r]].all()
     assert (enc.lengths == 128).sum() > 10  # real rows are long: many fill the budget
 
 
@@ -90,7 +101,7 @@ def test_cache_key_changes_with_settings_and_tokenizer(tmp_path, synth_dir, tiny
 
     enc, p1 = cached()
     again, p2 = cached()
-    assert p1 == p2 and np.array_equal(enc.token_ids, again.token_ids)
+    assert p1 == p2 and np.array_equal(enc.arrays["token_ids"], again.arrays["token_ids"])
     cfg.encode.head_share = 0.8
     assert cached()[1] != p1
     cfg.model.path = str(minilm_dir)
@@ -115,6 +126,6 @@ def test_full_size_train_set_encodes_in_seconds(minilm_dir):
     enc = encode.encode_frame(train, tok, _settings(max_len=512, title_weight=30, question_weight=239,
                                                    answer_weight=239), uses_segments=True)
     assert time.perf_counter() - start < 60
-    assert enc.token_ids.shape == (6079, 512)
+    assert enc.arrays["token_ids"].shape == (6079, 512)
     share_long = (enc.field_lengths.sum(1) > 508).mean()
     assert 0.15 < share_long < 0.45  # generated lengths follow the real shape (~28% over 512)

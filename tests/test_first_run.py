@@ -21,8 +21,7 @@ def one_fold(tmp_path_factory, synth_dir, tiny_model_dir):
     stages.folds(cfg)
     calls = []
     real = batching.predict
-    batching.predict = lambda model, inputs, *a, **k: calls.append(len(next(iter(inputs.values())))) or real(
-        model, inputs, *a, **k)
+    batching.predict = lambda model, feed, *a, **k: calls.append(len(feed)) or real(model, feed, *a, **k)
     try:
         run_dir = stages.train(cfg)[0]
     finally:
@@ -125,7 +124,7 @@ def test_the_kept_epoch_is_what_is_saved(tmp_path, synth_dir, tiny_model_dir, ke
     train = data.load(cfg, "train").set_index(ID).loc[oof[ID]].reset_index()
     tok, info = encode.for_model(cfg)
     enc = encode.encode_frame(train, tok, cfg.encode, info.uses_segments)
-    again = batching.predict(model.load_fold(run_dir, 0), enc.inputs(), enc.lengths, 64)
+    again = batching.predict(model.load_fold(run_dir, 0), enc.feed(), 64)
     assert np.allclose(again, oof[list(TARGETS)].to_numpy(), atol=1e-5)  # the weights are that epoch's
 
 

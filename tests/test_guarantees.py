@@ -122,7 +122,7 @@ def test_a_damaged_cache_is_rebuilt_with_a_warning(tmp_path, synth_dir, tiny_mod
     first, path = encode.encode_cached(cfg.encode, cfg.cache_dir, frame, "test", tok, info.uses_segments)
     path.write_bytes(path.read_bytes()[:100])
     again, path2 = encode.encode_cached(cfg.encode, cfg.cache_dir, frame, "test", tok, info.uses_segments)
-    assert path2 == path and np.array_equal(first.token_ids, again.token_ids)
+    assert path2 == path and np.array_equal(first.arrays["token_ids"], again.arrays["token_ids"])
     assert f"{path} is damaged" in caplog.text
     with pytest.raises(ValueError, match="nothing to encode"):
         encode.encode_cached(cfg.encode, tmp_path / "c2", frame.iloc[:0], "test", tok, info.uses_segments)

@@ -23,7 +23,7 @@ def _inputs(n=4, length=24, vocab=200, seed=0):
 
 @pytest.mark.parametrize("pooling, samples", [("mean", 1), ("cls", 1), ("weighted", 4)])
 def test_head_outputs_30_probabilities(backbone, pooling, samples):
-    m = model.build(backbone, 30, pooling=pooling, pool_layers=2, dropout=0.2, dropout_samples=samples)
+    m = model.QuestModel(backbone, pooling=pooling, pool_layers=2, dropout=0.2, dropout_samples=samples)
     assert sorted(i.name for i in m.inputs) == ["padding_mask", "segment_ids", "token_ids"]
     out = np.asarray(m(_inputs(), training=False))
     assert out.shape == (4, 30) and (out > 0).all() and (out < 1).all()
@@ -34,7 +34,7 @@ def test_head_outputs_30_probabilities(backbone, pooling, samples):
 
 
 def test_mean_pooling_ignores_padding(backbone):
-    m = model.build(backbone, 30, pooling="mean", dropout=0.0)
+    m = model.QuestModel(backbone, pooling="mean", dropout=0.0)
     x = _inputs()
     changed = {k: v.copy() for k, v in x.items()}
     changed["token_ids"][0, 10:] = 7  # only padded positions of row 0 change
@@ -42,38 +42,38 @@ def test_mean_pooling_ignores_padding(backbone):
 
 
 def test_weighted_pooling_learns_layer_weights(backbone):
-    m = model.build(backbone, 30, pooling="weighted", pool_layers=2)
-    names = [w.path for w in model.head_variables(m, backbone)]
+    m = model.QuestModel(backbone, pooling="weighted", pool_layers=2)
+    names = [w.path for w in model.head_variables(m)]
     assert any("layer_logits" in n for n in names) and any("head" in n for n in names)
 
 
 def test_custom_layers_round_trip_their_config():
     import keras
 
-    layer = model.MultiSampleDropoutDense(30, rate=0.3, samples=5, name="h")
+    layer = model.TargetHead([1, 3, 2], hidden=8, rate=0.3, samples=5, name="h")
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
-    assert (clone.units, clone.rate, clone.samples) == (30, 0.3, 5)
-    sched = optim.WarmupLinearDecay(1e-3, 10, 100)
+    assert (clone.units, clone.hidden, clone.rate, clone.samples) == ([1, 3, 2], 8, 0.3, 5)
+    sched = optim.WarmupSchedule(1e-3, 10, 100, "cosine")
     assert keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(sched)).get_config() == sched.get_config()
 
 
 @pytest.mark.parametrize("pooling, samples", [("mean", 1), ("weighted", 3), ("cls", 1)])
 def test_the_model_describes_itself(backbone, tmp_path, pooling, samples):
     """One description (backbone architecture + every head setting) and the weights rebuild the same model."""
-    m = model.build(backbone, 30, pooling=pooling, pool_layers=2, dropout=0.2, dropout_samples=samples)
+    m = model.QuestModel(backbone, pooling=pooling, pool_layers=2, dropout=0.2, dropout_samples=samples)
     text = model.model_to_json(m)
     m.save_weights(tmp_path / "w.weights.h5")
     clone = model.model_from_json(text)
     clone.load_weights(tmp_path / "w.weights.h5")
     assert isinstance(clone, model.QuestModel) and type(clone.backbone) is type(backbone)
-    assert (clone.pooling, clone.pool_layers, clone.dropout, clone.dropout_samples) == (pooling, 2, 0.2, samples)
+    assert clone.settings == m.settings and (clone.settings["pooling"], clone.settings["dropout_samples"]) == (pooling, samples)
     assert '"dtype"' not in json.dumps(json.loads(text)["config"]["backbone"]["config"])  # follows the global policy
     x = _inputs()
     assert np.allclose(np.asarray(m(x)), np.asarray(clone(x)), atol=1e-6)
 
 
 def test_schedule_warms_up_then_decays():
-    s = optim.WarmupLinearDecay(1.0, 10, 110)
+    s = optim.WarmupSchedule(1.0, 10, 110)
     values = [float(s(i)) for i in (0, 5, 10, 60, 110, 200)]
     assert values == pytest.approx([0.0, 0.5, 1.0, 0.5, 0.0, 0.0])
 
@@ -84,12 +84,12 @@ def test_two_learning_rates(backbone, frozen):
     import keras
     import tensorflow as tf
 
-    m = model.build(backbone, 30, dropout=0.0)
-    head = model.head_variables(m, backbone)
-    opt = optim.TwoGroupAdamW(head_multiplier=0.0 if frozen == "head" else 1.0,
-                              backbone_multiplier=0.0 if frozen == "backbone" else 1.0, learning_rate=1e-2,
-                              weight_decay=0.1)
-    opt.set_head_variables(head)
+    m = model.QuestModel(backbone, dropout=0.0)
+    head = model.head_variables(m)
+    opt = optim.GroupAdamW(head_multiplier=0.0 if frozen == "head" else 1.0,
+                           backbone_multiplier=0.0 if frozen == "backbone" else 1.0, learning_rate=1e-2,
+                           weight_decay=0.1)
+    opt.set_groups(head)
     before = {id(v): np.array(v.numpy()) for v in m.trainable_variables}
     x, y = _inputs(), np.random.default_rng(0).random((4, 30)).astype("float32")
     with tf.GradientTape() as tape:
@@ -132,10 +132,11 @@ def test_batch_plan_covers_rows_and_buckets_by_length():
 
 
 def test_predict_restores_row_order(backbone):
-    m = model.build(backbone, 30, dropout=0.0)
+    m = model.QuestModel(backbone, dropout=0.0)
     x = _inputs(n=37, length=64, seed=3)
     lengths = np.random.default_rng(0).integers(5, 64, 37)
     x["padding_mask"] = (np.arange(64)[None] < lengths[:, None]).astype("int32")
     direct = np.asarray(m.predict(x, verbose=0))
-    sorted_batches = batching.predict(m, x, lengths, batch_size=8, bucketing=True, dynamic=True, multiple=8)
+    feed = batching.Feed(x, lengths[:, None])
+    sorted_batches = batching.predict(m, feed, batch_size=8, bucketing=True, dynamic=True, multiple=8)
     assert np.allclose(direct, sorted_batches, atol=1e-5)

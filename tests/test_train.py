@@ -79,7 +79,7 @@ def _untrained_and_trained(cfg, run_dir, k, enc_inputs):
 
     keras.utils.set_random_seed(cfg.train.seed * 1000 + k)  # the seed train_fold builds the model with
     bb = model.load_backbone(cfg.path(cfg.model.path), cfg.model.random_init)
-    untrained = model.build(bb, 30, cfg.model.pooling, dropout=cfg.model.dropout)
+    untrained = model.QuestModel(bb, pooling=cfg.model.pooling, dropout=cfg.model.dropout)
     trained = model.load_fold(run_dir, k)
     return np.asarray(untrained.predict(enc_inputs, verbose=0)), np.asarray(trained.predict(enc_inputs, verbose=0))
 
@@ -102,7 +102,7 @@ def test_minilm_fine_tunes_a_few_steps(tmp_path, minilm_dir, toy_dir, synth_dir,
     tok, info = encode.for_model(cfg)
     frame = data.load(cfg, "test")
     enc, _ = encode.encode_cached(cfg.encode, cfg.cache_dir, frame, "test", tok, True)
-    before, after = _untrained_and_trained(cfg, run_dir, 0, enc.inputs())
+    before, after = _untrained_and_trained(cfg, run_dir, 0, enc.arrays)
     assert np.abs(after - before).max() > 1e-3  # the steps moved the model
     history = pd.read_csv(layout.Run(run_dir).fold(0).history)
     assert np.isfinite(history["loss"]).all()
