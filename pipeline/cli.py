@@ -42,8 +42,9 @@ STAGES = (
           lambda s, cfg, a: s.download(cfg, force=a.force)),
     Stage("folds", "write folds.csv once: GroupKFold over question groups, seeded; later stages read it",
           lambda s, cfg, a: s.folds(cfg, force=a.force)),
-    Stage("encode", "tokenise train/test: [CLS] title [SEP] body [SEP] answer [SEP] (encode.mode=triple) or "
-                    "question/answer pairs (pair), per-field budgets, head+tail truncation; cached",
+    Stage("encode", "tokenise train/test: [CLS] title [SEP] body [SEP] answer [SEP] (encode.mode=triple), "
+                    "question/answer pairs (pair) or two sequences (encode.inputs=dual), per-field budgets, "
+                    "head+tail truncation; cached",
           lambda s, cfg, a: s.encode(cfg)),
     Stage("train", "K-fold fine-tuning; resumable: finished folds are skipped; --folds trains a subset",
           lambda s, cfg, a: s.train(cfg)),

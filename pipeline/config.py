@@ -111,15 +111,19 @@ class TrainConfig:
 @dataclass
 class PostprocessConfig:
     """Per-column rank post-processing: chosen on other folds, scored on the held fold (see postprocess.py)."""
-    methods: list[str] = field(default_factory=lambda: ["snap", "round", "clip"])  # candidates per column
+    methods: list[str] = field(default_factory=lambda: ["snap", "round", "clip"])  # candidates per column; also
+    #                                                       "lohi" (low/high clipping) and "kmeans" (k levels)
     round_grids: list[int] = field(default_factory=lambda: [2, 3, 4, 5, 6, 8, 10])  # k in round(p*k)/k
+    kmeans_levels: list[int] = field(default_factory=lambda: [3, 4, 5, 6, 8])  # k of the "kmeans" candidates
     blend: bool = True  # fit it on the ensemble's OOF and apply it to the test blend (the submission)
 
 
 @dataclass
 class EnsembleConfig:
     runs: list[str] = field(default_factory=list)  # run names or dirs; empty means this config's run
-    method: str = "mean"  # "mean", "rank" (average of ranks) or "optimize" (OOF weights, nested)
+    method: str = "mean"  # "mean", "rank" (average of ranks) or "optimize" (OOF weights by coordinate ascent, nested)
+    per_column: bool = False  # optimize: one weight per run and target (6th place) instead of one per run
+    grid: list[float] = field(default_factory=lambda: [0.0, 1.0, 2.0, 4.0])  # optimize: the weights each run may take
     name: str = "ensemble"  # output/ensembles/<name>/
 
 
@@ -277,6 +281,15 @@ def _override(cfg: Config, assignment: str):
 
 
 def validate(cfg: Config) -> Config:
+    from .postprocess import METHODS
+
+    unknown = [m for m in cfg.postprocess.methods if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"postprocess.methods {unknown}: expected names among {', '.join(METHODS)}")
+    if any(g < 0 for g in cfg.ensemble.grid) or not any(g > 0 for g in cfg.ensemble.grid):
+        raise ConfigError(f"ensemble.grid = {cfg.ensemble.grid}: expected weights >= 0, at least one positive")
+    if any(k < 2 for k in cfg.postprocess.kmeans_levels):
+        raise ConfigError(f"postprocess.kmeans_levels = {cfg.postprocess.kmeans_levels}: expected k >= 2")
     if cfg.kaggle.accelerator == "tpu":
         raise ConfigError("kaggle.accelerator = 'tpu': QUEST is a code competition scored from CPU or GPU notebooks "
                           "only; use 'gpu' (P100/T4) or 'none'")

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize
 from scipy.stats import rankdata
 
 from . import config as config_lib
@@ -47,19 +46,40 @@ def write_submission(path: Path, sample: pd.DataFrame, members: list[Path], weig
     return submission.write(path, sample, blend_members([pd.read_csv(m) for m in members], weights, method, pp))
 
 
-def fit_weights(y: np.ndarray, preds: list[np.ndarray], method: str) -> np.ndarray:
-    """Equal weights, or non-negative weights summing to one that maximise OOF Spearman."""
+def _ascend(objective, n: int, grid) -> np.ndarray:
+    """Coordinate ascent over grid weights from equal weights: each pass tries every grid value for every
+    member and keeps a strict improvement; stops when a pass changes nothing. Returns weights summing to one.
+    (A smooth optimiser started at equal weights never moves on this piecewise-constant objective.)"""
+    w = np.ones(n)
+    best = objective(w / n)
+    for _ in range(5):
+        changed = False
+        for i in range(n):
+            for g in grid:
+                trial = w.copy()
+                trial[i] = g
+                if g == w[i] or trial.sum() <= 0:
+                    continue
+                score = objective(trial / trial.sum())
+                if score > best + 1e-9:
+                    best, w, changed = score, trial, True
+        if not changed:
+            break
+    return w / w.sum()
+
+
+def fit_weights(y: np.ndarray, preds: list[np.ndarray], method: str, per_column: bool = False,
+                grid=(0.0, 1.0, 2.0, 4.0)) -> np.ndarray:
+    """Equal weights, or for "optimize" weights from `grid` (normalised to sum to one) that maximise OOF
+    Spearman: one per member, or with per_column one per member and target (shape members x targets)."""
     n = len(preds)
     if method != "optimize" or n == 1:
         return np.full(n, 1.0 / n)
-
-    def to_weights(z):
-        e = np.exp(z - z.max())
-        return e / e.sum()
-
-    objective = lambda z: -metrics.spearman(y, blend(preds, to_weights(z), "mean")).mean  # noqa: E731
-    res = minimize(objective, np.zeros(n), method="Nelder-Mead", options={"maxiter": 60 * n, "xatol": 1e-3})
-    return to_weights(res.x)
+    if per_column:
+        return np.column_stack([
+            _ascend(lambda w, j=j: postprocess.score_column(y[:, j], sum(wi * p[:, j] for wi, p in zip(w, preds))),
+                    n, grid) for j in range(y.shape[1])])
+    return _ascend(lambda w: metrics.spearman(y, blend(preds, w, "mean")).mean, n, grid)
 
 
 def load_members(cfg, run_dirs: list[Path], test_csv: Path):
@@ -100,22 +120,26 @@ def ensemble(cfg, run_names: list[str] | None = None) -> list[Path]:
     y = truth[list(TARGETS)].to_numpy()
     fold, _ = postprocess.split_for_nesting(folds_lib.by_id(cfg, train).loc[common].to_numpy(),
                                             truth[cfg.folds.group_key])
-    method = cfg.ensemble.method
-    weights = fit_weights(y, oof_preds, method)
+    method, e = cfg.ensemble.method, cfg.ensemble
+    weights = fit_weights(y, oof_preds, method, e.per_column, e.grid)
     nested = np.empty_like(y)
     for k in np.unique(fold):  # weights fitted without the held fold
         held = fold == k
-        w = fit_weights(y[~held], [p[~held] for p in oof_preds], method)
+        w = fit_weights(y[~held], [p[~held] for p in oof_preds], method, e.per_column, e.grid)
         nested[held] = blend([p[held] for p in oof_preds], w, method)
+    equal = metrics.spearman(y, blend(oof_preds, np.full(len(oof_preds), 1 / len(oof_preds)), method)).mean
     oof_blend = blend(oof_preds, weights, method)
     pp = {}
     if cfg.postprocess.blend:
-        pp = postprocess.fit(y, nested, fold, TARGETS, y, cfg.postprocess.methods, cfg.postprocess.round_grids)
+        pp = postprocess.fit(y, nested, fold, TARGETS, y, cfg.postprocess.methods, cfg.postprocess.round_grids,
+                             cfg.postprocess.kmeans_levels)
     test_blend = blend_members(tests, weights, method, pp)
     members = {d.name: float(metrics.spearman(y, p).mean) for d, p in zip(run_dirs, oof_preds)}
     score = metrics.spearman(y, nested)
     summary = {"stamp": stamp, "runs": [str(d) for d in run_dirs], "method": method, "weights": dict(zip(members, weights.tolist())),
-               "member_oof_spearman": members, "blend_oof_spearman_nested": score.mean,
+               "per_column": e.per_column and method == "optimize", "member_oof_spearman": members,
+               "blend_oof_spearman_nested": score.mean, "equal_weights_oof_spearman": equal,
+               "nested_gain_over_equal": score.mean - equal,
                "n_constant": score.n_constant, "n_rows": len(common),
                "postprocess": postprocess.summary(pp) if pp else None}
     paths = [files.write_text(out.config, config_lib.to_toml(cfg)),
@@ -128,7 +152,8 @@ def ensemble(cfg, run_names: list[str] | None = None) -> list[Path]:
              files.write_json(out.summary, summary)]  # last: its stamp marks the ensemble current
     pp_line = (f", post-processed {summary['postprocess']['after_nested']:.4f} "
                f"({summary['postprocess']['n_applied']} columns)") if pp else ""
-    log.info("ensemble %s (%s, %d run(s)): nested OOF Spearman %.4f%s; weights %s", cfg.ensemble.name, method,
-             len(run_dirs), score.mean, pp_line, np.round(weights, 3).tolist())
+    log.info("ensemble %s (%s, %d run(s)): nested OOF Spearman %.4f (equal weights %.4f)%s; weights %s",
+             cfg.ensemble.name, method, len(run_dirs), score.mean, equal, pp_line,
+             np.round(weights if weights.ndim == 1 else weights.mean(axis=1), 3).tolist())
     return paths
 

@@ -5,6 +5,8 @@ that tie the way labels tie can rank better. Candidate transforms (all monotone,
   snap   - map each prediction's rank to the train label distribution (same ties as the labels)
   round  - round(p * k) / k for a grid of k
   clip   - tie the lowest q share of predictions together (rare-positive columns)
+  lohi   - per-column low and high clipping: tie the lowest and the highest shares together (2nd place)
+  kmeans - k levels per column from 1-D k-means on the predictions themselves (10th place; label-free)
 Honesty: for each fold, the transform is chosen on the other folds' OOF and applied to the held
 fold; a column keeps its transform only when that nested fold-mean score beats the untouched one.
 """
@@ -18,6 +20,9 @@ from scipy.stats import rankdata
 from .metrics import spearman_column
 
 CLIP_SHARES = (0.25, 0.5, 0.75, 0.9)
+LOHI_LOW = (0.0, 0.02, 0.05, 0.1, 0.2)  # share of predictions tied at the bottom
+LOHI_HIGH = (0.8, 0.9, 0.95, 0.98, 1.0)  # ... and at the top above this share
+METHODS = ("snap", "round", "clip", "lohi", "kmeans")
 log = logging.getLogger(__name__)
 
 
@@ -48,6 +53,11 @@ def apply_one(p: np.ndarray, method: str, params: dict) -> np.ndarray:
         return np.round(p * params["k"]) / params["k"]
     if method == "clip":
         return np.maximum(p, np.quantile(p, params["q"]))
+    if method == "lohi":
+        return np.clip(p, np.quantile(p, params["lo"]), np.quantile(p, params["hi"]))
+    if method == "kmeans":
+        levels = kmeans_levels(p, params["k"])
+        return levels[np.abs(p[:, None] - levels[None, :]).argmin(axis=1)]
     if method == "snap":
         q = (rankdata(p) - 0.5) / len(p)
         idx = np.searchsorted(np.asarray(params["cdf"]), q, side="right")
@@ -55,7 +65,19 @@ def apply_one(p: np.ndarray, method: str, params: dict) -> np.ndarray:
     raise ValueError(f"unknown post-processing method {method!r}")
 
 
-def candidates(y_train_col: np.ndarray, methods, round_grids) -> list[tuple[str, dict]]:
+def kmeans_levels(p: np.ndarray, k: int, iterations: int = 25) -> np.ndarray:
+    """Centres of a deterministic 1-D k-means (Lloyd from quantile starts) of p: the levels predictions snap to."""
+    centres = np.unique(np.quantile(p, (np.arange(k) + 0.5) / k))
+    for _ in range(iterations):
+        nearest = np.abs(p[:, None] - centres[None, :]).argmin(axis=1)
+        moved = np.array([p[nearest == i].mean() if (nearest == i).any() else c for i, c in enumerate(centres)])
+        if np.allclose(moved, centres):
+            break
+        centres = moved
+    return np.sort(centres)
+
+
+def candidates(y_train_col: np.ndarray, methods, round_grids, kmeans_ks=(3, 4, 5, 6, 8)) -> list[tuple[str, dict]]:
     out = [("none", {})]
     if "snap" in methods:
         values, counts = np.unique(np.round(y_train_col, 6), return_counts=True)
@@ -64,19 +86,24 @@ def candidates(y_train_col: np.ndarray, methods, round_grids) -> list[tuple[str,
         out += [("round", {"k": int(k)}) for k in round_grids]
     if "clip" in methods:
         out += [("clip", {"q": q}) for q in CLIP_SHARES]
+    if "lohi" in methods:
+        out += [("lohi", {"lo": lo, "hi": hi}) for lo in LOHI_LOW for hi in LOHI_HIGH if (lo, hi) != (0.0, 1.0)]
+    if "kmeans" in methods:
+        out += [("kmeans", {"k": int(k)}) for k in kmeans_ks]
     return out
 
 
-def _score(y, p) -> float:
+def score_column(y, p) -> float:
+    """Spearman of one column; a constant column scores 0 (as the competition metric treats it)."""
     s = spearman_column(y, p)
     return 0.0 if np.isnan(s) else s
 
 
 def choose(y: np.ndarray, p: np.ndarray, cands) -> tuple[str, dict]:
     """The candidate with the best Spearman on (y, p); 'none' wins ties."""
-    best, best_score = cands[0], _score(y, p)
+    best, best_score = cands[0], score_column(y, p)
     for method, params in cands[1:]:
-        s = _score(y, apply_one(p, method, params))
+        s = score_column(y, apply_one(p, method, params))
         if s > best_score + 1e-12:
             best, best_score = (method, params), s
     return best
@@ -88,8 +115,8 @@ def _nested(y: np.ndarray, p: np.ndarray, fold: np.ndarray, cands) -> tuple[floa
     for k in np.unique(fold):
         held = fold == k
         method, params = choose(y[~held], p[~held], cands)
-        before.append(_score(y[held], p[held]))
-        after.append(_score(y[held], apply_one(p[held], method, params)))
+        before.append(score_column(y[held], p[held]))
+        after.append(score_column(y[held], apply_one(p[held], method, params)))
     return float(np.mean(before)), float(np.mean(after))
 
 
@@ -102,12 +129,12 @@ def _honest(y: np.ndarray, p: np.ndarray, fold: np.ndarray, cands) -> float:
         inner = np.unique(fold[~held])
         keep = len(inner) >= 2 and np.subtract(*_nested(y[~held], p[~held], fold[~held], cands)[::-1]) > 0
         method, params = choose(y[~held], p[~held], cands) if keep else ("none", {})
-        scores.append(_score(y[held], apply_one(p[held], method, params)))
+        scores.append(score_column(y[held], apply_one(p[held], method, params)))
     return float(np.mean(scores))
 
 
 def fit(y: np.ndarray, p: np.ndarray, fold: np.ndarray, columns, y_label_source: np.ndarray,
-        methods=("snap", "round", "clip"), round_grids=(2, 3, 4, 5, 6, 8, 10)) -> dict:
+        methods=("snap", "round", "clip"), round_grids=(2, 3, 4, 5, 6, 8, 10), kmeans_ks=(3, 4, 5, 6, 8)) -> dict:
     """Per column: nested before/after and the transform to use at predict time.
 
     Scores are fold means: each held fold is scored as it is (before) and after the transform chosen
@@ -120,7 +147,7 @@ def fit(y: np.ndarray, p: np.ndarray, fold: np.ndarray, columns, y_label_source:
     if len(np.unique(fold)) < 2:
         raise ValueError("nested post-processing needs predictions from at least two folds (or sub-folds)")
     for j, col in enumerate(columns):
-        cands = candidates(y_label_source[:, j], methods, round_grids)
+        cands = candidates(y_label_source[:, j], methods, round_grids, kmeans_ks)
         before, after = _nested(y[:, j], p[:, j], fold, cands)
         method, params = choose(y[:, j], p[:, j], cands)
         applied = after > before and method != "none"

@@ -113,7 +113,8 @@ def validate_run(cfg, run_dir: Path) -> list[Path]:
     unique = metrics.score_unique_questions(truth, oof, cfg.folds.group_key)
     fold_of = folds.by_id(cfg, train)  # read folds.csv once: nesting below, the baseline further down
     fold, split_note = postprocess.split_for_nesting(fold_of.loc[truth[ID]].to_numpy(), truth[cfg.folds.group_key])
-    pp = postprocess.fit(y, p, fold, TARGETS, y, cfg.postprocess.methods, cfg.postprocess.round_grids)
+    pp = postprocess.fit(y, p, fold, TARGETS, y, cfg.postprocess.methods, cfg.postprocess.round_grids,
+                         cfg.postprocess.kmeans_levels)
     truncation = _truncation(cfg, run_dir, train)
     base = baseline.oof_scores(train, data.targets(train).astype(float), fold_of.loc[train[ID]].to_numpy(),
                                runs.finished_folds(run_dir))

@@ -76,3 +76,33 @@ def test_apply_uses_saved_transforms_and_stays_in_unit_range():
     out = postprocess.apply(p, report, ["a", "b"])
     assert set(out[:, 0]) <= {0.0, 0.5, 1.0} and out.min() >= 0 and out.max() <= 1
     assert np.allclose(out[:, 1], np.clip(p[:, 1], 0, 1))
+
+
+def test_low_high_clipping_and_kmeans_levels():
+    rng = np.random.default_rng(0)
+    p = rng.random(1000)
+    lohi = postprocess.apply_one(p, "lohi", {"lo": 0.1, "hi": 0.9})
+    assert (lohi == lohi.min()).mean() == pytest.approx(0.1, abs=0.01)
+    assert (lohi == lohi.max()).mean() == pytest.approx(0.1, abs=0.01)
+    assert np.array_equal(lohi[(p > np.quantile(p, 0.1)) & (p < np.quantile(p, 0.9))],
+                          p[(p > np.quantile(p, 0.1)) & (p < np.quantile(p, 0.9))])  # the middle is untouched
+    clustered = np.concatenate([rng.normal(c, 0.01, 200) for c in (0.1, 0.5, 0.9)])
+    levels = postprocess.kmeans_levels(clustered, 3)
+    assert np.allclose(levels, [0.1, 0.5, 0.9], atol=0.01)
+    snapped = postprocess.apply_one(clustered, "kmeans", {"k": 3})
+    assert len(np.unique(snapped)) == 3
+    names = {m for m, _ in postprocess.candidates(np.array([0.0, 1.0]), ("lohi", "kmeans"), (), (3, 5))}
+    assert names == {"none", "lohi", "kmeans"}
+
+
+def test_kmeans_and_lohi_are_chosen_nested_and_help_a_discrete_column():
+    """Labels in 4 levels, predictions = labels + noise: collapsing predictions onto levels is chosen on the
+    other folds and scores better on each held fold."""
+    rng = np.random.default_rng(3)
+    y = rng.choice([0.0, 0.0, 0.0, 1 / 3, 2 / 3, 1.0], size=(1200, 1))
+    p = y + rng.normal(0, 0.08, y.shape)
+    fold = np.arange(1200) % 4
+    report = postprocess.fit(y, p, fold, ["c"], y, methods=("kmeans", "lohi"), round_grids=(), kmeans_ks=(3, 4, 5))
+    r = report["c"]
+    assert r["method"] in ("kmeans", "lohi") and r["after_nested"] > r["before"]
+    assert r["after_honest"] > r["before"]

@@ -63,6 +63,42 @@ def test_optimised_weights_prefer_the_better_member():
     assert w[1] > 0.8 and w.min() >= 0 and w.sum() == pytest.approx(1.0)
 
 
+def test_the_optimiser_moves_off_equal_weights_and_per_column_weights_follow_each_target():
+    """Four members (the issue's case: a smooth optimiser returned 0.25 each); one is pure noise, and
+    member 0 is good only on the first 15 targets, member 1 only on the last 15."""
+    rng = np.random.default_rng(1)
+    y = rng.random((500, 30))
+    near = lambda s: y + rng.normal(0, s, y.shape)  # noqa: E731
+    half_a, half_b = near(0.3), near(0.3)
+    half_a[:, 15:], half_b[:, :15] = rng.random((500, 15)), rng.random((500, 15))
+    members = [half_a, half_b, near(0.5), rng.random(y.shape)]
+    w = ensemble.fit_weights(y, members, "optimize")
+    assert not np.allclose(w, 0.25) and w[3] < 0.5 * w[:3].min() and w.sum() == pytest.approx(1.0)
+    wc = ensemble.fit_weights(y, members, "optimize", per_column=True, grid=(0, 1, 2, 4))
+    assert wc.shape == (4, 30) and np.allclose(wc.sum(axis=0), 1.0)
+    assert wc[3].mean() < 0.1  # noise: (nearly) never used
+    assert wc[0, :15].mean() > wc[0, 15:].mean() + 0.2 and wc[1, 15:].mean() > wc[1, :15].mean() + 0.2
+    per_col = metrics.spearman(y, ensemble.blend(members, wc, "mean")).mean
+    equal = metrics.spearman(y, ensemble.blend(members, np.full(4, 0.25), "mean")).mean
+    assert per_col > equal + 0.02
+
+
+def test_optimised_ensemble_reports_its_nested_gain_over_equal_weights(trained):
+    cfg, run_dirs = trained
+    cfg.ensemble.method, cfg.ensemble.per_column, cfg.ensemble.name = "optimize", True, "ens-columns"
+    try:
+        stages.ensemble(cfg, runs=[str(d) for d in run_dirs])
+        summary = files.read_json(layout.ensemble(cfg).summary)
+        weights = files.read_json(layout.ensemble(cfg).weights)["weights"]
+    finally:
+        cfg.ensemble.method, cfg.ensemble.per_column, cfg.ensemble.name = "mean", False, "ensemble"
+    assert summary["per_column"] and np.asarray(weights).shape == (2, 30)
+    assert summary["nested_gain_over_equal"] == pytest.approx(
+        summary["blend_oof_spearman_nested"] - summary["equal_weights_oof_spearman"])
+    sub = pd.read_csv(cfg.submission_file)
+    assert sub[list(TARGETS)].notna().all().all()
+
+
 def test_runs_on_different_folds_cannot_be_blended(trained, tmp_path):
     cfg, run_dirs = trained
     other = tmp_path / "other"
