@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from pipeline import batching, model, optim
+from pipeline import batching, layers, model, optim
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_weighted_pooling_learns_layer_weights(backbone):
 def test_custom_layers_round_trip_their_config():
     import keras
 
-    layer = model.TargetHead([1, 3, 2], hidden=8, rate=0.3, samples=5, name="h")
+    layer = layers.TargetHead([1, 3, 2], hidden=8, rate=0.3, samples=5, name="h")
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
     assert (clone.units, clone.hidden, clone.rate, clone.samples) == ([1, 3, 2], 8, 0.3, 5)
     sched = optim.WarmupSchedule(1e-3, 10, 100, "cosine")
