@@ -159,6 +159,9 @@ class QuestModel(keras.Model):
         for name, column, vocab in (("category_ids", "category", self.settings["categories"]),
                                     ("host_ids", "host", self.settings["host_vocab"])):
             if vocab:
+                if column not in frame.columns:
+                    raise UsageError(f"this model reads the side feature {column!r} (model.category / model.host_dim): "
+                                     f"the rows to predict need a {column!r} column, as test.csv has")
                 index = {v: i + 1 for i, v in enumerate(vocab)}
                 out[name] = np.array([[index.get(v, 0)] for v in frame[column]], np.int32).reshape(-1, 1)
         return out

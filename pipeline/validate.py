@@ -103,7 +103,7 @@ def validate_run(cfg, run_dir: Path) -> list[Path]:
     for k in runs.finished_folds(run_dir):
         runs.verify_weights(run_dir, k)
     stamp = files.sha256_text(oof.to_csv(index=False), cfg.postprocess.methods, cfg.postprocess.round_grids,
-                              REPORT_VERSION)
+                              cfg.postprocess.kmeans_levels, REPORT_VERSION)
     if files.is_current(run.report_json, stamp, run.report_md):
         return [run.report_json, run.report_md, run.postprocess]
     train = data.load(cfg, "train")

@@ -152,6 +152,8 @@ def test_side_features_map_unseen_values_to_one_bucket(backbone):
          "padding_mask": np.ones((3, 16), "int32"), **side}
     out = np.asarray(m(x))
     assert not np.allclose(out[0], out[1], atol=1e-6)  # same text, other category and host: other prediction
+    with pytest.raises(ValueError, match="need a 'host' column"):
+        m.side_arrays(frame[["category"]])
 
 
 # ---- target codings and loss ----
