@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import PipelineError
+from .schema import TARGETS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -313,7 +314,7 @@ def validate(cfg: Config) -> Config:
                           ("lr_layer_decay", 0 < t.lr_layer_decay <= 1, "in (0, 1]"), ("ema", 0 <= t.ema < 1, "in [0, 1)")):
         if not ok:
             raise ConfigError(f"train.{key} = {getattr(t, key)}; expected a value {want}")
-    if len(t.pos_weight) not in (0, 1, 30) or any(w <= 0 for w in t.pos_weight):
+    if len(t.pos_weight) not in (0, 1, len(TARGETS)) or any(w <= 0 for w in t.pos_weight):
         raise ConfigError(f"train.pos_weight = {t.pos_weight}: expected positive values, one for every target "
                           "or 30 (one per target, in sample_submission order), or none")
     m = cfg.model

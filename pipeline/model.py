@@ -153,6 +153,10 @@ class QuestModel(keras.Model):
         """Model outputs (the coding's units) -> (N, 30) predictions in [0, 1]."""
         return self.coding.decode(outputs)
 
+    def feed(self, enc, frame):
+        """This model's inputs for the encoded rows of `frame`: their sequences plus its side features."""
+        return enc.feed().plus(self.side_arrays(frame)).only(self.input)
+
     def side_arrays(self, frame) -> dict:
         """Side-feature inputs of a data frame (ids into this model's vocabularies; 0 = unseen)."""
         out = {}

@@ -59,16 +59,11 @@ def _encode_for_run(run_dir: Path, rcfg, frame, cache_dir):
     return encode.encode_cached(rcfg.encode, cache_dir, frame, "predict", tok, info["uses_segments"])[0]
 
 
-def _feed(model, enc, frame, rows=slice(None)) -> batching.Feed:
-    """The model's inputs for some rows: encoded sequences plus side features (from the model's vocabularies)."""
-    return enc.feed().plus(model.side_arrays(frame)).only(model.input).rows(rows)
-
-
 def _fold_predict(run_dir, k, enc, frame, t, batch_size) -> np.ndarray:
     from . import model as model_lib  # TensorFlow: only once a prediction is made
 
     model = model_lib.load_fold(run_dir, k)
-    return batching.predict(model, _feed(model, enc, frame), batch_size or t.eval_batch_size, t.bucketing,
+    return batching.predict(model, model.feed(enc, frame), batch_size or t.eval_batch_size, t.bucketing,
                             t.dynamic_padding, t.pad_multiple)
 
 
@@ -115,7 +110,7 @@ def seconds_per_row(run_dir: Path, frame: pd.DataFrame, cache_dir: Path | None =
     rows = np.random.default_rng(0).choice(len(frame), size=min(sample, len(frame)), replace=False)
     model = model_lib.load_fold(run_dir, runs.finished_folds(run_dir)[0])
     t = rcfg.train
-    args = (_feed(model, enc, frame, rows), len(rows), False, t.dynamic_padding, t.pad_multiple)
+    args = (model.feed(enc, frame).rows(rows), len(rows), False, t.dynamic_padding, t.pad_multiple)
     batching.predict(model, *args)
     start = time.perf_counter()
     batching.predict(model, *args)

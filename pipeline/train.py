@@ -26,11 +26,6 @@ class Inputs:
     test_sha: str
     host_vocab: list
 
-    def feed(self, model, split: str):
-        """All rows of a split as the model's inputs: encoded sequences plus its side features."""
-        enc, frame = (self.enc_train, self.train) if split == "train" else (self.enc_test, self.test)
-        return enc.feed().plus(model.side_arrays(frame)).only(model.input)
-
 
 def prepare(cfg) -> tuple[Inputs, object, object]:
     tok, info = encode.for_model(cfg)
@@ -157,7 +152,7 @@ def train_fold(cfg, k: int, inp: Inputs, info, strat, run_dir) -> dict:
         model = model_lib.build(cfg, info.path, coding, inp.host_vocab)
         loss = loss_function(coding, tcfg.pos_weight)
         factors = model_lib.layer_multipliers(model, tcfg.lr_layer_decay)
-    train_feed, test_feed = inp.feed(model, "train"), inp.feed(model, "test")
+    train_feed, test_feed = model.feed(inp.enc_train, inp.train), model.feed(inp.enc_test, inp.test)
     ds = batching.train_dataset(train_feed.rows(tr), coding.encode(inp.y[tr]), batch, tcfg.seed * 1000 + k,
                                 tcfg.bucketing, tcfg.dynamic_padding, tcfg.pad_multiple)
     run = layout.Run(run_dir)
