@@ -3,7 +3,8 @@
 
 Arms (--compare):
   paths   baseline (every row padded to max_len, random batches, train-size inference batches) vs pipeline
-          (length-bucketed batches, each cut to its longest row, length-sorted 64-row inference batches)
+          (length-bucketed batches, each cut to its longest row, length-sorted inference batches of
+          train.eval_batch_size = auto: 16 rows on a CPU, 64 on an accelerator)
   inputs  joint (one max_len sequence) vs dual (question and answer sequences of max_len/2 each: equal
           total tokens), both on the pipeline path
 Data: the shared real train rows (../shared/data/google-quest-challenge/train.csv) when present, else
@@ -92,7 +93,7 @@ def arm_config(work: Path, data_dir: Path, model_dir: Path, args, arm: str):
     sets = {"data.dir": data_dir, "model.path": model_dir, "model.random_init": str(args.smoke).lower(),
             "folds.file": work / "folds.csv", "encode.cache_dir": work / "cache", "output.dir": work / f"out-{arm}",
             "train.batch_size": args.batch_size, "train.bucketing": str(not padded).lower(),
-            "train.dynamic_padding": str(not padded).lower(), "train.eval_batch_size": args.batch_size if padded else 64,
+            "train.dynamic_padding": str(not padded).lower(), "train.eval_batch_size": args.batch_size if padded else 0,
             "train.mixed_precision": args.mixed_precision, "train.verbose": 0, "train.lr_backbone": 5e-5,
             "encode.max_len": args.max_len}
     if arm == "dual":
@@ -143,7 +144,8 @@ def worker(args) -> dict:
             epoch_s.append(time.perf_counter() - self.start)
 
     warm_s = warm_shapes(m, feed, y[rows], t)
-    m.fit(ds, epochs=1 + args.repeats, verbose=0, callbacks=[Timer()])  # epoch 1 traces the shapes
+    m.fit(ds, epochs=1 + args.repeats, steps_per_epoch=batching.batches_per_epoch(len(rows), t.batch_size), verbose=0,
+          callbacks=[Timer()])  # epoch 1 traces the shapes
     infer_feed = enc.feed(infer_rows)
     predict = lambda: batching.predict(m, infer_feed, t.eval_batch_size, t.bucketing, t.dynamic_padding,  # noqa: E731
                                        t.pad_multiple)
@@ -195,10 +197,10 @@ def profile(m, ds, feed, t, repeats: int) -> dict:
 
     from pipeline import batching
 
-    input_s = []
+    input_s, epoch = [], ds.take(batching.batches_per_epoch(len(feed), t.batch_size))
     for _ in range(repeats):
         start = time.perf_counter()
-        batches = [b for b in ds]
+        batches = [b for b in epoch]
         input_s.append(time.perf_counter() - start)
     step_s = []
     for _ in range(repeats):

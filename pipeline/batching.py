@@ -48,6 +48,13 @@ class Feed:
         """The inputs a model takes (families without segment embeddings take no segment_ids)."""
         return Feed({k: v for k, v in self.arrays.items() if k in names}, self.seq_lengths, self.prefixes)
 
+    def concat(self, other: "Feed") -> "Feed":
+        """These rows, then other's (same inputs, same sequence widths)."""
+        if other.prefixes != self.prefixes or set(other.arrays) != set(self.arrays):
+            raise ValueError(f"cannot join feeds of inputs {sorted(self.arrays)} and {sorted(other.arrays)}")
+        return Feed({k: np.concatenate([v, other.arrays[k]]) for k, v in self.arrays.items()},
+                    np.concatenate([self.seq_lengths, other.seq_lengths]), self.prefixes)
+
     def plus(self, extra: dict) -> "Feed":
         return Feed({**self.arrays, **extra}, self.seq_lengths, self.prefixes)
 
@@ -99,34 +106,43 @@ def padded_length(longest: int, multiple: int, max_len: int) -> int:
     return int(min(max_len, -(-max(longest, 1) // multiple) * multiple))
 
 
+def batches_per_epoch(n_rows: int, batch_size: int) -> int:
+    return -(-n_rows // batch_size)
+
+
 def train_dataset(feed: Feed, y: np.ndarray, batch_size: int, seed: int, bucketing: bool, dynamic: bool,
-                  multiple: int):
-    """A tf.data pipeline over batches re-planned each epoch (deterministic for a seed). Python only yields each
-    batch's row indices and widths; gathering and slicing run in tf.data's threads, prefetched."""
+                  multiple: int, first_epoch: int = 0, weights: np.ndarray | None = None):
+    """An endless tf.data pipeline of training batches, epoch after epoch from `first_epoch`, each epoch planned
+    anew (deterministic for a seed and epoch number); `fit` takes it with steps_per_epoch = batches_per_epoch.
+    One iterator spans every epoch: a new iterator per epoch (a finite dataset) stalled the first step of an
+    epoch by up to ~7 s on a 2-core CPU (benchmarks/README.md). Python only yields each batch's row indices
+    and widths; gathering and slicing run in tf.data's threads, prefetched. weights: per-row loss weights
+    (e.g. pseudo-labelled rows), yielded as Keras sample weights."""
+    import itertools
+
     import tensorflow as tf
 
-    epoch = {"n": 0}
-    n_batches = -(-len(feed) // batch_size)
     seqs = {k: feed.sequence_of(k) for k in feed.arrays}
     tensors = {k: tf.constant(v, tf.int32) for k, v in feed.arrays.items()}
     targets = tf.constant(y, tf.float32)
+    row_weights = None if weights is None else tf.constant(np.asarray(weights, np.float32))
     lengths = feed.lengths
 
     def plans():
-        rng = np.random.default_rng([seed, epoch["n"]])
-        epoch["n"] += 1
-        for rows in plan(lengths, batch_size, rng, bucketing):
-            yield rows.astype(np.int32), feed.widths(rows, dynamic, multiple)
+        for epoch in itertools.count(first_epoch):
+            for rows in plan(lengths, batch_size, np.random.default_rng([seed, epoch]), bucketing):
+                yield rows.astype(np.int32), feed.widths(rows, dynamic, multiple)
 
     def gather(rows, widths):
         x = {k: tf.gather(t, rows) if seqs[k] is None else tf.gather(t, rows)[:, :widths[seqs[k]]]
              for k, t in tensors.items()}
-        return x, tf.gather(targets, rows)
+        if row_weights is None:
+            return x, tf.gather(targets, rows)
+        return x, tf.gather(targets, rows), tf.gather(row_weights, rows)
 
     spec = (tf.TensorSpec((None,), tf.int32), tf.TensorSpec((len(feed.prefixes),), tf.int32))
     ds = tf.data.Dataset.from_generator(plans, output_signature=spec)
-    ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.apply(tf.data.experimental.assert_cardinality(n_batches)).prefetch(tf.data.AUTOTUNE)
+    return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
 def _predict_fn(model, feed: Feed):
@@ -141,13 +157,22 @@ def _predict_fn(model, feed: Feed):
     return fn
 
 
+def auto_eval_batch() -> int:
+    """train.eval_batch_size = 0: 64 rows on an accelerator; 16 on a CPU, where a batch of 16 computes as many
+    tokens per second as one of 64 and pads less over a few hundred length-sorted rows."""
+    import tensorflow as tf
+
+    return 64 if tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU") else 16
+
+
 def predict(model, feed: Feed, batch_size: int, bucketing: bool = True, dynamic: bool = True,
             multiple: int = 32) -> np.ndarray:
-    """Predictions in the original row order, computed over length-sorted batches; a model with a target
-    coding (QuestModel.decode) gives its 30 columns in [0, 1]."""
+    """Predictions in the original row order, computed over length-sorted batches (batch_size 0: auto_eval_batch);
+    a model with a target coding (QuestModel.decode) gives its 30 columns in [0, 1]."""
     import tensorflow as tf
 
     feed = feed.only(model.input)
+    batch_size = batch_size or auto_eval_batch()
     batches = plan(feed.lengths, batch_size, None, bucketing)
     if tf.distribute.has_strategy():  # under a strategy, let Keras spread batches over the replicas
         def generate():
