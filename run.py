@@ -28,8 +28,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     sub = parser.add_subparsers(dest="stage", required=True, metavar="stage", title="stages")
     for stage in cli.STAGES:
         p = sub.add_parser(stage.name, parents=[common], help=stage.help, description=stage.help)
-        for flags, kwargs in stage.options:
-            p.add_argument(flags, **kwargs)
+        for *flags, kwargs in stage.options:
+            p.add_argument(*flags, **kwargs)
     return parser.parse_args(argv)
 
 

@@ -1,12 +1,15 @@
-"""A Kaggle dataset folder for offline inference, and the kernel metadata beside the notebook.
+"""Kaggle dataset folders: the inference bundle, and the code-only bundle that training kernels run.
 
-Bundle layout (everything inference needs, nothing it does not):
+Bundle layout (everything a kernel needs, nothing it does not):
   pipeline/ run.py configs/ requirements.txt    the code
-  runs/<run>/  config.toml run.json model.json tokenizer/ postprocess.json fold<k>/{weights, metrics, finished}
-  bundle.json                                   runs, blend method and weights, post-processing of the blend
-  postprocess.json                              the blend's fitted post-processing ({} when none)
+  folds/folds.csv folds/folds.json              the split (a training kernel trains on exactly this one)
   wheels/                                       pure-Python wheels the Kaggle image lacks (see wheels.py)
+  bundle.json                                   kind ("inference" or "code"), code commit, library versions;
+                                                inference: runs, blend method and weights
+  runs/<run>/  config.toml run.json model.json tokenizer/ postprocess.json fold<k>/{weights, metrics, finished}
+  postprocess.json                              the blend's fitted post-processing ({} when none)
   dataset-metadata.json                         for `kaggle datasets create/version`
+`package --code-only` writes the first four; `package` all of them (so one bundle can also serve training).
 """
 from __future__ import annotations
 
@@ -41,28 +44,6 @@ def validate_dataset_metadata(meta: dict):
         raise UsageError("dataset metadata needs a licenses list")
 
 
-def kernel_metadata(cfg, code_file: str) -> dict:
-    handle = cfg.kaggle.kernel or f"{PLACEHOLDER_OWNER}/quest-inference"
-    return {"id": handle, "title": handle.split("/")[-1].replace("-", " ").title(), "code_file": code_file,
-            "language": "python", "kernel_type": "notebook", "is_private": True,
-            "enable_gpu": cfg.kaggle.accelerator == "gpu", "enable_tpu": cfg.kaggle.accelerator == "tpu",
-            "enable_internet": False, "dataset_sources": [cfg.kaggle.dataset or f"{PLACEHOLDER_OWNER}/quest-bundle"],
-            "competition_sources": [cfg.kaggle.competition], "kernel_sources": [], "model_sources": []}
-
-
-def validate_kernel_metadata(meta: dict):
-    if not _SLUG.match(meta.get("id", "")):
-        raise UsageError(f"kernel id {meta.get('id')!r}: expected 'owner/slug' (slug 6-50 of a-z 0-9 -)")
-    if meta.get("enable_internet") is not False:
-        raise UsageError("kernel must run with enable_internet = false (code competitions score offline)")
-    if meta.get("kernel_type") != "notebook" or not meta.get("code_file", "").endswith(".ipynb"):
-        raise UsageError("kernel must be a notebook (.ipynb code_file)")
-    if not meta.get("competition_sources") or not meta.get("dataset_sources"):
-        raise UsageError("kernel needs competition_sources and dataset_sources (the bundle)")
-    if meta.get("enable_tpu"):
-        raise UsageError("enable_tpu: QUEST is scored from CPU or GPU notebooks only")
-
-
 def _copy(src: Path, dst: Path):
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(src, dst)
@@ -88,21 +69,55 @@ def _replaceable(out_dir: Path):
                          "choose an empty or new folder")
 
 
-def package(cfg, run_names: list[str], out: str | None = None, upload: bool = False, client=None) -> list[Path]:
-    run_dirs = [runs.resolve(n, cfg) for n in (run_names or [str(cfg.run_dir)])]
-    for d in run_dirs:
-        if not runs.finished_folds(d):
-            raise MissingArtifact(f"{d}: no finished fold to bundle; run `python run.py train` first")
-    out_dir = cfg.path(out or str(Path(cfg.output.dir) / "kaggle-bundle"))
-    _replaceable(out_dir)
-    staging = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
+def _stage_code(cfg, staging: Path, versions: dict[str, str]):
+    """The code, configs, the split and the wheels: what every kernel of the pipeline runs."""
     root = config_lib.ROOT
     code = [f for f in sorted((root / "pipeline").glob("*.py")) if f.stem not in DEV_MODULES]
     for src in code + [root / "run.py", root / "requirements.txt"]:
         _copy(src, staging / src.relative_to(root))
     for src in sorted((root / "configs").glob("*.toml")):
         _copy(src, staging / "configs" / src.name)
+    if not cfg.folds_file.is_file():
+        raise MissingArtifact(f"{cfg.folds_file} not found; run `python run.py folds` first (kernels train on this split)")
+    target = layout.Bundle(staging)
+    for src, dst in ((cfg.folds_file, target.folds), (layout.folds_meta(cfg.folds_file), layout.folds_meta(target.folds))):
+        _copy(src, dst)
+    wheels.collect(dict(versions), cfg.kaggle.wheels, wheels.read_image(cfg.path(cfg.kaggle.image)),
+                   cfg.path(cfg.kaggle.wheel_dir), target.wheels)
+
+
+def _publish(cfg, staging: Path, out_dir: Path, handle: str, title: str, upload: bool, client) -> Path:
+    """dataset-metadata.json, then the folder renamed into place (and uploaded when asked)."""
+    meta = dataset_metadata(handle or f"{PLACEHOLDER_OWNER}/quest-bundle", title)
+    validate_dataset_metadata(meta)
+    files.write_json(layout.Bundle(staging).metadata, meta)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    staging.rename(out_dir)
+    size = sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file())
+    log.info("bundle %s: %.1f MiB", out_dir, size / 2**20)
+    if upload:
+        if not handle:
+            raise UsageError("set kaggle.dataset (or kaggle.code_dataset for --code-only) = 'owner/slug' to upload")
+        log.info("dataset %s: %s", handle, kaggle.upload_dataset(out_dir, client=client))
+    return out_dir
+
+
+def _staging(cfg, out: str | None, default: str) -> tuple[Path, Path]:
+    out_dir = cfg.path(out or str(Path(cfg.output.dir) / default))
+    _replaceable(out_dir)
+    staging = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    return out_dir, staging
+
+
+def package(cfg, run_names: list[str], out: str | None = None, upload: bool = False, client=None) -> list[Path]:
+    run_dirs = [runs.resolve(n, cfg) for n in (run_names or [str(cfg.run_dir)])]
+    for d in run_dirs:
+        if not runs.finished_folds(d):
+            raise MissingArtifact(f"{d}: no finished fold to bundle; run `python run.py train` first")
+    out_dir, staging = _staging(cfg, out, "kaggle-bundle")
+    versions = trained_versions(run_dirs)
+    _stage_code(cfg, staging, versions)
     target = layout.Bundle(staging)
     for d in run_dirs:
         src, dst = layout.Run(d), target.run(d.name)
@@ -117,22 +132,26 @@ def package(cfg, run_names: list[str], out: str | None = None, upload: bool = Fa
             for attr in FOLD_FILES:
                 _copy(getattr(src.fold(k), attr), getattr(dst.fold(k), attr))
     blend, pp = _blend_for(cfg, run_dirs)
-    files.write_json(target.manifest, {"runs": [d.name for d in run_dirs], **blend})
+    files.write_json(target.manifest, {"kind": "inference", "runs": [d.name for d in run_dirs], **blend,
+                                       "git_commit": provenance.git_commit(), "versions": versions})
     files.write_json(target.postprocess, pp)
-    wheels.collect(trained_versions(run_dirs), cfg.kaggle.wheels, wheels.read_image(cfg.path(cfg.kaggle.image)),
-                   cfg.path(cfg.kaggle.wheel_dir), target.wheels)
-    meta = dataset_metadata(cfg.kaggle.dataset or f"{PLACEHOLDER_OWNER}/quest-bundle", "QUEST pipeline bundle")
-    validate_dataset_metadata(meta)
-    files.write_json(target.metadata, meta)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    staging.rename(out_dir)
-    size = sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file())
-    log.info("bundle %s: %d run(s), %.1f MiB", out_dir, len(run_dirs), size / 2**20)
-    if upload:
-        if not cfg.kaggle.dataset:
-            raise UsageError("set kaggle.dataset = 'owner/slug' to upload the bundle")
-        log.info("dataset %s: %s", cfg.kaggle.dataset, kaggle.upload_dataset(out_dir, client=client))
-    return [out_dir]
+    return [_publish(cfg, staging, out_dir, cfg.kaggle.dataset, "QUEST pipeline bundle", upload, client)]
+
+
+def package_code(cfg, out: str | None = None, upload: bool = False, client=None) -> list[Path]:
+    """`package --code-only`: the code, the split and the wheels (keras / keras-hub as installed here), for
+    training kernels; no runs."""
+    out_dir, staging = _staging(cfg, out, "kaggle-code")
+    versions = {d: v for d, v in provenance.library_versions().items() if d in wheels.TRAINED_WITH}
+    _stage_code(cfg, staging, versions)
+    files.write_json(layout.Bundle(staging).manifest, {"kind": "code", "runs": [], "git_commit": provenance.git_commit(),
+                                                       "versions": versions})
+    return [_publish(cfg, staging, out_dir, code_dataset(cfg), "QUEST pipeline code", upload, client)]
+
+
+def code_dataset(cfg) -> str:
+    """The dataset training kernels take their code from: kaggle.code_dataset, else the inference bundle's."""
+    return cfg.kaggle.code_dataset or cfg.kaggle.dataset
 
 
 def _blend_for(cfg, run_dirs: list[Path]) -> tuple[dict, dict]:
@@ -145,34 +164,3 @@ def _blend_for(cfg, run_dirs: list[Path]) -> tuple[dict, dict]:
     log.warning("no ensemble fitted over %s: the bundle blends them with equal weights and no post-processing",
                 [d.name for d in run_dirs])
     return {"method": "mean", "weights": [1.0 / len(run_dirs)] * len(run_dirs)}, {}
-
-
-def kernel(cfg, out: str | None = None, push: bool = False, client=None, wait: float = 900) -> list[Path]:
-    """The notebook + kernel-metadata.json; with push, wait (bounded) for the bundle dataset, then push."""
-    out_dir = cfg.path(out or str(Path(cfg.output.dir) / "kaggle-kernel"))
-    target = layout.Kernel(out_dir)
-    _copy(layout.Kernel.SOURCE, target.notebook)
-    meta = kernel_metadata(cfg, target.notebook.name)
-    validate_kernel_metadata(meta)
-    paths = [target.notebook, files.write_json(target.metadata, meta)]
-    if push:
-        if not cfg.kaggle.kernel or not cfg.kaggle.dataset:
-            raise UsageError("set kaggle.kernel and kaggle.dataset ('owner/slug') to push the kernel")
-        kaggle.wait_dataset_ready(cfg.kaggle.dataset, client=client, timeout=wait)
-        pushed = kaggle.push_kernel(out_dir, client=client)
-        log.info("kernel %s version %s pushed: %s; when it has run, submit it with "
-                 "`python run.py submit --version %s`", cfg.kaggle.kernel, pushed["version"], pushed["url"],
-                 pushed["version"])
-    return paths
-
-
-def submit(cfg, version: int, message: str = "", client=None) -> list[Path]:
-    """Submit version `version` of kaggle.kernel (its submission.csv) to the competition."""
-    if not cfg.kaggle.kernel:
-        raise UsageError("set kaggle.kernel = 'owner/slug' (the pushed inference kernel) to submit")
-    if version < 1:
-        raise UsageError(f"--version {version}: expected the kernel version number `kernel --push` printed (>= 1)")
-    answer = kaggle.submit_kernel(cfg.kaggle.competition, cfg.kaggle.kernel, version,
-                                  message or f"{cfg.kaggle.kernel} v{version}", client=client)
-    log.info("%s version %d -> %s: %s", cfg.kaggle.kernel, version, cfg.kaggle.competition, answer)
-    return []

@@ -33,7 +33,7 @@ class Stage:
     name: str
     help: str
     call: Callable  # (stages module, config, parsed args) -> list of paths written
-    options: tuple = ()  # (flags, argparse keyword arguments) of the options only this stage takes
+    options: tuple = ()  # (flag, [alias,] argparse keyword arguments) of the options only this stage takes
 
 
 RUNS = "--runs", {"nargs": "+", "default": []}
@@ -46,12 +46,21 @@ STAGES = (
                     "question/answer pairs (pair) or two sequences (encode.inputs=dual), per-field budgets, "
                     "head+tail truncation; cached",
           lambda s, cfg, a: s.encode(cfg)),
+    Stage("pretrain", "masked-LM pre-training of model.path on the competition's text (+ pretrain.extra_csv): a model "
+                      "directory for model.path; text only, never labels; resumable",
+          lambda s, cfg, a: s.pretrain(cfg)),
     Stage("train", "K-fold fine-tuning; resumable: finished folds are skipped; --folds trains a subset",
           lambda s, cfg, a: s.train(cfg)),
     Stage("validate", "OOF report for the run: per target/fold scores, truncation, TF-IDF baseline, plots, nested "
                       "post-processing (--runs: compare)",
           lambda s, cfg, a: s.validate(cfg, compare=a.runs),
           ((RUNS[0], {**RUNS[1], "help": "run names/dirs to compare in one table"}),)),
+    Stage("pseudo", "leak-free pseudo-labels: teacher fold k labels --input rows for student fold k only "
+                    "(train with --set train.pseudo=<name>)",
+          lambda s, cfg, a: s.pseudo(cfg, teachers=a.runs, input_csv=a.input),
+          ((RUNS[0], {**RUNS[1], "help": "teacher run names/dirs (pseudo.teachers), trained on this folds file"}),
+           ("--input", {"help": "CSV of unlabeled rows: qa_id, question_title, question_body, answer (+ category, "
+                                "host); default: pseudo.input, else data.test_file"}))),
     Stage("predict", "average the run's fold models over the test set (or --input CSV)",
           lambda s, cfg, a: s.predict(cfg, input_csv=a.input),
           (("--input", {"help": "CSV to predict: qa_id, question_title, question_body, answer (other columns "
@@ -63,17 +72,31 @@ STAGES = (
           lambda s, cfg, a: s.run_all(cfg)),
     Stage("demo", "the whole chain offline on generated QUEST-shaped data with a tiny backbone (minutes on CPU)",
           lambda s, cfg, a: s.demo(cfg)),
-    Stage("package", "write a Kaggle dataset folder: code, fold weights, tokenizer, blend, wheels (--upload)",
-          lambda s, cfg, a: s.package(cfg, runs=a.runs, out=a.out, upload=a.upload),
+    Stage("package", "write a Kaggle dataset folder: code, fold weights, tokenizer, blend, wheels (--upload); "
+                     "--code-only: code, split and wheels for training kernels",
+          lambda s, cfg, a: s.package(cfg, runs=a.runs, out=a.out, upload=a.upload, code_only=a.code_only),
           ((RUNS[0], {**RUNS[1], "help": "run names/dirs to bundle (default: this run)"}),
-           ("--out", {"help": "bundle folder (default: <output.dir>/kaggle-bundle)"}),
-           ("--upload", {"action": "store_true", "help": "create/version the Kaggle dataset"}))),
-    Stage("kernel", "write kernel-metadata.json beside the inference notebook (--push: wait for the dataset, publish)",
-          lambda s, cfg, a: s.kernel(cfg, out=a.out, push=a.push, wait=a.wait),
+           ("--out", {"help": "bundle folder (default: <output.dir>/kaggle-bundle, --code-only: kaggle-code)"}),
+           ("--upload", {"action": "store_true", "help": "create/version the Kaggle dataset"}),
+           ("--code-only", {"action": "store_true", "help": "no runs: the code, folds.csv and the wheels a training "
+                                                           "kernel needs (kaggle.code_dataset)"}))),
+    Stage("kernel", "write kernel-metadata.json beside the inference notebook (--push: wait for the dataset, publish); "
+                    "--train: a training kernel for --folds",
+          lambda s, cfg, a: s.kernel(cfg, out=a.out, push=a.push, wait=a.wait, train=a.train),
           (("--push", {"action": "store_true", "help": "push the notebook as a Kaggle kernel"}),
+           ("--train", {"action": "store_true", "help": "a training kernel (GPU, internet off) that trains --folds "
+                                                        "of this config's run; `collect` brings them back"}),
            ("--out", {"help": "folder for the notebook + kernel-metadata.json"}),
            ("--wait", {"type": float, "default": 900,
                        "help": "seconds to wait for the bundle dataset to be ready before pushing (default 900)"}))),
+    Stage("collect", "download training kernels' folds, check them against this run (settings, split, tokenizer, "
+                     "weights) and merge them in",
+          lambda s, cfg, a: s.collect(cfg, kernels=a.kernels, wait=a.wait),
+          (("--kernels", "--kernel", {"nargs": "+", "default": [], "dest": "kernels",
+                                      "help": "owner/slug of each training kernel (default: those pushed from here "
+                                              "for this run)"}),
+           ("--wait", {"type": float, "default": 0,
+                       "help": "seconds to wait for each kernel to finish (polls its status; default 0: look once)"}))),
     Stage("submit", "submit a pushed kernel version's submission.csv to the competition (--version N)",
           lambda s, cfg, a: s.submit(cfg, version=a.version, message=a.message),
           (("--version", {"type": int, "required": True, "help": "kernel version (printed by kernel --push)"}),

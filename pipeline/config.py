@@ -70,6 +70,7 @@ class ModelConfig:
     head_hidden: int = 256  # hidden units of each per-target head
     split_heads: bool = False  # dual: question targets from the question side only, answer targets from both
     dropout: float = 0.1  # dropout before the output layer
+    backbone_dropout: float = -1.0  # <0 keeps the backbone's own rate (BERT: 0.1); >=0 sets it (0: exact replays)
     dropout_samples: int = 1  # >1 turns on multi-sample dropout (averaged logits)
     category: bool = False  # one-hot of the `category` column concatenated before the head (6th/10th place)
     host_dim: int = 0  # >0: a host embedding of this size before the head (unseen hosts share one bucket)
@@ -82,7 +83,7 @@ class TrainConfig:
     folds: list[int] = field(default_factory=list)  # folds to train; empty means all
     epochs: int = 3  # passes over the training folds
     batch_size: int = 8  # rows per micro-batch (per replica under a distribution strategy)
-    grad_accum: int = 1  # micro-batches per optimizer step
+    grad_accum: int = 1  # micro-batches per optimizer step (accumulated in one step: works on several GPUs too)
     lr_backbone: float = 3e-5  # peak learning rate of the pretrained backbone
     lr_head: float = 1e-3  # peak learning rate of the freshly initialised head
     weight_decay: float = 0.01  # AdamW decoupled decay (not on biases and norms)
@@ -101,12 +102,46 @@ class TrainConfig:
     bucketing: bool = True  # group rows of similar length into batches
     dynamic_padding: bool = True  # cut each batch to its longest row (rounded up to pad_multiple)
     pad_multiple: int = 32  # bounds the number of distinct shapes (retracing, XLA compiles)
-    eval_batch_size: int = 64  # inference batch; rows sorted by length
+    eval_batch_size: int = 0  # inference batch (rows sorted by length); 0 = auto: 64 on accelerators, 16 on a CPU
+    #                           (same speed per token there, less padding on a few hundred rows: benchmarks/)
     mixed_precision: str = "auto"  # "auto" (bf16/fp16 on accelerators, fp32 on CPU), "none", "bfloat16", "float16"
     predict_precision: str = "auto"  # "auto": what the predicting device supports (fp16 on P100/T4), whatever trained
     xla: bool = False  # jit-compile the train/predict steps (accelerators)
+    strategy: str = "auto"  # tf.distribute: "auto" (TPU, else Mirrored on 2+ GPUs, else one device), "default"
+    #                         (one device), "mirrored" (every GPU; batch_size rows each), "tpu" (see README)
     verbose: int = 1  # 0 silent; 1 a bar on a terminal, else a log line every ~10% of an epoch; 2 a line per epoch
     max_steps: int = 0  # >0: a throughput probe of this many steps per fold; writes probes/, never a finished fold
+    pseudo: str = ""  # a `pseudo` output (name under output/pseudo/ or a dir): fold k adds its fold<k> labels' rows
+    pseudo_weight: float = 1.0  # loss weight of each pseudo-labelled row (a labelled row weighs 1)
+
+
+@dataclass
+class PretrainConfig:
+    """Masked-LM pre-training of model.path on text alone (`pretrain`, see pretrain.py); writes a model directory."""
+    name: str = ""  # output/pretrained/<name>/; empty means "<model dir name>-mlm-s<seed>"
+    use_train: bool = True  # the train file's titles, bodies and answers (text only: target columns are never read)
+    use_test: bool = True  # the test file's text
+    extra_csv: list[str] = field(default_factory=list)  # more text: CSVs with any of question_title/question_body/answer
+    max_len: int = 256  # tokens per window, specials included; longer documents are cut into several windows
+    mask_rate: float = 0.15  # share of each window's tokens the model predicts (80% masked, 10% random, 10% kept)
+    whole_word: bool = True  # mask all pieces of a word together (where the tokenizer marks word pieces)
+    epochs: float = 1.0  # passes over the windows (ignored when steps > 0)
+    steps: int = 0  # >0: optimizer steps instead of epochs
+    batch_size: int = 16  # windows per step (per replica)
+    lr: float = 5e-5  # peak learning rate: linear warm-up, then linear decay to 0 (AdamW)
+    warmup: float = 0.06  # share of the steps spent warming up
+    weight_decay: float = 0.01  # AdamW decoupled decay (not on biases and norms)
+    checkpoint_every: int = 200  # steps between resumable checkpoints (and progress lines off a terminal)
+    seed: int = 42  # window order and masks, both drawn per step from it; recorded in pretrain.json
+    verbose: int = 1  # 0 silent; 1 a bar on a terminal, else a line per checkpoint; 2 a line per checkpoint
+
+
+@dataclass
+class PseudoConfig:
+    """Leak-free pseudo-labels (`pseudo`, see pseudo.py): teacher fold k labels the rows for student fold k only."""
+    teachers: list[str] = field(default_factory=list)  # finished runs (names or dirs); `--runs` sets them
+    input: str = ""  # CSV of unlabeled rows (qa_id + title/body/answer, + category/host); empty: data.test_file
+    name: str = ""  # output/pseudo/<name>/; empty means "<first teacher>-on-<input stem>"
 
 
 @dataclass
@@ -142,6 +177,8 @@ class KaggleConfig:
     models_dir: str = "input/models"  # where downloaded models go
     dataset: str = ""  # "owner/slug" of the bundle dataset for package --upload and the kernel
     kernel: str = ""  # "owner/slug" of the inference kernel
+    code_dataset: str = ""  # "owner/slug" of the code + wheels dataset (`package --code-only`); empty: kaggle.dataset
+    train_kernel: str = ""  # "owner/slug" prefix of training kernels; `kernel --train --folds 0,1` pushes <prefix>-f0-1
     accelerator: str = "gpu"  # kernel accelerator: "none" or "gpu" (QUEST accepts CPU/GPU notebooks only)
     wheels: list[str] = field(default_factory=list)  # extra pure-Python wheels; keras/keras-hub as trained are automatic
     image: str = "configs/kaggle-image-constraints.txt"  # the Kaggle image's versions: decides which wheels to bundle
@@ -156,6 +193,8 @@ class Config:
     encode: EncodeConfig = field(default_factory=EncodeConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    pseudo: PseudoConfig = field(default_factory=PseudoConfig)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -211,6 +250,7 @@ CHOICES = {
     ("train", "keep"): ("best", "last"),
     ("train", "mixed_precision"): ("auto", "none", "bfloat16", "float16"),
     ("train", "predict_precision"): ("auto", "none", "bfloat16", "float16"),
+    ("train", "strategy"): ("auto", "default", "mirrored", "tpu"),
     ("folds", "group_key"): ("question_body", "question_title"),
     ("ensemble", "method"): ("mean", "rank", "optimize"),
     ("kaggle", "accelerator"): ("none", "gpu"),
@@ -298,7 +338,16 @@ def validate(cfg: Config) -> Config:
         value = getattr(getattr(cfg, section), key)
         if value not in allowed:
             raise ConfigError(f"{section}.{key} = {value!r}; expected one of {', '.join(allowed)}")
-    for where, name in (("train.run_name", cfg.train.run_name), ("ensemble.name", cfg.ensemble.name)):
+    pt = cfg.pretrain
+    for key, ok, want in (("max_len", pt.max_len >= 8, ">= 8"), ("mask_rate", 0 < pt.mask_rate < 1, "in (0, 1)"),
+                          ("epochs", pt.epochs > 0 or pt.steps > 0, "> 0 (or steps > 0)"), ("steps", pt.steps >= 0, ">= 0"),
+                          ("batch_size", pt.batch_size >= 1, ">= 1"), ("lr", pt.lr > 0, "> 0"),
+                          ("warmup", 0 <= pt.warmup <= 1, "in [0, 1]"), ("weight_decay", pt.weight_decay >= 0, ">= 0"),
+                          ("checkpoint_every", pt.checkpoint_every >= 1, ">= 1")):
+        if not ok:
+            raise ConfigError(f"pretrain.{key} = {getattr(pt, key)}; expected a value {want}")
+    for where, name in (("train.run_name", cfg.train.run_name), ("ensemble.name", cfg.ensemble.name),
+                        ("pretrain.name", cfg.pretrain.name), ("pseudo.name", cfg.pseudo.name)):
         if name and not _PLAIN_NAME.match(name):
             raise ConfigError(f"{where} = {name!r}: expected a plain name (letters, digits, '-', '_', '.'; "
                               "no path separators, not starting with '.'), since it names a folder under output.dir")
@@ -311,7 +360,8 @@ def validate(cfg: Config) -> Config:
                           ("clipnorm", t.clipnorm >= 0, ">= 0"), ("patience", t.patience >= 0, ">= 0"),
                           ("max_steps", t.max_steps >= 0, ">= 0"), ("warmup_steps", t.warmup_steps >= 0, ">= 0"),
                           ("head_only_epochs", t.head_only_epochs >= 0, ">= 0"),
-                          ("lr_layer_decay", 0 < t.lr_layer_decay <= 1, "in (0, 1]"), ("ema", 0 <= t.ema < 1, "in [0, 1)")):
+                          ("lr_layer_decay", 0 < t.lr_layer_decay <= 1, "in (0, 1]"), ("ema", 0 <= t.ema < 1, "in [0, 1)"),
+                          ("pseudo_weight", t.pseudo_weight > 0, "> 0")):
         if not ok:
             raise ConfigError(f"train.{key} = {getattr(t, key)}; expected a value {want}")
     if len(t.pos_weight) not in (0, 1, len(TARGETS)) or any(w <= 0 for w in t.pos_weight):
@@ -328,6 +378,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"model.host_dim = {m.host_dim}; expected 0 (off) or an embedding size")
     if not 0 <= cfg.model.dropout < 1:
         raise ConfigError(f"model.dropout = {cfg.model.dropout}; expected a value in [0, 1)")
+    if m.backbone_dropout >= 1:
+        raise ConfigError(f"model.backbone_dropout = {m.backbone_dropout}; expected -1 (the backbone's own) or [0, 1)")
     e = cfg.encode
     budgets = {"title_weight": e.title_weight, "question_weight": e.question_weight, "answer_weight": e.answer_weight}
     negative = {k: v for k, v in budgets.items() if v < 0}
@@ -354,9 +406,11 @@ def validate(cfg: Config) -> Config:
     bad = [f for f in cfg.train.folds if not 0 <= f < cfg.folds.n_folds]
     if bad:
         raise ConfigError(f"train.folds = {cfg.train.folds}: folds {bad} outside 0..{cfg.folds.n_folds - 1}")
-    for key in ("batch_size", "grad_accum", "eval_batch_size", "pad_multiple"):
+    for key in ("batch_size", "grad_accum", "pad_multiple"):
         if getattr(cfg.train, key) < 1:
             raise ConfigError(f"train.{key} = {getattr(cfg.train, key)}; expected at least 1")
+    if cfg.train.eval_batch_size < 0:
+        raise ConfigError(f"train.eval_batch_size = {cfg.train.eval_batch_size}; expected 0 (auto) or a batch size")
     if t.epochs < 0 or t.epochs + t.head_only_epochs < 1:
         raise ConfigError(f"train.epochs = {t.epochs}, train.head_only_epochs = {t.head_only_epochs}: expected "
                           "epochs >= 0 and at least one epoch in all")
@@ -409,7 +463,10 @@ def to_toml(cfg: Config) -> str:
     return "\n".join(lines) + "\n"
 
 
-def from_toml_text(text: str) -> Config:
+def from_toml_text(text: str, overrides: list[str] = ()) -> Config:
+    """A config written by to_toml (a run's config.toml, a training kernel's parameters), then overrides."""
     cfg = Config()
     _apply(cfg, tomllib.loads(text), "")
+    for assignment in overrides:
+        _override(cfg, assignment)
     return validate(cfg)

@@ -5,31 +5,45 @@ import logging
 import os
 from pathlib import Path
 
+from .errors import UsageError
+
 log = logging.getLogger(__name__)
 _TPU_HINTS = ("TPU_NAME", "COLAB_TPU_ADDR", "TPU_ACCELERATOR_TYPE")
 
 
-def strategy(quiet: bool = False):
-    """TPUStrategy on a TPU (Kaggle/Colab), MirroredStrategy on several GPUs, else the default strategy.
-    quiet: say nothing about the device (prediction)."""
+STRATEGIES = ("auto", "default", "mirrored", "tpu")
+
+
+def strategy(setting: str = "auto", quiet: bool = False):
+    """The tf.distribute strategy for train.strategy. auto: TPUStrategy on a TPU (Kaggle/Colab TPU VM),
+    MirroredStrategy over the GPUs when there are several (Kaggle's T4 x2), else the default strategy (one GPU
+    such as the P100, or the CPU). default / mirrored / tpu force one; mirrored on a machine without GPUs
+    mirrors over the logical CPU devices (tests split the CPU in two). quiet: say nothing (prediction)."""
     import tensorflow as tf
 
-    if any(os.environ.get(v) for v in _TPU_HINTS) or Path("/dev/accel0").exists():
+    say = (lambda *a: None) if quiet else log.info
+    tpu_hinted = any(os.environ.get(v) for v in _TPU_HINTS) or Path("/dev/accel0").exists()
+    if setting == "tpu" or (setting == "auto" and tpu_hinted):
         try:
-            resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
+                tpu="local" if Path("/dev/accel0").exists() else None)  # a TPU VM's chips are local
             tf.config.experimental_connect_to_cluster(resolver)
             tf.tpu.experimental.initialize_tpu_system(resolver)
-            log.info("TPU found: TPUStrategy with %d cores", resolver.num_accelerators().get("TPU", 0))
+            say("TPU found: TPUStrategy with %d cores", resolver.num_accelerators().get("TPU", 0))
             return tf.distribute.TPUStrategy(resolver)
         except (ValueError, RuntimeError, tf.errors.OpError) as err:
+            if setting == "tpu":
+                raise UsageError(f"train.strategy = 'tpu' but no TPU is usable here ({err})") from None
             log.warning("TPU hinted but not usable (%s); falling back", err)
     gpus = tf.config.list_logical_devices("GPU")
-    if len(gpus) > 1:
-        log.info("%d GPUs: MirroredStrategy", len(gpus))
-        return tf.distribute.MirroredStrategy()
-    if not quiet:
-        log.info("GPU found: %s", gpus[0].name) if gpus else log.info(
-            "No accelerator found: training on CPU (fine for configs/demo.toml; real backbones want a GPU kernel, "
+    if setting == "mirrored" or (setting == "auto" and len(gpus) > 1):
+        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+        say("MirroredStrategy over %d device(s): %s (train.batch_size rows per device)", len(devices), devices)
+        return tf.distribute.MirroredStrategy(devices)
+    if gpus:
+        say("GPU found: %s (one device; train.strategy = mirrored would use all %d)", gpus[0].name, len(gpus))
+    else:
+        say("No accelerator found: training on CPU (fine for configs/demo.toml; real backbones want a GPU kernel, "
             "see benchmarks/README.md for rates measured on a CPU)")
     return tf.distribute.get_strategy()
 

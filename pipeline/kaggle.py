@@ -203,3 +203,44 @@ def submit_kernel(competition: str, kernel: str, version: int, message: str, cli
     if not ref and text:
         raise KaggleApiError(f"submitting {kernel} version {version} to {competition} failed: {text}")
     return text or f"submitted (ref {ref})"
+
+
+def kernel_status(handle: str, client=None) -> tuple[str, str]:
+    """(status, failure message) of a kernel's latest version: queued, running, complete, error, cancel_..."""
+    client = client or get_client()
+    res = client.kernels_status(handle)
+    status = getattr(res, "status", res)
+    name = str(getattr(status, "name", status)).split(".")[-1].lower()  # KernelWorkerStatus.COMPLETE -> complete
+    return name, str(_field(res, "failure_message", "failureMessage") or "")
+
+
+def wait_kernel(handle: str, client=None, timeout: float = 0, poll: float = 60) -> str:
+    """Poll a kernel until it has run ('complete'), bounded by timeout (0: look once); a failed or cancelled
+    kernel, or one still running at the deadline, is an error that says what to do."""
+    client = client or get_client()
+    waited, start = 0.0, time.monotonic()
+    while True:
+        status, failure = kernel_status(handle, client)
+        if status == "complete":
+            return status
+        if status == "error" or status.startswith("cancel"):
+            raise KaggleApiError(f"kernel {handle} ended with status {status!r}{': ' + failure if failure else ''}; "
+                                 "open its log on kaggle.com, fix, and push it again")
+        if waited >= timeout:
+            raise KaggleApiError(f"kernel {handle} is {status!r}" + (f" after {timeout:.0f}s" if timeout else "") +
+                                 "; collect it when it has run (--wait SECONDS waits for it)")
+        log.info("kernel %s: %s (%.0f min so far, waiting at most %.0f min)", handle, status,
+                 (time.monotonic() - start) / 60, timeout / 60)
+        time.sleep(min(poll, max(timeout - waited, 1)))
+        waited += poll
+
+
+def download_kernel_output(handle: str, dest: Path, client=None) -> list[Path]:
+    """A kernel's output files (its working directory) under dest."""
+    client = client or get_client()
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        client.kernels_output(handle, path=str(dest), force=True, quiet=True)
+    except Exception as err:  # network and API errors come in many types
+        raise KaggleApiError(f"downloading the output of kernel {handle} failed ({type(err).__name__}: {err})") from None
+    return sorted(p for p in dest.rglob("*") if p.is_file())

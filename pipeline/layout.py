@@ -11,7 +11,11 @@ output/                            (cfg.output.dir)
     predictions/<csv stem>.csv     `predict` outputs (+ .json stamps)
   ensembles/<name>/                Ensemble: config.toml weights.json oof.csv test.csv postprocess.json summary.json
   reports/compare.md
-A Kaggle bundle (Bundle) holds bundle.json, postprocess.json, wheels/ and runs/<run>/ laid out as above.
+  pseudo/<name>/                   Pseudo: rows.csv fold<k>.csv pseudo.json (per-fold soft labels, leak-free)
+  pretrained/<name>/               Pretrained: a model directory (keras-hub preset + tokenizer) + pretrain.json
+  pretrained/<name>.checkpoint/    its resumable state while pre-training (state.json, step-<step>.npz)
+  kaggle-train/<slug>/ pushed.json collected/<owner__slug>/   training kernels (Kernel), their downloaded output
+A Kaggle bundle (Bundle) holds bundle.json, folds/, wheels/, postprocess.json and runs/<run>/ laid out as above.
 """
 from __future__ import annotations
 
@@ -20,6 +24,9 @@ from pathlib import Path
 
 MANIFEST_NAME = "bundle.json"
 SUBMISSION_NAME = "submission.csv"  # what Kaggle scores, in a kernel's working directory
+PRETRAIN_MANIFEST = "pretrain.json"
+_NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+INFERENCE_NOTEBOOK, TRAIN_NOTEBOOK = _NOTEBOOKS / "kaggle_inference.ipynb", _NOTEBOOKS / "kaggle_train.ipynb"
 
 
 @dataclass(frozen=True)
@@ -91,10 +98,39 @@ class Ensemble:
 
 
 @dataclass(frozen=True)
+class Pretrained:
+    """A masked-LM pre-trained model directory; `model.path` can point at root. Written whole under staging and
+    renamed; the checkpoint folder beside it holds the resumable state until then."""
+    root: Path
+
+    manifest = property(lambda self: self.root / PRETRAIN_MANIFEST)  # also what a run records of its backbone
+    staging = property(lambda self: self.root.with_name(self.root.name + ".partial"))
+    checkpoint_dir = property(lambda self: self.root.with_name(self.root.name + ".checkpoint"))
+    state = property(lambda self: self.checkpoint_dir / "state.json")  # written last: names the complete step
+
+    def checkpoint(self, step: int) -> Path:
+        """Every variable of the masked-LM model (random-generator states included) and of its optimizer."""
+        return self.checkpoint_dir / f"step-{step}.npz"
+
+
+@dataclass(frozen=True)
+class Pseudo:
+    """Pseudo-labels: unlabeled rows and, per fold k, labels from the teachers' fold-k models only."""
+    root: Path
+
+    rows = property(lambda self: self.root / "rows.csv")
+    manifest = property(lambda self: self.root / "pseudo.json")  # written last; its stamp marks the set current
+
+    def fold(self, k: int) -> Path:
+        return self.root / f"fold{k}.csv"
+
+
+@dataclass(frozen=True)
 class Bundle:
     root: Path
 
     manifest = property(lambda self: self.root / MANIFEST_NAME)  # also how a kernel finds the bundle
+    folds = property(lambda self: self.root / "folds" / "folds.csv")  # the split training kernels train on
     postprocess = property(lambda self: self.root / "postprocess.json")
     wheels = property(lambda self: self.root / "wheels")
     metadata = property(lambda self: self.root / "dataset-metadata.json")
@@ -106,23 +142,43 @@ class Bundle:
 
 @dataclass(frozen=True)
 class Kernel:
-    """A kernel folder for `kaggle kernels push`: the inference notebook and its metadata."""
+    """A kernel folder for `kaggle kernels push`: a notebook and its metadata (inference, or with train a
+    training kernel)."""
     root: Path
+    train: bool = False
 
-    SOURCE = Path(__file__).resolve().parents[1] / "notebooks" / "kaggle_inference.ipynb"
-    notebook = property(lambda self: self.root / Kernel.SOURCE.name)
+    source = property(lambda self: TRAIN_NOTEBOOK if self.train else INFERENCE_NOTEBOOK)  # in notebooks/
+    notebook = property(lambda self: self.root / self.source.name)
     metadata = property(lambda self: self.root / "kernel-metadata.json")
 
 
 @dataclass(frozen=True)
 class KernelWork:
-    """A running kernel's working directory (its output): the submission and per-run predictions."""
+    """A kernel's working directory (its output): the submission and per-run predictions of an inference
+    kernel; the output folder of a training kernel, whose runs/<run>/ `collect` merges."""
     root: Path
 
     submission = property(lambda self: self.root / SUBMISSION_NAME)
+    output_dir = property(lambda self: self.root / "quest")  # a training kernel's output.dir
 
     def predictions(self, run_name: str) -> Path:
         return self.root / "predictions" / run_name
+
+    def run(self, run_name: str) -> Run:
+        return Run(self.output_dir / "runs" / run_name)
+
+
+def training_kernels(cfg) -> Path:
+    """output/kaggle-train/: one folder per pushed training kernel, pushed.json, collected/ downloads."""
+    return cfg.under_output("kaggle-train")
+
+
+def pushed_kernels(cfg) -> Path:
+    return training_kernels(cfg) / "pushed.json"
+
+
+def collected(cfg, handle: str) -> Path:
+    return training_kernels(cfg) / "collected" / handle.replace("/", "__")
 
 
 def folds_meta(folds_file: Path) -> Path:
@@ -141,6 +197,10 @@ def runs_root(cfg) -> Path:
 
 def ensemble(cfg, name: str | None = None) -> Ensemble:
     return Ensemble(cfg.under_output("ensembles") / (name or cfg.ensemble.name))
+
+
+def pretrained(cfg, name: str) -> Pretrained:
+    return Pretrained(cfg.under_output("pretrained") / name)
 
 
 def compare_report(cfg) -> Path:

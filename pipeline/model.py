@@ -22,8 +22,9 @@ from .schema import CATEGORIES, QUESTION_TARGETS, TARGETS
 SEQUENCES = {"joint": ("",), "dual": ("question_", "answer_")}  # input-name prefixes per sequence
 
 
-def load_backbone(path: str | Path, random_init: bool = False) -> keras.Model:
-    """A keras-hub backbone from a HF directory or keras-hub preset, with weights unless random_init."""
+def load_backbone(path: str | Path, random_init: bool = False, dropout: float = -1.0) -> keras.Model:
+    """A keras-hub backbone from a HF directory or keras-hub preset, with weights unless random_init; dropout >= 0
+    replaces the backbone's own rate (keras-hub's BERT family: 0.1, whatever a Hugging Face config says)."""
     import keras_hub
 
     info = modeldir.inspect(path)
@@ -32,7 +33,8 @@ def load_backbone(path: str | Path, random_init: bool = False) -> keras.Model:
             f"{info.path}: no weights ({'model.weights.h5' if info.layout == 'keras_hub' else 'model.safetensors'}); "
             "set model.random_init=true to train this architecture from scratch")
     try:
-        return keras_hub.models.Backbone.from_preset(str(info.path), load_weights=not random_init)
+        return keras_hub.models.Backbone.from_preset(str(info.path), load_weights=not random_init,
+                                                     **({"dropout": float(dropout)} if dropout >= 0 else {}))
     except (ValueError, KeyError) as err:
         raise modeldir.ModelDirError(f"{info.path}: keras-hub cannot build a backbone from it ({err})") from None
 
@@ -50,7 +52,7 @@ def hidden_state_layers(backbone: keras.Model) -> list:
     return sorted(layers, key=lambda l: int(l.name.rsplit("_", 1)[1]))
 
 
-def _freeze_pooler(backbones):
+def freeze_pooler(backbones):
     for b in backbones:
         for layer in b.layers:
             if layer.name == "pooled_dense":  # BERT's pooler: unused by every pooling here, so frozen
@@ -97,7 +99,7 @@ class QuestModel(keras.Model):
                  categories=(), host_vocab=(), host_dim: int = 16, coding: dict | None = None, **kwargs):
         kwargs.pop("n_outputs", None)
         towers = [backbone] + ([answer_backbone] if answer_backbone is not None else [])
-        _freeze_pooler(towers)
+        freeze_pooler(towers)
         the_coding = targets.TargetCoding.from_dict(coding) if coding else targets.fit("raw", np.zeros((1, len(TARGETS))))
         prefixes = SEQUENCES[inputs]
         tensors, pooled, states_models = {}, [], {}
@@ -139,6 +141,14 @@ class QuestModel(keras.Model):
                          "dropout_samples": dropout_samples, "categories": list(categories),
                          "host_vocab": list(host_vocab), "host_dim": host_dim}
 
+    micro_batches = 1  # set by the trainer (train.grad_accum): each training step is this many micro-batches
+
+    def train_step(self, data):
+        """Keras' step, but over micro_batches, with the gradient clipped on its true norm (accumulate.py)."""
+        from . import accumulate
+
+        return accumulate.train_step(self, data, self.micro_batches)
+
     @property
     def backbones(self) -> list:
         return [b for b in (self.backbone, self.answer_backbone) if b is not None]
@@ -147,7 +157,7 @@ class QuestModel(keras.Model):
         """Head-only stage: backbones out of the trainable variables (no gradients, no steps). Recompile after."""
         for b in self.backbones:
             b.trainable = not frozen
-        _freeze_pooler(self.backbones)
+        freeze_pooler(self.backbones)
 
     def decode(self, outputs) -> np.ndarray:
         """Model outputs (the coding's units) -> (N, 30) predictions in [0, 1]."""
@@ -188,8 +198,9 @@ def build(cfg, model_path, coding: targets.TargetCoding, host_vocab=()) -> Quest
     """The configured model on backbone(s) loaded from model_path (two copies for model.towers = separate)."""
     m = cfg.model
     dual = cfg.encode.inputs == "dual"
-    backbone = load_backbone(model_path, m.random_init)
-    answer_backbone = load_backbone(model_path, m.random_init) if dual and m.towers == "separate" else None
+    backbone = load_backbone(model_path, m.random_init, m.backbone_dropout)
+    answer_backbone = load_backbone(model_path, m.random_init, m.backbone_dropout) if dual and m.towers == "separate" \
+        else None
     return QuestModel(backbone, answer_backbone, cfg.encode.inputs, m.pooling, m.pool_layers, m.head, m.head_hidden,
                       m.split_heads, m.dropout, m.dropout_samples, list(CATEGORIES) if m.category else [],
                       list(host_vocab) if m.host_dim else [], m.host_dim, coding.to_dict())

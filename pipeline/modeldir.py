@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import files
 from .errors import PipelineError
 
 # Families whose backbone has segment (token type) embeddings; the others get all-zero segments.
@@ -62,3 +63,11 @@ def inspect(path: str | Path) -> ModelDir:
     return ModelDir(path, "huggingface", config["model_type"], int(config.get("vocab_size", 0)),
                     int(config.get("max_position_embeddings", 512)),
                     any(path.glob("*.safetensors")))
+
+
+def weights_sha256(info: ModelDir) -> str | None:
+    """One hash over the directory's weight files (safetensors or keras .h5, sharded or not): a backbone's
+    identity wherever the folder is mounted. None without weights (random init)."""
+    shards = sorted(p for pattern in ("*.safetensors", "*.weights.h5", "*.weights.json")
+                    for p in info.path.glob(pattern))
+    return files.sha256_text(*(f"{p.name}:{files.sha256_file(p)}" for p in shards)) if shards else None

@@ -53,9 +53,13 @@ class GroupAdamW(keras.optimizers.AdamW):
     their index in the optimizer's variable list, recorded in build().
     """
 
-    def __init__(self, head_multiplier=1.0, backbone_multiplier=1.0, **kwargs):
+    def __init__(self, head_multiplier=1.0, backbone_multiplier=1.0, reduced_by_step=False, step_clipnorm=0.0,
+                 **kwargs):
         super().__init__(**kwargs)
         self.head_multiplier, self.backbone_multiplier = float(head_multiplier), float(backbone_multiplier)
+        # QuestModel's train step (accumulate.py) sums the replicas' gradients and clips their true global norm at
+        # step_clipnorm itself; this optimizer then does neither (Keras would clip each replica's share).
+        self.reduced_by_step, self.step_clipnorm = bool(reduced_by_step), float(step_clipnorm)
         self._head_ids: set[int] = set()
         self._layer_ids: dict[int, float] = {}
         self._by_index: dict[int, float] = {}
@@ -79,17 +83,23 @@ class GroupAdamW(keras.optimizers.AdamW):
             learning_rate = ops.multiply(learning_rate, multiplier)
         return super().update_step(gradient, variable, learning_rate)
 
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        return list(grads_and_vars) if self.reduced_by_step else super()._all_reduce_sum_gradients(grads_and_vars)
+
     def _use_weight_decay(self, variable):
         return self._multiplier(variable) != 0.0 and super()._use_weight_decay(variable)
 
     def get_config(self):
         return {**super().get_config(), "head_multiplier": self.head_multiplier,
-                "backbone_multiplier": self.backbone_multiplier}
+                "backbone_multiplier": self.backbone_multiplier, "reduced_by_step": self.reduced_by_step,
+                "step_clipnorm": self.step_clipnorm}
 
 
-def make(tcfg, optimizer_steps: int, head_vars, layer_factors=None, head_only: bool = False) -> GroupAdamW:
-    """The optimizer for one training stage of `optimizer_steps` steps (micro-batches / grad_accum). The schedule
-    peaks at lr_backbone (at lr_head in a head-only stage or when lr_backbone = 0); each group scales it."""
+def make(tcfg, optimizer_steps: int, head_vars, layer_factors=None, head_only: bool = False,
+         reduced_by_step: bool = False) -> GroupAdamW:
+    """The optimizer for one training stage of `optimizer_steps` steps (each of train.grad_accum micro-batches). The schedule
+    peaks at lr_backbone (at lr_head in a head-only stage or when lr_backbone = 0); each group scales it.
+    reduced_by_step: for QuestModel's train step, which sums the replicas' gradients and clips them itself."""
     total = max(1, optimizer_steps)
     base = tcfg.lr_head if head_only else (tcfg.lr_backbone or tcfg.lr_head)
     warmup = min(tcfg.warmup_steps, total) if tcfg.warmup_steps else int(round(tcfg.warmup * total))
@@ -97,9 +107,9 @@ def make(tcfg, optimizer_steps: int, head_vars, layer_factors=None, head_only: b
     opt = GroupAdamW(
         head_multiplier=tcfg.lr_head / base if base else 0.0,
         backbone_multiplier=0.0 if head_only or not base else tcfg.lr_backbone / base, learning_rate=schedule,
-        weight_decay=tcfg.weight_decay, global_clipnorm=tcfg.clipnorm or None,
-        gradient_accumulation_steps=tcfg.grad_accum if tcfg.grad_accum > 1 else None,
-        use_ema=tcfg.ema > 0, ema_momentum=tcfg.ema or 0.99)
+        weight_decay=tcfg.weight_decay, global_clipnorm=None if reduced_by_step else tcfg.clipnorm or None,
+        reduced_by_step=reduced_by_step, step_clipnorm=tcfg.clipnorm if reduced_by_step else 0.0,
+        use_ema=tcfg.ema > 0, ema_momentum=tcfg.ema or 0.99)  # grad_accum: micro-batches per step (accumulate.py)
     opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "layer_norm", "LayerNorm", "layer_logits"])
     opt.set_groups(head_vars, layer_factors)
     return opt

@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 
 from . import config as config_lib
-from . import files, layout, metrics, provenance
+from . import files, layout, metrics, modeldir, provenance
 from .errors import MissingArtifact, PipelineError
 from .schema import ID
 
 # Settings that may differ when a run is resumed or extended; anything else must match.
 _RESUMABLE = {("train", "folds"), ("train", "verbose"), ("train", "eval_batch_size"), ("train", "mixed_precision"),
-              ("train", "predict_precision"), ("train", "xla"), ("train", "max_steps"),
+              ("train", "predict_precision"), ("train", "xla"), ("train", "max_steps"), ("train", "strategy"),
               # locations, not settings: the content behind them is checked by fingerprint instead
               ("folds", "file"), ("encode", "cache_dir")}
 _TRAINING_SECTIONS = ("folds", "encode", "model", "train")
@@ -31,7 +31,7 @@ class RunError(PipelineError, ValueError):
     """A run directory whose artifacts do not match what was recorded, or that another process holds."""
 
 
-def _training_settings(cfg) -> dict:
+def training_settings(cfg) -> dict:
     d = config_lib.to_dict(cfg)
     return {(s, k): v for s in _TRAINING_SECTIONS for k, v in d[s].items() if (s, k) not in _RESUMABLE}
 
@@ -56,12 +56,26 @@ def check_compatible(cfg):
     check_folds(cfg, cfg.run_dir)
     old = layout.Run(cfg.run_dir).config
     if old.is_file():
-        before = _training_settings(config_lib.from_toml_text(old.read_text()))
-        changed = {f"{s}.{k}": (before.get((s, k)), v) for (s, k), v in _training_settings(cfg).items()
+        before = training_settings(config_lib.from_toml_text(old.read_text()))
+        changed = {f"{s}.{k}": (before.get((s, k)), v) for (s, k), v in training_settings(cfg).items()
                    if before.get((s, k)) != v}
         if changed:
             raise RunError(f"{cfg.run_dir} was trained with other settings {changed} (old, new); "
                        "pick a new train.run_name or delete the run")
+
+
+def check_global_batch(run_dir: Path, batch: int, replicas: int, where: str = "this machine"):
+    """A run's folds share one effective batch (rows per optimizer step: train.batch_size x the replicas the
+    strategy found x train.grad_accum), so a fold trained on two GPUs does not join folds trained on one at the
+    same settings; train.grad_accum = 2 on one GPU matches two GPUs."""
+    for k in finished_folds(run_dir):
+        m = files.read_json(layout.Run(run_dir).fold(k).metrics)
+        if m.get("global_batch", batch) != batch:
+            raise RunError(f"fold {k} of {run_dir.name} was trained with a global batch of {m['global_batch']} "
+                           f"({m.get('replicas', 1)} replica(s) x train.batch_size x train.grad_accum); {where} gives "
+                           f"{batch} ({replicas} replica(s)). Its folds would not be one recipe: use the same kind of "
+                           "machine, --set train.strategy=default (one device) everywhere, or a train.grad_accum that "
+                           "makes the products equal")
 
 
 def open_run(cfg, model_info, tok, extra: dict | None = None) -> Path:
@@ -74,12 +88,23 @@ def open_run(cfg, model_info, tok, extra: dict | None = None) -> Path:
         "updated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "model_path": str(model_info.path), "family": model_info.family, "uses_segments": model_info.uses_segments,
         "max_positions": model_info.max_positions, "tokenizer_fingerprint": tok.fingerprint,
-        "versions": provenance.library_versions(), **(extra or {})})
-    _save_tokenizer(tok, run.tokenizer)
+        "backbone_sha256": None if cfg.model.random_init else modeldir.weights_sha256(model_info),
+        "versions": provenance.library_versions(), **_pretrained(model_info.path), **(extra or {})})
+    save_tokenizer(tok, run.tokenizer)
     return run.root
 
 
-def _save_tokenizer(tok, dest: Path):
+def _pretrained(model_path: Path) -> dict:
+    """What a backbone pre-trained by `pretrain` was pre-trained on (its pretrain.json), for the run's record."""
+    manifest = layout.Pretrained(Path(model_path)).manifest
+    if not manifest.is_file():
+        return {}
+    m = files.read_json(manifest)
+    return {"pretrained": {k: m.get(k) for k in ("base_model", "sources", "labels_read", "steps", "tokens_seen", "seed",
+                                                 "masking", "git_commit")}}
+
+
+def save_tokenizer(tok, dest: Path):
     """The run's own copy of its tokenizer, written whole or not at all, and checked to reload identically."""
     from . import tokenizer as tokenizer_lib
 

@@ -40,10 +40,22 @@ def demo_inputs(cfg, n_train: int = 800, n_test: int = 120) -> list[Path]:
     return paths
 
 
+def pretrain(cfg) -> list[Path]:
+    from . import pretrain as pretrain_lib
+
+    return pretrain_lib.pretrain(cfg)
+
+
 def train(cfg) -> list[Path]:
     from . import train as train_lib
 
     return train_lib.train(cfg)
+
+
+def pseudo(cfg, teachers: list[str] | None = None, input_csv: str | None = None) -> list[Path]:
+    from . import pseudo as pseudo_lib
+
+    return pseudo_lib.make(cfg, teachers or [], input_csv)
 
 
 def predict(cfg, input_csv: str | None = None) -> list[Path]:
@@ -96,20 +108,30 @@ def demo(cfg) -> list[Path]:
     return paths
 
 
-def package(cfg, runs: list[str] | None = None, out: str | None = None, upload: bool = False,
-            client=None) -> list[Path]:
+def package(cfg, runs: list[str] | None = None, out: str | None = None, upload: bool = False, client=None,
+            code_only: bool = False) -> list[Path]:
     from . import bundle
 
+    if code_only:
+        return bundle.package_code(cfg, out=out, upload=upload, client=client)
     return bundle.package(cfg, runs or [], out=out, upload=upload, client=client)
 
 
-def kernel(cfg, out: str | None = None, push: bool = False, client=None, wait: float = 900) -> list[Path]:
-    from . import bundle
+def kernel(cfg, out: str | None = None, push: bool = False, client=None, wait: float = 900,
+           train: bool = False) -> list[Path]:
+    from . import kernels
 
-    return bundle.kernel(cfg, out=out, push=push, client=client, wait=wait)
+    make = kernels.train_kernel if train else kernels.kernel
+    return make(cfg, out=out, push=push, client=client, wait=wait)
+
+
+def collect(cfg, kernels: list[str] | None = None, wait: float = 0, client=None) -> list[Path]:
+    from . import collect as collect_lib
+
+    return collect_lib.collect(cfg, kernels, wait=wait, client=client)
 
 
 def submit(cfg, version: int, message: str = "", client=None) -> list[Path]:
-    from . import bundle
+    from . import kernels
 
-    return bundle.submit(cfg, version, message, client=client)
+    return kernels.submit(cfg, version, message, client=client)

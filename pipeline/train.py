@@ -25,6 +25,7 @@ class Inputs:
     fold: np.ndarray
     test_sha: str
     host_vocab: list
+    pseudo: object = None  # pseudo.PseudoRows when train.pseudo is set
 
 
 def prepare(cfg) -> tuple[Inputs, object, object]:
@@ -41,6 +42,11 @@ def prepare(cfg) -> tuple[Inputs, object, object]:
 
     inputs = Inputs(train, test, enc_train, enc_test, data.targets(train), folds_lib.read(cfg, train),
                     files.sha256_file(cfg.data_file("test_file")), host_vocabulary(train))
+    if cfg.train.pseudo:
+        from . import pseudo
+
+        inputs.pseudo = pseudo.load_for_training(cfg, tok, info.uses_segments,
+                                                 cfg.train.folds or list(range(cfg.folds.n_folds)))
     return inputs, info, tok
 
 
@@ -125,7 +131,7 @@ def _probe(model, ds, tcfg, k: int, batch: int, run_dir) -> dict:
     steps = tcfg.max_steps
     warm = min(2, steps - 1)  # the first steps trace the shapes; time the rest
     clock = progress.StepClock(warm)
-    model.fit(ds.repeat(), epochs=1, steps_per_epoch=steps,
+    model.fit(ds, epochs=1, steps_per_epoch=steps,
               callbacks=[clock, *progress.callbacks(tcfg, f"probe fold {k}", steps, batch)],
               verbose=progress.keras_verbose(tcfg))
     result = {"fold": k, "probe": True, "steps": steps, "batch_size": batch,
@@ -146,15 +152,28 @@ def train_fold(cfg, k: int, inp: Inputs, info, strat, run_dir) -> dict:
     tr, va = np.flatnonzero(inp.fold != k), np.flatnonzero(inp.fold == k)
     coding = targets.fit(tcfg.targets, inp.y[tr])  # training rows only
     replicas = strat.num_replicas_in_sync
-    batch = tcfg.batch_size * replicas
-    steps = -(-len(tr) // batch)
+    batch = tcfg.batch_size * replicas * tcfg.grad_accum  # rows per optimizer step, over every replica
+    steps = batching.batches_per_epoch(len(tr), batch)
     with strat.scope():
         model = model_lib.build(cfg, info.path, coding, inp.host_vocab)
+        model.micro_batches = tcfg.grad_accum
         loss = loss_function(coding, tcfg.pos_weight)
         factors = model_lib.layer_multipliers(model, tcfg.lr_layer_decay)
     train_feed, test_feed = model.feed(inp.enc_train, inp.train), model.feed(inp.enc_test, inp.test)
-    ds = batching.train_dataset(train_feed.rows(tr), coding.encode(inp.y[tr]), batch, tcfg.seed * 1000 + k,
-                                tcfg.bucketing, tcfg.dynamic_padding, tcfg.pad_multiple)
+    feed, y_train, weights = train_feed.rows(tr), coding.encode(inp.y[tr]), None
+    n_pseudo = 0
+    if inp.pseudo is not None:  # fold k's own labels (teacher fold k), on rows of no validation question
+        extra = inp.pseudo.for_fold(k, inp.train, va, cfg.folds.group_key)
+        n_pseudo = len(extra)
+        feed = feed.concat(model.feed(inp.pseudo.enc, inp.pseudo.frame).rows(extra))
+        y_train = np.concatenate([y_train, coding.encode(inp.pseudo.labels[k][extra])])
+        weights = np.concatenate([np.ones(len(tr)), np.full(n_pseudo, inp.pseudo.weight)])
+        steps = batching.batches_per_epoch(len(feed), batch)
+        log.info("fold %d: + %d pseudo-labelled rows (of %d) at weight %g", k, n_pseudo, len(inp.pseudo.frame),
+                 inp.pseudo.weight)
+    dataset = lambda first_epoch: batching.train_dataset(  # noqa: E731  (endless: fit takes steps_per_epoch)
+        feed, y_train, batch, tcfg.seed * 1000 + k, tcfg.bucketing, tcfg.dynamic_padding, tcfg.pad_multiple,
+        first_epoch, weights)
     run = layout.Run(run_dir)
     if not run.model.is_file():
         files.write_text(run.model, model_lib.model_to_json(model))
@@ -163,20 +182,21 @@ def train_fold(cfg, k: int, inp: Inputs, info, strat, run_dir) -> dict:
     out = run.fold(k)
     if tcfg.max_steps:
         with strat.scope():
-            model.compile(optimizer=optim.make(tcfg, tcfg.max_steps, model_lib.head_variables(model), factors),
+            model.compile(optimizer=optim.make(tcfg, tcfg.max_steps, model_lib.head_variables(model), factors,
+                                               reduced_by_step=True),
                           loss=loss, jit_compile=tcfg.xla)
-        return _probe(model, ds, tcfg, k, batch, run_dir)
+        return _probe(model, dataset(0), tcfg, k, batch, run_dir)
     callback = epoch_eval(tcfg, train_feed.rows(va), inp.y[va])
     start, epoch = time.perf_counter(), 0
     for n_epochs, head_only in stages(tcfg):
         model.freeze_backbones(head_only)
         with strat.scope():
-            opt = optim.make(tcfg, steps * n_epochs // tcfg.grad_accum, model_lib.head_variables(model), factors,
-                             head_only)
+            opt = optim.make(tcfg, steps * n_epochs, model_lib.head_variables(model), factors, head_only,
+                             reduced_by_step=True)
             model.compile(optimizer=opt, loss=loss, jit_compile=tcfg.xla)
         what = f"fold {k}" + (" (head only)" if head_only else "")
-        model.fit(ds, initial_epoch=epoch, epochs=epoch + n_epochs, verbose=progress.keras_verbose(tcfg),
-                  callbacks=[callback, *progress.callbacks(tcfg, what, steps, batch)])
+        model.fit(dataset(epoch), initial_epoch=epoch, epochs=epoch + n_epochs, steps_per_epoch=steps,
+                  verbose=progress.keras_verbose(tcfg), callbacks=[callback, *progress.callbacks(tcfg, what, steps, batch)])
         epoch += n_epochs
         if callback.stopped:
             break
@@ -195,8 +215,9 @@ def train_fold(cfg, k: int, inp: Inputs, info, strat, run_dir) -> dict:
     files.write_csv(out.history, pd.DataFrame(callback.rows))
     result = {"fold": k, "val_spearman": score.mean, "n_constant": score.n_constant,
               "best_epoch": callback.best_epoch if tcfg.keep == "best" else len(callback.rows),
-              "epochs_run": len(callback.rows), "train_seconds": seconds,
-              "train_samples_per_s": len(tr) * len(callback.rows) / seconds, "per_column": score.per_column}
+              "epochs_run": len(callback.rows), "train_seconds": seconds, "pseudo_rows": n_pseudo,
+              "replicas": replicas, "global_batch": batch,
+              "train_samples_per_s": len(feed) * len(callback.rows) / seconds, "per_column": score.per_column}
     files.write_json(out.metrics, result)
     files.write_json(out.finished, {"weights_sha256": weights_sha, "test_sha256": inp.test_sha})  # last
     keras.backend.clear_session()
@@ -218,10 +239,16 @@ def train(cfg) -> list:
 
 def _train_folds(cfg, wanted: list[int]) -> list:
     inp, info, tok = prepare(cfg)
-    strat = device.strategy()
+    strat = device.strategy(cfg.train.strategy)
     kind = device.accelerator_kind(strat)
     policy = device.set_precision(cfg.train.mixed_precision, kind)
-    run_dir = runs.open_run(cfg, info, tok, {"folds_fingerprint": folds_lib.fingerprint(cfg), "precision": policy})
+    extra = {"folds_fingerprint": folds_lib.fingerprint(cfg), "precision": policy}
+    if inp.pseudo is not None:
+        extra["pseudo"] = {"source": str(inp.pseudo.source), "weight": inp.pseudo.weight,
+                           "stamp": files.read_json(layout.Pseudo(inp.pseudo.source).manifest)["stamp"]}
+    runs.check_global_batch(cfg.run_dir, cfg.train.batch_size * strat.num_replicas_in_sync * cfg.train.grad_accum,
+                            strat.num_replicas_in_sync)
+    run_dir = runs.open_run(cfg, info, tok, extra)
     done = set(runs.finished_folds(run_dir))
     for k in wanted:
         if k in done:

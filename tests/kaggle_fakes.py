@@ -99,3 +99,126 @@ def read_only(root: Path):
 
 def snapshot(root: Path) -> dict:
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+
+
+def run_notebook(python: str, root, work, tmp_path, extra_env=None, notebook: Path | None = None) -> str:
+    """Execute a kernel notebook (default notebooks/kaggle_inference.ipynb) headless with `python` as the kernel,
+    /kaggle/input at root, the working directory at work, the network blocked; returns the cells' text output."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    from pipeline import files, layout
+
+    tmp_path = Path(tmp_path)
+    guard, kernels = tmp_path / "guard", tmp_path / "jupyter" / "kernels" / "quest-test"
+    guard.mkdir(exist_ok=True)
+    (guard / "sitecustomize.py").write_text(SOCKET_GUARD)
+    kernels.mkdir(parents=True, exist_ok=True)
+    files.write_json(kernels / "kernel.json", {"argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                                               "display_name": "quest-test", "language": "python"})
+    env = {"QUEST_INPUT_ROOT": str(root), "QUEST_WORK": str(work), "QUEST_SITE": str(tmp_path / "site"),
+           "QUEST_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1", "PIP_NO_INDEX": "1",
+           "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "PYTHONPATH": str(guard),
+           "TF_CPP_MIN_LOG_LEVEL": "3", "JUPYTER_PATH": str(tmp_path / "jupyter"), **(extra_env or {})}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    for var in ("QUEST_BUNDLE", "QUEST_DATA", "QUEST_MODEL"):
+        os.environ.pop(var, None)
+    try:
+        nb = nbformat.read(notebook or layout.INFERENCE_NOTEBOOK, as_version=4)
+        NotebookClient(nb, timeout=900, kernel_name="quest-test", resources={"metadata": {"path": str(work)}}).execute()
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+
+
+def status(name: str, failure: str = "") -> SimpleNamespace:
+    """A kernels_status answer as kaggle 2.x gives it: status is an enum (KernelWorkerStatus.COMPLETE ...)."""
+    return SimpleNamespace(status=SimpleNamespace(name=name.upper()), failure_message=failure)
+
+
+class KernelCloud(FakeApi):
+    """Kaggle as far as training kernels need it, on this machine. Uploaded datasets are kept by id; a pushed kernel
+    runs when its output is asked for: its notebook is executed (network blocked) against a fake, read-only
+    /kaggle/input built from its metadata's sources, and its working directory is the output."""
+
+    def __init__(self, tmp: Path, competition: Path, datasets: dict | None = None, python: str | None = None,
+                 statuses=("queued", "running", "complete")):
+        super().__init__(statuses=("ready",))
+        import sys
+
+        self.tmp, self.competition, self.python = Path(tmp), Path(competition), python or sys.executable
+        self.datasets, self.kernels, self.runs = dict(datasets or {}), {}, []
+        self.kernel_statuses, self._left = list(statuses), {}
+
+    def _keep(self, folder):
+        meta = json.loads((Path(folder) / "dataset-metadata.json").read_text())
+        dest = self.tmp / "datasets" / meta["id"].replace("/", "__")
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(folder, dest)
+        self.datasets[meta["id"]] = dest
+        return SimpleNamespace(status="ok", error="", url="u")
+
+    def dataset_create_version(self, folder, version_notes, dir_mode, quiet):
+        self.calls.append(("version", folder))
+        meta = json.loads((Path(folder) / "dataset-metadata.json").read_text())
+        if meta["id"] not in self.datasets:
+            raise RuntimeError("404 Client Error: Not Found")
+        return self._keep(folder)
+
+    def dataset_create_new(self, folder, public, dir_mode, quiet):
+        self.calls.append(("create", folder))
+        return self._keep(folder)
+
+    def kernels_push(self, folder):
+        self.calls.append(("push", folder))
+        meta = json.loads((Path(folder) / "kernel-metadata.json").read_text())
+        dest = self.tmp / "pushed" / meta["id"].replace("/", "__")
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(folder, dest)
+        self.kernels[meta["id"]] = dest
+        self._left[meta["id"]] = list(self.kernel_statuses)
+        return SimpleNamespace(error="", invalidDatasetSources=[], versionNumber=1, url=f"https://kaggle/{meta['id']}")
+
+    def kernels_status(self, handle):
+        self.calls.append(("kernel status", handle))
+        left = self._left[handle]
+        return status(left.pop(0) if len(left) > 1 else left[0])
+
+    def kernels_output(self, handle, path, file_pattern=None, force=False, quiet=True):
+        self.calls.append(("output", handle))
+        folder = self.kernels[handle]
+        meta = json.loads((folder / "kernel-metadata.json").read_text())
+        where = self.tmp / "sessions" / handle.replace("/", "__")
+        shutil.rmtree(where, ignore_errors=True)
+        root, work = where / "input", where / "working"
+        work.mkdir(parents=True)
+        shutil.copytree(self.competition, root / "competitions" / meta["competition_sources"][0])
+        for source in meta["dataset_sources"]:
+            owner, slug = source.split("/")
+            shutil.copytree(self.datasets[source], root / "datasets" / owner / slug)
+        for source in meta["model_sources"]:
+            shutil.copytree(self.datasets[source], root / "models" / source)
+        read_only(root)
+        self.runs.append(run_notebook(self.python, root, work, where, notebook=folder / meta["code_file"]))
+        shutil.copytree(work, path, dirs_exist_ok=True)
+        return sorted(str(p) for p in Path(path).rglob("*") if p.is_file()), None
+
+
+class KernelOutput(FakeApi):
+    """A finished kernel whose output is a folder prepared by the test (no notebook is run)."""
+
+    def __init__(self, output: Path, statuses=("complete",)):
+        super().__init__()
+        self.output, self.kernel_statuses = Path(output), list(statuses)
+
+    def kernels_status(self, handle):
+        self.calls.append(("kernel status", handle))
+        entry = self.kernel_statuses.pop(0) if len(self.kernel_statuses) > 1 else self.kernel_statuses[0]
+        return status(*entry) if isinstance(entry, tuple) else status(entry)
+
+    def kernels_output(self, handle, path, file_pattern=None, force=False, quiet=True):
+        self.calls.append(("output", handle))
+        shutil.copytree(self.output, path, dirs_exist_ok=True)
+        return [], None

@@ -1,11 +1,10 @@
 """Backbone and tokenizer sources beyond the HF BERT directory: keras-hub presets, other families."""
 import json
-import shutil
 
 import numpy as np
 import pytest
 
-from pipeline import encode, model, modeldir, optim, tokenizer
+from pipeline import encode, model, modeldir, tokenizer
 
 HF_CONFIGS = {
     "distilbert": {"model_type": "distilbert", "vocab_size": 300, "dim": 32, "n_layers": 2, "n_heads": 2,
@@ -120,19 +119,25 @@ def test_a_sentencepiece_only_directory_loads(tmp_path):
     assert tok.encode_batch(["the answer"])[0] and tokenizer.load(tmp_path).fingerprint == tok.fingerprint
 
 
-def test_gradient_accumulation_steps_the_optimizer_every_k_batches(tiny_model_dir):
+def test_gradient_accumulation_is_one_step_over_the_whole_batch(tiny_model_dir):
+    """grad_accum: a step of 12 rows in 3 micro-batches (4, 4, 4) moves the weights as one step over 12 rows at
+    once, with one optimizer iteration per step; no dropout, so the two runs see the same function. Plain SGD:
+    its step is proportional to the gradient, so a mis-scaled sum would show (Adam's would not)."""
     import keras
 
-    from pipeline import config
-
-    bb = model.load_backbone(tiny_model_dir, random_init=True)
-    m = model.QuestModel(bb)
-    tcfg = config.TrainConfig(grad_accum=2, epochs=1, lr_backbone=1e-3, lr_head=1e-3)
-    opt = optim.make(tcfg, 6 // tcfg.grad_accum, head_vars=model.head_variables(m))
-    m.compile(optimizer=opt, loss=keras.losses.BinaryCrossentropy())
-    x = {"token_ids": np.full((24, 16), 7, "int32"), "segment_ids": np.zeros((24, 16), "int32"),
-         "padding_mask": np.ones((24, 16), "int32")}
-    m.fit(x, np.random.default_rng(0).random((24, 30)).astype("float32"), batch_size=4, epochs=1, verbose=0)
-    assert int(opt.iterations.numpy()) == 3  # 6 micro-batches, 3 optimizer steps
-    schedule = opt.get_config()["learning_rate"]["config"]
-    assert schedule["peak"] == 1e-3 and schedule["total_steps"] == 3
+    x = {"token_ids": np.random.default_rng(1).integers(5, 300, (24, 16)).astype("int32"),
+         "segment_ids": np.zeros((24, 16), "int32"), "padding_mask": np.ones((24, 16), "int32")}
+    y = np.random.default_rng(0).random((24, 30)).astype("float32")
+    after = []
+    for micro in (1, 3):
+        keras.utils.set_random_seed(5)
+        m = model.QuestModel(model.load_backbone(tiny_model_dir, random_init=True, dropout=0.0), dropout=0.0)
+        m.micro_batches = micro
+        opt = keras.optimizers.SGD(learning_rate=0.05)
+        m.compile(optimizer=opt, loss=keras.losses.BinaryCrossentropy())
+        loss = m.fit(x, y, batch_size=12, epochs=1, shuffle=False, verbose=0).history["loss"]
+        assert int(opt.iterations.numpy()) == 2  # 24 rows, steps of 12: two optimizer steps either way
+        after.append((loss, m.get_weights()))
+    (loss_one, one), (loss_three, three) = after
+    assert np.allclose(loss_one, loss_three, rtol=1e-5)
+    assert max(np.abs(a - b).max() for a, b in zip(one, three)) < 1e-6

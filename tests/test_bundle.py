@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT
-from kaggle_fakes import SOCKET_GUARD, FakeApi, make_wheel, mount, read_only, snapshot
-from pipeline import bundle, config, files, kaggle, kaggle_inference, stages, wheels
+from kaggle_fakes import SOCKET_GUARD, FakeApi, make_wheel, mount, read_only, run_notebook, snapshot
+from pipeline import bundle, config, files, kaggle, kaggle_inference, kernels, stages, wheels
 from pipeline.schema import ID, TARGETS
 
 
@@ -145,34 +145,6 @@ def test_package_never_replaces_a_folder_it_did_not_write(bundled, tmp_path):
     assert (tmp_path / "precious.txt").read_text() == "keep me"
 
 
-def run_notebook(python: str, root, work, tmp_path, extra_env=None):
-    """Execute notebooks/kaggle_inference.ipynb headless with `python` as the kernel, network blocked."""
-    import nbformat
-    from nbclient import NotebookClient
-
-    guard, kernels = tmp_path / "guard", tmp_path / "jupyter" / "kernels" / "quest-test"
-    guard.mkdir()
-    (guard / "sitecustomize.py").write_text(SOCKET_GUARD)
-    kernels.mkdir(parents=True)
-    files.write_json(kernels / "kernel.json", {"argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-                                               "display_name": "quest-test", "language": "python"})
-    env = {"QUEST_INPUT_ROOT": str(root), "QUEST_WORK": str(work), "QUEST_SITE": str(tmp_path / "site"),
-           "QUEST_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1", "PIP_NO_INDEX": "1",
-           "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "PYTHONPATH": str(guard),
-           "TF_CPP_MIN_LOG_LEVEL": "3", "JUPYTER_PATH": str(tmp_path / "jupyter"), **(extra_env or {})}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    for var in ("QUEST_BUNDLE", "QUEST_DATA"):
-        os.environ.pop(var, None)
-    try:
-        nb = nbformat.read(ROOT / "notebooks" / "kaggle_inference.ipynb", as_version=4)
-        NotebookClient(nb, timeout=900, kernel_name="quest-test", resources={"metadata": {"path": str(work)}}).execute()
-    finally:
-        for k, v in old.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-
-
 def check_kernel_output(work, data, run_dirs, expected, atol=1e-5):
     sub = pd.read_csv(work / "submission.csv")
     sample = pd.read_csv(data / "sample_submission.csv")
@@ -298,9 +270,9 @@ def test_submit_sends_the_kernel_version_and_reports_refusals(trained):
                                              ({"dataset_sources": []}, "dataset_sources")])
 def test_bad_kernel_metadata_is_rejected(trained, change, message):
     cfg, _ = trained
-    meta = {**bundle.kernel_metadata(cfg, "kaggle_inference.ipynb"), **change}
+    meta = {**kernels.kernel_metadata(cfg, "kaggle_inference.ipynb"), **change}
     with pytest.raises(ValueError, match=message):
-        bundle.validate_kernel_metadata(meta)
+        kernels.validate_kernel_metadata(meta)
 
 
 def test_tpu_is_refused_with_the_reason():

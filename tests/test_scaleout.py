@@ -1,0 +1,169 @@
+"""Scale-out on Kaggle (issue 15): training kernels pushed per fold group, their folds collected into one run
+and checked against it, bounded status polling; end to end through a fake Kaggle that runs the kernels here."""
+import copy
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import tiny_train_config
+from kaggle_fakes import KernelCloud, KernelOutput
+from pipeline import config, files, kaggle, kernels, layout, runs, stages
+from pipeline.schema import ID, TARGETS
+
+
+def _kernel_output(tmp_path, run_dir):
+    """A training kernel's output folder holding (a copy of) run_dir, as `kaggle kernels output` leaves it."""
+    out = tmp_path / "kernel-output"
+    shutil.copytree(run_dir, layout.KernelWork(out).run(run_dir.name).root)
+    return out, layout.KernelWork(out).run(run_dir.name)
+
+
+def _collector(trained, tmp_path):
+    """The trained run's config pointed at an empty output folder (its folds file kept): where folds arrive."""
+    cfg, (run_dir, _) = trained
+    here = copy.deepcopy(cfg)
+    for assignment in (f"output.dir={tmp_path / 'here'}", f"folds.file={cfg.folds_file}", "train.seed=1"):
+        config._override(here, assignment)
+    assert here.run_name == run_dir.name
+    return config.validate(here)
+
+
+def test_collected_folds_join_the_run_and_are_checked(trained, tmp_path):
+    cfg, (run_dir, _) = trained
+    here = _collector(trained, tmp_path)
+    out, _ = _kernel_output(tmp_path, run_dir)
+    paths = stages.collect(here, kernels=["someone/quest-train-f0-1"], client=KernelOutput(out))
+    assert runs.finished_folds(here.run_dir) == [0, 1] and paths[-1].name == "summary.json"
+    mine, theirs = (pd.read_csv(d / "oof.csv").set_index(ID).sort_index() for d in (here.run_dir, run_dir))
+    assert np.allclose(mine[list(TARGETS)], theirs[list(TARGETS)])
+    info = files.read_json(here.run_dir / "run.json")
+    assert info["collected"][0]["kernel"] == "someone/quest-train-f0-1" and info["collected"][0]["folds"] == [0, 1]
+    assert runs.load_config(here.run_dir).output.dir == here.output.dir  # this machine's config, not the kernel's
+    again = KernelOutput(out)  # the same folds again: nothing to copy, nothing refused
+    stages.collect(here, kernels=["someone/quest-train-f0-1"], client=again)
+    assert files.read_json(here.run_dir / "run.json")["collected"][-1]["folds"] == []
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (lambda src: files.write_json(src.info, {**files.read_json(src.info), "folds_fingerprint": "0" * 16}),
+     "trained on another split"),
+    (lambda src: files.write_text(src.config, src.config.read_text().replace("epochs = 2", "epochs = 3")),
+     r"other settings \{'train.epochs': \(3, 2\)\}"),
+    (lambda src: files.write_json(src.info, {**files.read_json(src.info), "tokenizer_fingerprint": "f" * 64}),
+     "tokenizer copy .* does not match its run.json"),
+    (lambda src: src.fold(1).weights.write_bytes(b"half"), "fold1/model.weights.h5 is damaged"),
+    (lambda src: files.write_json(src.fold(0).metrics, {**files.read_json(src.fold(0).metrics), "global_batch": 32}),
+     None),  # checked against this run's other folds below
+])
+def test_mismatched_kernel_runs_are_refused_before_anything_is_copied(trained, tmp_path, tamper, message):
+    cfg, (run_dir, _) = trained
+    here = _collector(trained, tmp_path)
+    out, src = _kernel_output(tmp_path, run_dir)
+    if message is None:  # a kernel on two GPUs (global batch 32) cannot join folds trained on one (16)
+        shutil.rmtree(src.fold(0).root)
+        stages.collect(here, kernels=["someone/a"], client=KernelOutput(out))  # fold 1 arrives first
+        out, src = _kernel_output(tmp_path / "b", run_dir)
+        shutil.rmtree(src.fold(1).root)
+        message = "fold 1 of .* was trained with a global batch of 16 .* kernel someone/b gives 32"
+    tamper(src)
+    before = sorted(p for p in here.run_dir.rglob("*")) if here.run_dir.exists() else []
+    with pytest.raises(runs.RunError, match=message):
+        stages.collect(here, kernels=["someone/b"], client=KernelOutput(out))
+    after = sorted(p for p in here.run_dir.rglob("*") if p.name != ".lock") if here.run_dir.exists() else []
+    assert [p for p in after if p.name != ".lock"] == [p for p in before if p.name != ".lock"]
+
+
+def test_a_kernel_that_used_another_tokenizer_is_refused(trained, tmp_path, synth_dir):
+    from pipeline import synth, tinymodel
+    from pipeline import tokenizer as tokenizer_lib
+    from pipeline.schema import TEXT_COLUMNS
+
+    cfg, (run_dir, _) = trained
+    here = _collector(trained, tmp_path)
+    out, src = _kernel_output(tmp_path, run_dir)
+    texts = [t for c in TEXT_COLUMNS for t in synth.generate(60, 10, seed=9)[0][c]]
+    other = tokenizer_lib.load(tinymodel.make(tmp_path / "other", texts, vocab_size=300))
+    shutil.rmtree(src.tokenizer)
+    other.save(src.tokenizer)  # a consistent kernel run, on another vocabulary
+    files.write_json(src.info, {**files.read_json(src.info), "tokenizer_fingerprint": other.fingerprint})
+    with pytest.raises(runs.RunError, match="trained with another tokenizer"):
+        stages.collect(here, kernels=["someone/a"], client=KernelOutput(out))
+
+
+def test_a_local_fold_with_other_weights_is_kept(trained, tmp_path):
+    cfg, (run_dir, _) = trained
+    here = _collector(trained, tmp_path)
+    out, src = _kernel_output(tmp_path, run_dir)
+    stages.collect(here, kernels=["someone/a"], client=KernelOutput(out))
+    fold = layout.Run(here.run_dir).fold(0)
+    files.write_json(fold.finished, {**files.read_json(fold.finished), "weights_sha256": "0" * 64})
+    with pytest.raises(runs.RunError, match="fold 0 is already finished .* with other weights"):
+        stages.collect(here, kernels=["someone/a"], client=KernelOutput(out))
+
+
+def test_status_polling_is_bounded_and_reports_failures(monkeypatch):
+    monkeypatch.setattr(kaggle.time, "sleep", lambda s: None)
+    api = KernelOutput(".", statuses=["queued", "running", "running", "complete"])
+    assert kaggle.wait_kernel("someone/k", api, timeout=600, poll=60) == "complete"
+    assert len(api.calls) == 4
+    with pytest.raises(kaggle.KaggleApiError, match=r"is 'running' after 120s; collect it when it has run"):
+        kaggle.wait_kernel("someone/k", KernelOutput(".", statuses=["running"]), timeout=120, poll=60)
+    with pytest.raises(kaggle.KaggleApiError, match="ended with status 'error': CUDA out of memory"):
+        kaggle.wait_kernel("someone/k", KernelOutput(".", statuses=[("error", "CUDA out of memory")]), timeout=600)
+    with pytest.raises(kaggle.KaggleApiError, match=r"is 'running'; collect it when it has run \(--wait"):
+        kaggle.wait_kernel("someone/k", KernelOutput(".", statuses=["running"]))  # no wait asked: look once
+
+
+def test_training_kernel_metadata_and_notebook(trained, tmp_path):
+    cfg, _ = trained
+    k = copy.deepcopy(cfg)
+    for assignment in ("kaggle.train_kernel=someone/quest-train", "kaggle.code_dataset=someone/quest-code",
+                       "kaggle.model=keras/bert/keras/bert_base_en_uncased/2", "train.folds=[0]"):
+        config._override(k, assignment)
+    notebook, meta_path = stages.kernel(k, train=True, out=str(tmp_path / "k"))
+    meta = files.read_json(meta_path)
+    assert meta["id"] == "someone/quest-train-f0" and meta["enable_internet"] is False and meta["enable_gpu"] is True
+    assert meta["dataset_sources"] == ["someone/quest-code"]
+    assert meta["model_sources"] == ["keras/bert/keras/bert_base_en_uncased/2"]
+    cell = [c for c in json.loads(notebook.read_text())["cells"] if "parameters" in c["metadata"].get("tags", [])][0]
+    scope = {}
+    exec("".join(cell["source"]), scope)
+    assert scope["FOLDS"] == [0] and config.from_toml_text(scope["CONFIG"]).run_name == k.run_name
+    config._override(k, "kaggle.model=")
+    with pytest.raises(ValueError, match="needs the backbone as an input: set kaggle.model"):
+        stages.kernel(k, train=True, out=str(tmp_path / "k"))
+
+
+@pytest.mark.slow
+def test_two_kernels_train_the_folds_and_the_run_is_as_if_trained_here(tmp_path, synth_dir, tiny_model_dir,
+                                                                      monkeypatch):
+    """package --code-only -> kernel --train --push (folds 0 and 1, two kernels) -> collect --wait, through a fake
+    Kaggle whose kernels run the training notebook here (read-only /kaggle/input, network blocked)."""
+    monkeypatch.setattr(kaggle.time, "sleep", lambda s: None)
+    cfg = tiny_train_config(tmp_path, synth_dir, tiny_model_dir, train__epochs=1, train__seed=3,
+                            kaggle__code_dataset="someone/quest-code", kaggle__model="someone/tiny-bert-model",
+                            kaggle__train_kernel="someone/quest-train")
+    stages.folds(cfg)
+    cloud = KernelCloud(tmp_path / "cloud", cfg.path(cfg.data.dir), datasets={"someone/tiny-bert-model": tiny_model_dir})
+    stages.package(cfg, code_only=True, upload=True, client=cloud)
+    for folds in ([0], [1]):
+        cfg.train.folds = folds
+        stages.kernel(cfg, train=True, push=True, client=cloud)
+    cfg.train.folds = []
+    assert kernels.pushed_for_run(cfg) == ["someone/quest-train-f0", "someone/quest-train-f1"]
+    run_dir, summary = stages.collect(cfg, wait=600, client=cloud)  # the kernels pushed from here
+    assert runs.finished_folds(run_dir) == [0, 1] and files.read_json(summary)["folds_done"] == [0, 1]
+    assert all("training folds" in text and "installed from the bundle" in text for text in cloud.runs)
+    assert [c[0] for c in cloud.calls].count("kernel status") >= 6  # queued, running, complete for each
+    local = copy.deepcopy(cfg)  # fold 0 trained here from the same config: the same model
+    config._override(local, f"output.dir={tmp_path / 'local'}")
+    config._override(local, "train.folds=[0]")
+    local_run = stages.train(local)[0]
+    mine, theirs = (pd.read_csv(layout.Run(d).fold(0).oof).set_index(ID) for d in (local_run, run_dir))
+    assert np.allclose(mine[list(TARGETS)], theirs.loc[mine.index, list(TARGETS)], atol=1e-5)
+    stages.validate(cfg)
+    stages.ensemble(cfg)
+    assert (stages.package(cfg, out=str(tmp_path / "bundle"))[0] / "runs" / run_dir.name / "fold1").is_dir()
