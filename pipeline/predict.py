@@ -34,9 +34,7 @@ def predict_run(run_dir: Path, csv_path: Path, out_dir: Path | None = None, cach
         return current
     out, sha = run.prediction(csv_path, out_dir), stamp["input_sha256"]
     rcfg = runs.load_config(run_dir)
-    frame = data.read_csv(csv_path, "predict")
-    if rcfg.data.clean_text:
-        data.clean_frame(frame)
+    frame = rows_for_run(rcfg, data.read_csv(csv_path, "predict"))
     fold_tests = [run.fold(k).test for k in folds]
     same_file = all(files.read_json(run.fold(k).finished).get("test_sha256") == sha for k in folds)
     if reuse and same_file and all(p.is_file() for p in fold_tests):
@@ -47,6 +45,12 @@ def predict_run(run_dir: Path, csv_path: Path, out_dir: Path | None = None, cach
     files.write_csv(out, submission.predictions_frame(frame[ID], preds))
     files.write_json(run.prediction_stamp(csv_path, out_dir), {"stamp": stamp})  # last: marks the prediction current
     return out
+
+
+def rows_for_run(rcfg, frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of rows to predict, cleaned as the run's training text was."""
+    frame = frame.copy()
+    return data.clean_frame(frame) if rcfg.data.clean_text else frame
 
 
 def _encode_for_run(run_dir: Path, rcfg, frame, cache_dir):
@@ -67,9 +71,9 @@ def _fold_predict(run_dir, k, enc, frame, t, batch_size) -> np.ndarray:
                             t.dynamic_padding, t.pad_multiple)
 
 
-def _predict_with_weights(run_dir, rcfg, frame, folds, cache_dir, batch_size, precision) -> np.ndarray:
-    """Each fold in the precision this device supports (whatever the run trained in); a fold whose
-    float16 predictions come out non-finite is recomputed in float32."""
+def fold_predictions(run_dir, rcfg, frame, folds, cache_dir, batch_size=None, precision="auto"):
+    """(fold, predictions) for each fold in turn, in the precision this device supports (whatever the run trained
+    in); a fold whose float16 predictions come out non-finite is recomputed in float32. frame: rows_for_run's."""
     import keras
 
     from . import device
@@ -77,7 +81,6 @@ def _predict_with_weights(run_dir, rcfg, frame, folds, cache_dir, batch_size, pr
     enc = _encode_for_run(run_dir, rcfg, frame, cache_dir)
     kind = device.accelerator_kind(device.strategy(quiet=True))
     t = rcfg.train
-    total = np.zeros((len(frame), len(TARGETS)))
     for k in folds:
         policy = device.set_precision(precision, kind)  # again per fold: clear_session resets the policy
         pred = _fold_predict(run_dir, k, enc, frame, t, batch_size)
@@ -87,9 +90,13 @@ def _predict_with_weights(run_dir, rcfg, frame, folds, cache_dir, batch_size, pr
             keras.mixed_precision.set_global_policy("float32")
             pred = _fold_predict(run_dir, k, enc, frame, t, batch_size)
             keras.backend.clear_session()
-        total += pred
         log.info("%s: fold %d predicted %d rows (%s)", run_dir.name, k, len(frame), policy)
-    return total / len(folds)
+        yield k, pred
+
+
+def _predict_with_weights(run_dir, rcfg, frame, folds, cache_dir, batch_size, precision) -> np.ndarray:
+    """The fold models' mean."""
+    return np.mean([p for _, p in fold_predictions(run_dir, rcfg, frame, folds, cache_dir, batch_size, precision)], 0)
 
 
 def seconds_per_row(run_dir: Path, frame: pd.DataFrame, cache_dir: Path | None = None, sample: int = 64) -> float:
@@ -103,8 +110,7 @@ def seconds_per_row(run_dir: Path, frame: pd.DataFrame, cache_dir: Path | None =
 
     run_dir = Path(run_dir)
     rcfg = runs.load_config(run_dir)
-    if rcfg.data.clean_text:
-        data.clean_frame(frame)
+    frame = rows_for_run(rcfg, frame)
     enc = _encode_for_run(run_dir, rcfg, frame, cache_dir or Path("/tmp/quest-cache"))
     device.set_precision(rcfg.train.predict_precision, device.accelerator_kind(device.strategy(quiet=True)))
     rows = np.random.default_rng(0).choice(len(frame), size=min(sample, len(frame)), replace=False)

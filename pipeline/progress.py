@@ -71,3 +71,41 @@ class StepClock(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self.seconds = time.perf_counter() - (self.t0 or time.perf_counter())
+
+
+def bar(iterable, desc: str):
+    """A tqdm bar over an iterable on a terminal; nothing elsewhere."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, disable=None, leave=False)
+
+
+class StepBar(keras.callbacks.Callback):
+    """Progress of a step-counted job that runs as several `fit` calls (pre-training between checkpoints): a tqdm
+    bar on a terminal (verbose 1), else, or with verbose 2, a log line at each checkpoint with the loss,
+    tokens/s and the ETA."""
+
+    def __init__(self, label: str, total: int, start: int, verbose: int):
+        from tqdm.auto import tqdm
+
+        super().__init__()
+        self.label, self.total, self.done, self.first, self.t0 = label, total, start, start, time.perf_counter()
+        self.lines = verbose == 2 or (verbose == 1 and not _terminal())
+        self.bar = tqdm(total=total, initial=start, desc=label, unit="step", disable=verbose != 1 or self.lines)
+
+    def on_train_batch_end(self, step, logs=None):
+        self.done += 1
+        self.bar.update(1)
+        if logs and "loss" in logs:
+            self.bar.set_postfix(loss=f"{float(logs['loss']):.3f}", refresh=False)
+
+    def checkpoint(self, state: dict, tokens_per_s: float):
+        if not self.lines:
+            return
+        elapsed = time.perf_counter() - self.t0
+        eta = (self.total - self.done) * elapsed / max(self.done - self.first, 1)
+        log.info("%s: step %d/%d  loss %.4f  %.0f tokens/s  ETA %dm%02ds (checkpoint written)", self.label, self.done,
+                 self.total, state.get("loss", float("nan")), tokens_per_s, eta // 60, eta % 60)
+
+    def close(self):
+        self.bar.close()

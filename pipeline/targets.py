@@ -5,7 +5,8 @@ rank:    per column, the labels' average rank among the training rows, min-max s
          (6th place); a prediction maps back through the same (rank, value) points.
 ordinal: per column, one binary unit per "label > v" for every training value v but the largest
          (2nd place, about 170 units); the prediction is the expected value
-         v_0 + sum_i (v_{i+1} - v_i) * P(label > v_i).
+         v_0 + sum_i (v_{i+1} - v_i) * P(label > v_i). A soft label between two training values (a
+         pseudo-label) sets the unit of that step to the fraction it climbs, so it decodes back exactly.
 A coding is fitted on a fold's training rows only and saved with the fold (it is part of the model).
 """
 from __future__ import annotations
@@ -43,9 +44,12 @@ class TargetCoding:
         for c, values in enumerate(self.values):
             if self.kind == "rank":
                 cols.append(np.interp(y[:, c], values, self.points[c])[:, None])
-            else:
-                thresholds = np.asarray(values[:-1] or values[:1])
-                cols.append((y[:, c, None] > thresholds[None, :] + 1e-9).astype(np.float64))
+            elif len(values) == 1:
+                cols.append(np.zeros((len(y), 1)))
+            else:  # unit i: how far the label climbs the step (v_i, v_i+1]: 0/1 on the grid, fractional off it
+                v = np.asarray(values)
+                climb = np.round((y[:, c, None] - v[None, :-1]) / np.diff(v)[None, :], 6)  # labels on the grid: 0/1
+                cols.append(np.clip(climb, 0.0, 1.0))
         return np.concatenate(cols, axis=1).astype(np.float32)
 
     def decode(self, p: np.ndarray) -> np.ndarray:

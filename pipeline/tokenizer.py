@@ -14,12 +14,18 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from . import files
 from .errors import PipelineError
 
 
 class TokenizerError(PipelineError, FileNotFoundError):
     pass
+
+
+# Vocabulary word marks: (prefix, whether it marks a word's first piece rather than a continuation).
+WORD_MARKS = {"wordpiece": ("##", False), "sentencepiece": ("\u2581", True), "bpe": ("\u0120", True)}
 
 
 @dataclass
@@ -33,6 +39,7 @@ class Tokenizer:
     double_sep: bool = False
     vocab_size: int = 0
     special_ids: set = field(default_factory=set)
+    mask_id: int | None = None  # the mask token (masked-LM pre-training); None when the vocabulary has none
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         if self.kind == "keras_hub":
@@ -40,6 +47,29 @@ class Tokenizer:
             out = out.to_list() if hasattr(out, "to_list") else out  # a ragged tensor, or lists (newer keras-hub)
             return [[int(i) for i in ids] for ids in out]
         return [e.ids for e in self.backend.backend_tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+
+    def word_marking(self) -> str:
+        """How encode_words finds word boundaries: "word_ids" (the fast tokenizer's own) or, for a vocabulary,
+        one of WORD_MARKS (WordPiece's continuation mark, SentencePiece's and byte-level BPE's word-start mark),
+        or "none"."""
+        if self.kind == "hf":
+            return "word_ids"
+        vocab = [str(t) for t in self.backend.get_vocabulary()]
+        return next((name for name, (prefix, _) in WORD_MARKS.items()
+                     if sum(t.startswith(prefix) for t in vocab) > len(vocab) // 20), "none")
+
+    def encode_words(self, texts: list[str]) -> list[tuple[list[int], list[int]]]:
+        """Per text: token ids (no specials) and, per token, the index of the word it belongs to, so whole words
+        can be masked together; with no word marking each token is its own word."""
+        if self.kind == "hf":
+            out = self.backend.backend_tokenizer.encode_batch(list(texts), add_special_tokens=False)
+            return [(e.ids, [-1 if w is None else w for w in e.word_ids]) for e in out]
+        marking, rows = self.word_marking(), self.encode_batch(texts)
+        if marking == "none":
+            return [(ids, list(range(len(ids)))) for ids in rows]
+        prefix, marks_start = WORD_MARKS[marking]
+        starts = np.array([str(t).startswith(prefix) == marks_start for t in self.backend.get_vocabulary()])
+        return [(ids, (np.cumsum(starts[ids] | (np.arange(len(ids)) == 0)) - 1).tolist()) for ids in rows]
 
     def decode(self, ids) -> str:
         ids = [int(i) for i in ids if int(i) != self.pad_id]
@@ -96,7 +126,7 @@ def _hugging_face(path: Path) -> Tokenizer:
     pair = tok("a", "b")["input_ids"]
     double = any(a == b == specials["sep"] for a, b in zip(pair, pair[1:]))
     return Tokenizer(tok, "hf", files.sha256_text(backend.to_str()), specials["cls"], specials["sep"],
-                     specials["pad"], double, len(tok), set(tok.all_special_ids))
+                     specials["pad"], double, len(tok), set(tok.all_special_ids), tok.mask_token_id)
 
 
 def _keras_hub(path: Path) -> Tokenizer:
@@ -116,5 +146,7 @@ def _keras_hub(path: Path) -> Tokenizer:
     fingerprint = files.sha256_text(type(tok).__name__, json.dumps(list(tok.get_vocabulary())),
                                     json.dumps(getattr(tok, "merges", None), default=str),
                                     getattr(tok, "lowercase", None))
+    mask = getattr(tok, "mask_token_id", None)
     return Tokenizer(tok, "keras_hub", fingerprint, int(cls), int(sep), int(ids["pad"]), double,
-                     int(tok.vocabulary_size()), {int(cls), int(sep), int(ids["pad"])})
+                     int(tok.vocabulary_size()), {int(i) for i in (cls, sep, ids["pad"], mask) if i is not None},
+                     None if mask is None else int(mask))

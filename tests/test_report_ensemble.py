@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from conftest import tiny_train_config
-from pipeline import data, ensemble, files, layout, metrics, runs, stages, submission, tinymodel
+from pipeline import data, ensemble, files, layout, metrics, stages, submission, tinymodel
 from pipeline.schema import ID, SUBMISSION_COLUMNS, TARGETS, TEXT_COLUMNS
 
 
