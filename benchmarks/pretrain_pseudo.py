@@ -168,7 +168,7 @@ def main(argv=None):
                        "first_loss": manifest["history"][0]["loss"]}
     configs = {}
     for name, pretrained_dir, teacher in (("base", None, None), ("pseudo", None, "base"),
-                                          ("pretrained", pretrained, None), ("pretrained+pseudo", pretrained, "pretrained")):
+                                          ("pretrained", pretrained, None), ("pretrained-pseudo", pretrained, "pretrained")):
         print(f"== {name}", flush=True)
         extra = {"model.path": pretrained_dir, "model.random_init": "false"} if pretrained_dir else {}
         if teacher:  # teacher fold 0 labels the pseudo rows for student fold 0; half the epochs: the same steps

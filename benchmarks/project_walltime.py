@@ -37,8 +37,10 @@ LAYERS, HIDDEN, FFN = 12, 768, 3072  # bert-base and roberta-base alike
 # name: (peak dense fp16/bf16 TFLOP/s, devices, assumed utilisation, scaling over devices, note)
 DEVICES = {
     "P100 (Kaggle GPU)": (18.7, 1, 0.35, 1.0, "fp16 without tensor cores; the kernel's default GPU"),
-    "T4 x2 (Kaggle GPU T4x2)": (65.0, 2, 0.25, 0.9, "fp16 tensor cores, 70 W parts; MirroredStrategy over both"),
-    "H100 SXM class": (989.0, 1, 0.25, 1.0, "bf16; batch 8 and dynamic shapes keep utilisation low"),
+    "T4 x2 (Kaggle GPU T4x2)": (65.0, 2, 0.15, 0.9, "fp16 tensor cores, but 70 W parts with 320 GB/s: "
+                                                     "they rarely sustain more; MirroredStrategy over both"),
+    "H100 SXM class": (989.0, 1, 0.10, 1.0, "bf16; the recipes' 8-row steps (~6 ms of math each) leave it mostly "
+                                            "waiting on kernel launches: a larger train.batch_size raises this"),
 }
 
 
