@@ -36,11 +36,11 @@ test: setup
 	$(BIN)/python -m pytest -q tests; s=$$?; \
 	if [ $$s -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$s
 
-# The code on Kaggle's versions: the fast suite inside .venv-kaggle, then the inference notebook run by
-# .venv-kaggle on a bundle made in .venv (mounted read-only under a fake /kaggle/input, network blocked).
+# The code on Kaggle's versions: the fast suite inside .venv-kaggle, then the inference and the training notebooks
+# run by .venv-kaggle on bundles made in .venv (mounted read-only under a fake /kaggle/input, network blocked).
 kaggle-check: setup kaggle-setup
 	$(KVENV)/bin/python -m pytest -q -p no:cacheprovider -m "not slow" tests; s=$$?; [ $$s -eq 0 ] || exit $$s
-	QUEST_KAGGLE_PYTHON=$(CURDIR)/$(KVENV)/bin/python $(BIN)/python -m pytest -q tests/test_bundle.py -k kaggle_image
+	QUEST_KAGGLE_PYTHON=$(CURDIR)/$(KVENV)/bin/python $(BIN)/python -m pytest -q tests/test_bundle.py tests/test_scaleout.py -k kaggle_image
 
 bench: setup
 	$(BIN)/python benchmarks/bench_train.py --quick

@@ -55,6 +55,9 @@ def parse(argv=None):
     p.add_argument("--profile", action="store_true", help="also split an epoch into input / steps / validation")
     p.add_argument("--quality", type=int, default=0, metavar="ROWS",
                    help="also train each arm on ROWS rows (2 folds, 1 epoch, same seeds) and report its OOF Spearman")
+    p.add_argument("--quality-seeds", type=int, default=1, metavar="N",
+                   help="--quality: train each arm with N run seeds (42, 43 ...) and report their mean and range")
+    p.add_argument("--quality-only", action="store_true", help="--quality without the speed measurements")
     p.add_argument("--name", help="result file stem (default: <backbone>-<compare>-<max_len>-<device>)")
     p.add_argument("--arm", help=argparse.SUPPRESS)
     p.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -117,6 +120,8 @@ def worker(args) -> dict:
 
     from pipeline import batching, data, device, encode, model, optim, targets
 
+    if args.quality_only:
+        return {"arm": args.arm, "quality": quality(args)}
     work = Path(args.workdir)
     data_dir, model_dir, _ = data_and_model(work, args.smoke)
     cfg = arm_config(work, data_dir, model_dir, args, args.arm)
@@ -220,7 +225,7 @@ def profile(m, ds, feed, t, repeats: int) -> dict:
 
 def quality(args) -> dict:
     """OOF Spearman of each arm under one reduced protocol: the first ROWS real rows, 2 question-grouped folds,
-    1 epoch, the same seeds and learning rates; only the batching differs."""
+    1 epoch, the same seeds and learning rates; only the batching differs. The mean over --quality-seeds."""
     import pandas as pd
 
     from pipeline import files, stages
@@ -241,7 +246,11 @@ def quality(args) -> dict:
                        f"output.dir={work / f'quality-{args.arm}'}"):
         config._override(cfg, assignment)
     stages.folds(cfg)
-    return {"oof_spearman": files.read_json(stages.train(cfg)[1])["oof_spearman"]}
+    scores = []
+    for seed in range(42, 42 + args.quality_seeds):
+        config._override(cfg, f"train.seed={seed}")
+        scores.append(files.read_json(stages.train(cfg)[1])["oof_spearman"])
+    return {"oof_spearman": float(sum(scores) / len(scores)), "per_seed": scores}
 
 
 # ---------------------------------------------------------------- driver
@@ -257,7 +266,22 @@ def _s(d: dict, digits: int = 2) -> str:
     return f"{d['median']:.{digits}f} ({d['min']:.{digits}f}-{d['max']:.{digits}f})"
 
 
+def quality_markdown(res: dict) -> str:
+    a, b = (res[arm] for arm in ARMS[res["compare"]])
+    qa, qb = a["quality"]["per_seed"], b["quality"]["per_seed"]
+    diffs = [y - x for x, y in zip(qa, qb)]
+    fmt = lambda v: ", ".join(f"{x:.4f}" for x in v)  # noqa: E731
+    return "\n".join([f"### {res['name']}", "", f"- {res['date']}, {res['device']}; {res['backbone']}; {res['data']}; "
+                      f"{res['quality_protocol']}; run seeds 42..{41 + len(qa)}", f"- command: `{res['command']}`", "",
+                      f"| | {a['arm']} | {b['arm']} | {b['arm']} - {a['arm']} |", "|---|---|---|---|",
+                      f"| OOF Spearman, mean | {a['quality']['oof_spearman']:.4f} | {b['quality']['oof_spearman']:.4f} | "
+                      f"{sum(diffs) / len(diffs):+.4f} |",
+                      f"| per seed | {fmt(qa)} | {fmt(qb)} | {', '.join(f'{d:+.4f}' for d in diffs)} |"]) + "\n"
+
+
 def markdown(res: dict) -> str:
+    if "train_samples_per_s" not in res[ARMS[res["compare"]][0]]:
+        return quality_markdown(res)
     a, b = (res[arm] for arm in ARMS[res["compare"]])
     ratio = lambda key: b[key]["median"] / a[key]["median"]  # noqa: E731
     th = a["threads"]
@@ -305,16 +329,18 @@ def main(argv=None):
     _, _, source = data_and_model(work, args.smoke)
     backbone = "tiny BERT (smoke)" if args.smoke else "all-MiniLM-L6-v2"
     res = {"name": args.name or f"{'tiny' if args.smoke else 'minilm'}-{args.compare}-{args.max_len}-"
-                                f"{'gpu' if gpus else 'cpu'}",
+                                f"{'gpu' if gpus else 'cpu'}" + ("-quality" if args.quality_only else ""),
            "date": time.strftime("%Y-%m-%d"), "device": device_name, "backbone": backbone, "data": source,
            "compare": args.compare, "batch_size": args.batch_size, "repeats": args.repeats,
            "command": " ".join(["python", "benchmarks/bench_train.py", *argv]),
-           "quality_protocol": f"first {args.quality} rows, 2 folds, 1 epoch"}
+           "quality_protocol": f"first {args.quality} rows, 2 folds, 1 epoch"
+                               + (f", mean of {args.quality_seeds} run seeds" if args.quality_seeds > 1 else "")}
     print(f"bench: {backbone}, {source}, {args.compare}, max_len {args.max_len}, {device_name}; work {work}", flush=True)
     for arm in ARMS[args.compare]:
         res[arm] = run_arm(args, arm, work, argv)
-        print(f"{arm}: train {_s(res[arm]['train_samples_per_s'])} samples/s, "
-              f"inference {_s(res[arm]['infer_samples_per_s'])} samples/s", flush=True)
+        if not args.quality_only:
+            print(f"{arm}: train {_s(res[arm]['train_samples_per_s'])} samples/s, "
+                  f"inference {_s(res[arm]['infer_samples_per_s'])} samples/s", flush=True)
     out_dir = ROOT / "benchmarks" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{res['name']}.json").write_text(json.dumps(res, indent=2) + "\n")

@@ -102,7 +102,7 @@ def markdown(results: list[dict], source: str) -> str:
                      f"{r['computed_per_row']:.0f} | {r['tflops']:,.0f} | " + " | ".join(times) + " |")
     lines += ["", "Add start-up and tracing (a few minutes per kernel) and input time. Kaggle gives one notebook session "
               "a time limit (12 h of GPU at the time of writing, within a weekly GPU quota); `python run.py kernel "
-              "--train --folds ...` splits a run over several kernels that train at once (README, Scale-out).", ""]
+              "--train --folds ...` splits a run over several kernels that train at once.", ""]
     return "\n".join(lines)
 
 

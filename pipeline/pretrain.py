@@ -171,8 +171,10 @@ def _pretrain(cfg, info, tok, docs, sources, key: str, out: layout.Pretrained) -
 
     p = cfg.pretrain
     state = files.read_json(out.state) if out.state.is_file() else {}
-    if state.get("key") != key:
+    if state.get("key") != key:  # nothing to resume: a checkpoint of other settings is dropped
         state = {"key": key, "step": 0, "tokens_seen": 0, "masked_tokens": 0, "seconds": 0.0, "history": []}
+        for stale in out.checkpoint_dir.glob("step-*.npz"):
+            stale.unlink()
     encoded = []
     for start in progress.bar(range(0, len(docs), 2048), "tokenize documents"):
         encoded += tok.encode_words(docs[start:start + 2048])
@@ -203,7 +205,6 @@ def _pretrain(cfg, info, tok, docs, sources, key: str, out: layout.Pretrained) -
                 v.assign(saved[f"v{i}"])
         log.info("resumed from the checkpoint at step %d (%d tokens seen)", state["step"], state["tokens_seen"])
     bar = progress.StepBar(f"pretrain {out.root.name}", total, state["step"], p.verbose)
-    logs = {}
     for start in range(state["step"], total, p.checkpoint_every):
         steps = range(start, min(start + p.checkpoint_every, total))
         t0 = time.perf_counter()

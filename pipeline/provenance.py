@@ -1,12 +1,18 @@
 """Where a run came from: the git commit of the code and the versions of the libraries a saved model needs."""
 from __future__ import annotations
 
+import json
 import subprocess
 
 from . import config as config_lib
+from . import layout
 
 
 def git_commit() -> str:
+    """The checkout's commit (+ "-dirty"); code running from a Kaggle bundle reports the commit it was packaged at."""
+    manifest = config_lib.ROOT / layout.MANIFEST_NAME
+    if manifest.is_file() and not (config_lib.ROOT / ".git").exists():
+        return json.loads(manifest.read_text()).get("git_commit", "unknown")
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=config_lib.ROOT, capture_output=True, text=True,
                              timeout=10).stdout.strip()

@@ -84,6 +84,10 @@ class PseudoRows:
     enc: encode.Encoded
     labels: dict  # fold -> (N, 30)
     weight: float
+    stamp: dict  # what the set was made from (its pseudo.json), recorded in the student's run.json
+
+    def record(self) -> dict:
+        return {"source": str(self.source), "weight": self.weight, "stamp": self.stamp}
 
     def for_fold(self, k: int, train: pd.DataFrame, validation_rows: np.ndarray, group_key: str) -> np.ndarray:
         """Rows a student's fold k may train on: not a train row, and not asking one of fold k's validation
@@ -93,6 +97,15 @@ class PseudoRows:
         if group_key in self.frame.columns:
             ok &= ~self.frame[group_key].isin(held).to_numpy()
         return np.flatnonzero(ok)
+
+    def extend(self, k: int, feed, y, model, coding, train: pd.DataFrame, validation_rows: np.ndarray,
+               group_key: str):
+        """Fold k's training feed and coded labels with its pseudo rows appended, their loss weights, their count."""
+        rows = self.for_fold(k, train, validation_rows, group_key)
+        weights = np.concatenate([np.ones(len(feed)), np.full(len(rows), self.weight)])
+        log.info("fold %d: + %d pseudo-labelled rows (of %d) at weight %g", k, len(rows), len(self.frame), self.weight)
+        return (feed.concat(model.feed(self.enc, self.frame).rows(rows)),
+                np.concatenate([y, coding.encode(self.labels[k][rows])]), weights, len(rows))
 
 
 def load_for_training(cfg, tok, uses_segments: bool, wanted_folds: list[int]) -> PseudoRows:
@@ -117,4 +130,4 @@ def load_for_training(cfg, tok, uses_segments: bool, wanted_folds: list[int]) ->
     enc, _ = encode.encode_cached(cfg.encode, cfg.cache_dir, frame, "pseudo", tok, uses_segments)
     labels = {k: pd.read_csv(src.fold(k)).set_index(ID).loc[frame[ID], list(TARGETS)].to_numpy()
               for k in manifest["folds"]}
-    return PseudoRows(src.root, frame, enc, labels, cfg.train.pseudo_weight)
+    return PseudoRows(src.root, frame, enc, labels, cfg.train.pseudo_weight, manifest["stamp"])

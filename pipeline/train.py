@@ -96,6 +96,11 @@ def epoch_eval(tcfg, val_feed, y_val):
     return _Eval()
 
 
+def global_batch(tcfg, replicas: int) -> int:
+    """Rows per optimizer step over every replica (train.batch_size is per replica and per micro-batch)."""
+    return tcfg.batch_size * replicas * tcfg.grad_accum
+
+
 def stages(tcfg) -> list[tuple[int, bool]]:
     """(epochs, head_only) per training stage: the head-only stage (backbone frozen) first, last or absent."""
     full = [(tcfg.epochs, False)] if tcfg.epochs else []
@@ -152,7 +157,7 @@ def train_fold(cfg, k: int, inp: Inputs, info, strat, run_dir) -> dict:
     tr, va = np.flatnonzero(inp.fold != k), np.flatnonzero(inp.fold == k)
     coding = targets.fit(tcfg.targets, inp.y[tr])  # training rows only
     replicas = strat.num_replicas_in_sync
-    batch = tcfg.batch_size * replicas * tcfg.grad_accum  # rows per optimizer step, over every replica
+    batch = global_batch(tcfg, replicas)
     steps = batching.batches_per_epoch(len(tr), batch)
     with strat.scope():
         model = model_lib.build(cfg, info.path, coding, inp.host_vocab)
@@ -163,14 +168,9 @@ def train_fold(cfg, k: int, inp: Inputs, info, strat, run_dir) -> dict:
     feed, y_train, weights = train_feed.rows(tr), coding.encode(inp.y[tr]), None
     n_pseudo = 0
     if inp.pseudo is not None:  # fold k's own labels (teacher fold k), on rows of no validation question
-        extra = inp.pseudo.for_fold(k, inp.train, va, cfg.folds.group_key)
-        n_pseudo = len(extra)
-        feed = feed.concat(model.feed(inp.pseudo.enc, inp.pseudo.frame).rows(extra))
-        y_train = np.concatenate([y_train, coding.encode(inp.pseudo.labels[k][extra])])
-        weights = np.concatenate([np.ones(len(tr)), np.full(n_pseudo, inp.pseudo.weight)])
+        feed, y_train, weights, n_pseudo = inp.pseudo.extend(k, feed, y_train, model, coding, inp.train, va,
+                                                             cfg.folds.group_key)
         steps = batching.batches_per_epoch(len(feed), batch)
-        log.info("fold %d: + %d pseudo-labelled rows (of %d) at weight %g", k, n_pseudo, len(inp.pseudo.frame),
-                 inp.pseudo.weight)
     dataset = lambda first_epoch: batching.train_dataset(  # noqa: E731  (endless: fit takes steps_per_epoch)
         feed, y_train, batch, tcfg.seed * 1000 + k, tcfg.bucketing, tcfg.dynamic_padding, tcfg.pad_multiple,
         first_epoch, weights)
@@ -244,10 +244,9 @@ def _train_folds(cfg, wanted: list[int]) -> list:
     policy = device.set_precision(cfg.train.mixed_precision, kind)
     extra = {"folds_fingerprint": folds_lib.fingerprint(cfg), "precision": policy}
     if inp.pseudo is not None:
-        extra["pseudo"] = {"source": str(inp.pseudo.source), "weight": inp.pseudo.weight,
-                           "stamp": files.read_json(layout.Pseudo(inp.pseudo.source).manifest)["stamp"]}
-    runs.check_global_batch(cfg.run_dir, cfg.train.batch_size * strat.num_replicas_in_sync * cfg.train.grad_accum,
-                            strat.num_replicas_in_sync)
+        extra["pseudo"] = inp.pseudo.record()
+    replicas = strat.num_replicas_in_sync
+    runs.check_global_batch(cfg.run_dir, global_batch(cfg.train, replicas), replicas)
     run_dir = runs.open_run(cfg, info, tok, extra)
     done = set(runs.finished_folds(run_dir))
     for k in wanted:

@@ -2,6 +2,7 @@
 and checked against it, bounded status polling; end to end through a fake Kaggle that runs the kernels here."""
 import copy
 import json
+import os
 import shutil
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from conftest import tiny_train_config
 from kaggle_fakes import KernelCloud, KernelOutput
-from pipeline import config, files, kaggle, kernels, layout, runs, stages
+from pipeline import config, files, kaggle, kernels, layout, provenance, runs, stages
 from pipeline.schema import ID, TARGETS
 
 
@@ -137,26 +138,34 @@ def test_training_kernel_metadata_and_notebook(trained, tmp_path):
         stages.kernel(k, train=True, out=str(tmp_path / "k"))
 
 
-@pytest.mark.slow
-def test_two_kernels_train_the_folds_and_the_run_is_as_if_trained_here(tmp_path, synth_dir, tiny_model_dir,
-                                                                      monkeypatch):
-    """package --code-only -> kernel --train --push (folds 0 and 1, two kernels) -> collect --wait, through a fake
-    Kaggle whose kernels run the training notebook here (read-only /kaggle/input, network blocked)."""
-    monkeypatch.setattr(kaggle.time, "sleep", lambda s: None)
+def _train_on_kernels(tmp_path, synth_dir, tiny_model_dir, fold_groups, python=None):
+    """package --code-only -> kernel --train --push per fold group -> collect --wait, through a fake Kaggle whose
+    kernels run the training notebook here (read-only /kaggle/input, network blocked) with `python`."""
     cfg = tiny_train_config(tmp_path, synth_dir, tiny_model_dir, train__epochs=1, train__seed=3,
                             kaggle__code_dataset="someone/quest-code", kaggle__model="someone/tiny-bert-model",
                             kaggle__train_kernel="someone/quest-train")
     stages.folds(cfg)
-    cloud = KernelCloud(tmp_path / "cloud", cfg.path(cfg.data.dir), datasets={"someone/tiny-bert-model": tiny_model_dir})
+    cloud = KernelCloud(tmp_path / "cloud", cfg.path(cfg.data.dir), datasets={"someone/tiny-bert-model": tiny_model_dir},
+                        python=python)
     stages.package(cfg, code_only=True, upload=True, client=cloud)
-    for folds in ([0], [1]):
+    for folds in fold_groups:
         cfg.train.folds = folds
         stages.kernel(cfg, train=True, push=True, client=cloud)
     cfg.train.folds = []
+    return cfg, cloud, stages.collect(cfg, wait=600, client=cloud)  # the kernels pushed from here
+
+
+@pytest.mark.slow
+def test_two_kernels_train_the_folds_and_the_run_is_as_if_trained_here(tmp_path, synth_dir, tiny_model_dir,
+                                                                      monkeypatch):
+    monkeypatch.setattr(kaggle.time, "sleep", lambda s: None)
+    cfg, cloud, (run_dir, summary) = _train_on_kernels(tmp_path, synth_dir, tiny_model_dir, ([0], [1]))
     assert kernels.pushed_for_run(cfg) == ["someone/quest-train-f0", "someone/quest-train-f1"]
-    run_dir, summary = stages.collect(cfg, wait=600, client=cloud)  # the kernels pushed from here
     assert runs.finished_folds(run_dir) == [0, 1] and files.read_json(summary)["folds_done"] == [0, 1]
     assert all("training folds" in text and "installed from the bundle" in text for text in cloud.runs)
+    collected = files.read_json(run_dir / "run.json")["collected"]  # the kernels ran the code packaged here
+    assert [c["folds"] for c in collected] == [[0], [1]]
+    assert {c["git_commit"] for c in collected} == {provenance.git_commit()}
     assert [c[0] for c in cloud.calls].count("kernel status") >= 6  # queued, running, complete for each
     local = copy.deepcopy(cfg)  # fold 0 trained here from the same config: the same model
     config._override(local, f"output.dir={tmp_path / 'local'}")
@@ -167,3 +176,21 @@ def test_two_kernels_train_the_folds_and_the_run_is_as_if_trained_here(tmp_path,
     stages.validate(cfg)
     stages.ensemble(cfg)
     assert (stages.package(cfg, out=str(tmp_path / "bundle"))[0] / "runs" / run_dir.name / "fold1").is_dir()
+
+
+KAGGLE_PYTHON = os.environ.get("QUEST_KAGGLE_PYTHON", "")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isfile(KAGGLE_PYTHON), reason="no Kaggle-image environment: run `make kaggle-check` "
+                    "(builds .venv-kaggle from configs/kaggle-image-constraints.txt)")
+def test_training_kernel_on_the_kaggle_image(tmp_path, synth_dir, tiny_model_dir, monkeypatch):
+    """The training notebook run by Kaggle's versions (Python 3.12, TF 2.20, keras 3.13, keras-hub 0.26 ...) with
+    the network blocked: it installs the bundled keras / keras-hub, trains its fold, and the fold collects."""
+    monkeypatch.setattr(kaggle.time, "sleep", lambda s: None)
+    cfg, cloud, (run_dir, _) = _train_on_kernels(tmp_path, synth_dir, tiny_model_dir, ([1],), python=KAGGLE_PYTHON)
+    assert runs.finished_folds(run_dir) == [1]
+    versions = provenance.library_versions()
+    for dist in ("keras", "keras-hub"):  # the image's older versions were replaced by the ones used here
+        assert f"{dist}-{versions[dist]}" in cloud.runs[0]
+    assert files.read_json(run_dir / "run.json")["versions"]["tensorflow"].startswith("2.20")  # the image's own
