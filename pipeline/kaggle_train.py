@@ -24,11 +24,7 @@ def main(config_text: str | None, folds: list[int], root: str | Path = KAGGLE_IN
         raise kernel_env.InputsNotFound("no CONFIG in the parameters cell: push this notebook with "
                                         "`python run.py kernel --train --folds ...`, which fills it in")
     root = Path(root)
-    code, data_dir = kernel_env.find_bundle(root), kernel_env.find_competition(root, TRAIN_FILES)
-    kernel_env.require(root, [("code dataset (a folder with bundle.json; attach the dataset written by `python run.py "
-                               "package --code-only`)", code, layout.MANIFEST_NAME),
-                              ("competition data (train.csv, test.csv, sample_submission.csv; add the competition)",
-                               data_dir, TRAIN_FILES[0])])
+    code, data_dir = kernel_env.find_bundle_and_data(root, TRAIN_FILES, "python run.py package --code-only")
     kernel_env.require(root, [("the split (folds/folds.csv in the code dataset; package it again after "
                                "`python run.py folds`)", layout.Bundle(code).folds.parent, "folds.csv")])
     print(f"code: {code}\ncompetition data: {data_dir}", flush=True)

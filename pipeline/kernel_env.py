@@ -93,6 +93,17 @@ def require(root: Path, found: list[tuple[str, Path | None, str]]):
                              "\n(set QUEST_BUNDLE / QUEST_DATA / QUEST_MODEL to override). What is there:\n" + tree(root))
 
 
+def find_bundle_and_data(root: Path, data_files: tuple[str, ...], written_by: str) -> tuple[Path, Path]:
+    """(the pipeline's bundle, the competition folder holding data_files) under root, or InputsNotFound naming
+    what is missing; written_by: the command that makes the bundle, for the message."""
+    bundle, data = find_bundle(root), find_competition(root, data_files)
+    require(root, [(f"bundle (a folder with bundle.json; attach the dataset written by `{written_by}`)", bundle,
+                    layout.MANIFEST_NAME),
+                   (f"competition data ({' + '.join(data_files)}; add the competition as an input)", data,
+                    data_files[0])])
+    return bundle, data
+
+
 def _pip(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True)
 
