@@ -114,8 +114,8 @@ def markdown(res: dict) -> str:
               "roughly +-0.01-0.02 between seeds (benchmarks/recipes.md), so differences below that are not findings. "
               "The 1st place's gains (0.396 -> 0.414 -> 0.422 CV) came from bert-base pre-trained on 18 GB of "
               "StackExchange text and pseudo-labels on many more questions; this protocol has a few MB of text and "
-              "~1,000 pseudo rows, so it checks that both steps run and do no harm at this size, not their full-size "
-              "gain. Full size on a GPU: `python run.py pretrain --set pretrain.extra_csv=[\"stackexchange.csv\"]`, "
+              "~1,000 pseudo rows, one fold and one seed: it measures the two steps at a size a CPU runs, not their "
+              "full-size gain. Full size on a GPU: `python run.py pretrain --set pretrain.extra_csv=[\"stackexchange.csv\"]`, "
               "then `python run.py train --set model.path=output/pretrained/<name>`, then `python run.py pseudo --runs "
               "<run> --input unlabeled.csv` and `python run.py train --set train.pseudo=<name> --set "
               "train.run_name=<student>`.", ""]
