@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """QUEST pipeline entry point: `python run.py <stage> [--config configs/X.toml] [--set section.key=value ...]`.
 
-This file only parses the command line (from the stage table in pipeline/cli.py) and calls the stage.
+This file only parses the command line (from the stage table in pipeline/cli/table.py) and calls the stage.
 """
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import logging
 import os
 import sys
 
+
 def parse_args(argv=None) -> argparse.Namespace:
-    from pipeline import cli  # the stage table (light: no TensorFlow)
+    from pipeline.cli import table  # the stage table (light: no TensorFlow)
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", help="TOML config (default: built-in defaults; demo: configs/demo.toml)")
@@ -22,12 +23,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     common.add_argument("--n-folds", type=int, help="number of folds (folds.n_folds)")
     common.add_argument("--force", action="store_true", help="download: fetch again; folds: overwrite an existing split")
     common.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    common.add_argument("-v", "--verbose", action="store_true",
+                        help="also TensorFlow's native start-up lines (oneDNN, CUDA probing), hidden by default")
 
     parser = argparse.ArgumentParser(prog="run.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="stage", required=True, metavar="stage", title="stages")
-    for stage in cli.STAGES:
-        p = sub.add_parser(stage.name, parents=[common], help=stage.help, description=stage.help)
+    for stage in table.STAGES:
+        p = sub.add_parser(stage.name, parents=[common], help=stage.help, description=stage.help,
+                           epilog=stage.settings_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
         for *flags, kwargs in stage.options:
             p.add_argument(*flags, **kwargs)
     return parser.parse_args(argv)
@@ -35,6 +39,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if not args.verbose and argv is None:  # a process of its own (not a test calling main)
+        from pipeline.cli import terminal
+
+        terminal.quiet_native_logs()
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     log = logging.getLogger("pipeline")  # its own handler: TensorFlow's absl handler joins the root logger
@@ -44,12 +52,15 @@ def main(argv=None) -> int:
     if args.stage != "download":  # every other stage runs as on a Kaggle kernel: no hub downloads
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from pipeline import cli  # noqa: E402  (imports after the offline switches are set)
+    from pipeline.cli import table  # noqa: E402  (imports after the offline switches are set)
 
     try:
-        paths = cli.run_stage(args)
-    except cli.USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
+        paths = table.run_stage(args)
+    except Exception as err:
+        message = table.user_message(err)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
     for p in paths or []:
         print(p)

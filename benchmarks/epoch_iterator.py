@@ -3,7 +3,7 @@
 
 Keras `fit` over a finite dataset makes a new iterator every epoch; on this 2-core CPU the first step after
 that often stalled (by up to ~7-9 s, more in some epochs than others), so whole epochs looked bimodal. The
-training path now feeds one endless dataset (`batching.train_dataset`) with steps_per_epoch: one iterator
+training path now feeds one endless dataset (`feeding.train_dataset`) with steps_per_epoch: one iterator
 for the whole fit. This script shows both in one process, MiniLM on 48 real rows (the bench's --quick rows):
 per-epoch seconds and the first step's share, for a finite dataset (a new iterator per epoch) and for the
 endless one. ~6 min on 2 CPUs.
@@ -30,23 +30,25 @@ def main(argv=None):
     import keras
     import numpy as np
 
-    from pipeline import batching, data, encode, model, optim, targets
+    from pipeline.data import tables
+    from pipeline.modeling import feeding, model, targets
+    from pipeline.text import batching, encode
+    from pipeline.train import optim
 
     args = bench_train.parse(["--quick"])
     work = Path(tempfile.mkdtemp(prefix="quest-iter-"))
     data_dir, model_dir, _ = bench_train.data_and_model(work, False)
     cfg = bench_train.arm_config(work, data_dir, model_dir, args, a.arm)
     t = cfg.train
-    tok, info = encode.for_model(cfg)
-    train = data.load(cfg, "train")
-    enc, _ = encode.encode_cached(cfg.encode, cfg.cache_dir, train, "train", tok, info.uses_segments)
-    rows, y = np.random.default_rng(0).permutation(len(train))[:args.rows], data.targets(train)
+    encoder = encode.Encoder.for_model(cfg)
+    info, train = encoder.info, tables.load(cfg, "train")
+    enc = encoder.encode(train, "train")
+    rows, y = np.random.default_rng(0).permutation(len(train))[:args.rows], tables.targets(train)
     keras.utils.set_random_seed(0)
     m = model.build(cfg, info.path, targets.fit("raw", y[rows]))
     steps = batching.batches_per_epoch(len(rows), t.batch_size)
     m.compile(optimizer=optim.make(t, steps * 2 * a.epochs, model.head_variables(m)), loss=keras.losses.BinaryCrossentropy())
-    ds = batching.train_dataset(enc.feed(rows).only(m.input), y[rows], t.batch_size, 0, t.bucketing,
-                                t.dynamic_padding, t.pad_multiple)
+    ds = feeding.train_dataset(enc.feed(rows).only(m.input), y[rows], t.batch_size, 0, t.batching)
 
     class Timer(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):

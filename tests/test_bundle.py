@@ -1,4 +1,5 @@
 """The Kaggle path: bundle contents, wheels, input discovery, the inference notebook, the API calls."""
+import errno
 import os
 import subprocess
 import sys
@@ -9,9 +10,11 @@ import pytest
 
 from conftest import ROOT
 from kaggle_fakes import SOCKET_GUARD, FakeApi, make_wheel, mount, read_only, run_notebook, snapshot
-from pipeline import bundle, config, files, kaggle, kaggle_inference, kernels, stages, wheels
-from pipeline.schema import ID, TARGETS
-
+from pipeline.cli import stages
+from pipeline.core import config, files
+from pipeline.core.columns import ID, TARGETS
+from pipeline.kaggle import api, bundle, kernels, wheels
+from pipeline.kernel import inference
 
 # ---- input discovery (no TensorFlow) ----
 
@@ -30,7 +33,7 @@ def test_inputs_are_found_by_contents_in_both_mount_layouts(tmp_path, layout, mo
         monkeypatch.delenv(var, raising=False)
     root = tmp_path / "input"
     want = mount(root, *_fake_inputs(tmp_path), layout=layout, slug="any-name-at-all")
-    assert kaggle_inference.find_inputs(root) == want
+    assert inference.find_inputs(root) == want
 
 
 def test_environment_overrides_discovery(tmp_path, monkeypatch):
@@ -40,7 +43,7 @@ def test_environment_overrides_discovery(tmp_path, monkeypatch):
     mount(other, *_fake_inputs(tmp_path), layout="old")
     monkeypatch.setenv("QUEST_BUNDLE", str(other / "my-quest-models"))
     monkeypatch.delenv("QUEST_DATA", raising=False)
-    b, d = kaggle_inference.find_inputs(root)
+    b, d = inference.find_inputs(root)
     assert b == other / "my-quest-models" and d == root / "competitions" / "google-quest-challenge"
 
 
@@ -49,8 +52,8 @@ def test_missing_inputs_fail_with_the_input_tree(tmp_path, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     (tmp_path / "input" / "competitions" / "google-quest-challenge").mkdir(parents=True)
     (tmp_path / "input" / "competitions" / "google-quest-challenge" / "train.csv").write_text("x")
-    with pytest.raises(kaggle_inference.InputsNotFound) as err:
-        kaggle_inference.find_inputs(tmp_path / "input")
+    with pytest.raises(inference.InputsNotFound) as err:
+        inference.find_inputs(tmp_path / "input")
     msg = str(err.value)
     assert "bundle.json" in msg and "test.csv + sample_submission.csv" in msg
     assert "google-quest-challenge/" in msg and "train.csv" in msg  # the tree as it is
@@ -89,8 +92,8 @@ def test_kernel_install_resolves_against_the_image_and_stays_in_tmp(tmp_path, mo
     (tmp_path / "working").mkdir()
     monkeypatch.chdir(tmp_path / "working")
     with pytest.raises(RuntimeError, match="questmissing"):  # --no-deps would have hidden this
-        kaggle_inference.install_wheels(bad, target=tmp_path / "site-bad")
-    assert kaggle_inference.install_wheels(good, target=tmp_path / "site") == ["questdummy-0.2"]
+        inference.install_wheels(bad, target=tmp_path / "site-bad")
+    assert inference.install_wheels(good, target=tmp_path / "site") == ["questdummy-0.2"]
     assert (tmp_path / "site" / "questdummy" / "__init__.py").is_file()
     assert os.listdir(tmp_path / "working") == []  # nothing written to the working directory
     sys.path.remove(str(tmp_path / "site"))
@@ -120,10 +123,11 @@ def test_bundle_holds_what_inference_needs_and_no_more(bundled):
                      "fold0/model.weights.h5", "fold1/metrics.json", "fold1/finished.json"):
             assert (r / name).is_file(), name
         assert not list(r.rglob("oof.csv")) and not (r / "cache").exists()
-    shipped = {p.stem for p in (out / "pipeline").glob("*.py")}
-    assert "predict" in shipped and not shipped & set(bundle.DEV_MODULES)
-    code = "import importlib, pkgutil, pipeline\n[importlib.import_module('pipeline.' + m.name) for m in " \
-           "pkgutil.iter_modules(pipeline.__path__)]"
+    shipped = {p.parent.name for p in (out / "pipeline").glob("*/__init__.py")}
+    assert shipped == set(bundle.SHIPPED_PACKAGES) and (out / "pipeline" / "run" / "predict.py").is_file()
+    assert not (out / "pipeline" / "dev").exists()
+    code = "import importlib, pkgutil, pipeline\n[importlib.import_module(m.name) for m in " \
+           "pkgutil.walk_packages(pipeline.__path__, 'pipeline.')]"
     res = subprocess.run([sys.executable, "-c", code], cwd=out, env={**os.environ, "PYTHONPATH": str(out)},
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]  # every shipped module imports without the dev modules
@@ -143,6 +147,48 @@ def test_package_never_replaces_a_folder_it_did_not_write(bundled, tmp_path):
     with pytest.raises(ValueError, match="not a bundle"):
         stages.package(cfg, runs=[str(run_dirs[0])], out=str(tmp_path))
     assert (tmp_path / "precious.txt").read_text() == "keep me"
+    mine = tmp_path / "b.partial"  # a user's folder whose name a staging folder once had
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    stages.package(cfg, runs=[str(run_dirs[0])], out=str(tmp_path / "b"))
+    assert (mine / "notes.txt").read_text() == "keep me" and (tmp_path / "b" / "bundle.json").is_file()
+
+
+def test_bundles_copy_no_links_and_a_full_disk_leaves_nothing_behind(bundled, tmp_path, monkeypatch):
+    cfg, run_dirs, _, _ = bundled
+    secret = tmp_path / "kaggle.json"
+    secret.write_text('{"key": "secret"}')
+    link = run_dirs[0] / "tokenizer" / "extra.json"
+    link.symlink_to(secret)
+    try:
+        with pytest.raises(ValueError, match=r"tokenizer/extra.json is a symbolic link .*bundles copy no links"):
+            stages.package(cfg, runs=[str(run_dirs[0])], out=str(tmp_path / "b"))
+    finally:
+        link.unlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kaggle.json"]  # no bundle, no staging folder
+
+    real_copy, copied = bundle.shutil.copy2, []
+
+    def fills_up(src, dst):
+        if len(copied) == 5:
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        copied.append(dst)
+        return real_copy(src, dst)
+
+    monkeypatch.setattr(bundle.shutil, "copy2", fills_up)
+    with pytest.raises(OSError, match="No space left"):
+        stages.package(cfg, runs=[str(run_dirs[0])], out=str(tmp_path / "b"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kaggle.json"]
+
+
+def test_kernel_never_writes_over_a_users_kernel_metadata(trained, tmp_path):
+    cfg, _ = trained
+    (tmp_path / "kernel-metadata.json").write_text('{"id": "me/my-own-kernel"}')
+    with pytest.raises(ValueError, match="holds a kernel-metadata.json that `kernel` did not write"):
+        stages.kernel(cfg, out=str(tmp_path))
+    assert (tmp_path / "kernel-metadata.json").read_text() == '{"id": "me/my-own-kernel"}'
+    stages.kernel(cfg, out=str(tmp_path / "k"))
+    stages.kernel(cfg, out=str(tmp_path / "k"))  # a folder it wrote itself it may write again
 
 
 def check_kernel_output(work, data, run_dirs, expected, atol=1e-5):
@@ -206,13 +252,13 @@ def test_upload_creates_then_versions_and_reports_failures(bundled):
     cfg, run_dirs, out, _ = bundled
     cfg.kaggle.dataset = "someone/quest-bundle"
     try:
-        api = FakeApi(exists=False)
-        stages.package(cfg, runs=[str(run_dirs[0])], out=str(out.parent / "b2"), upload=True, client=api)
-        assert [c[0] for c in api.calls] == ["version", "create"]
-        api = FakeApi(exists=True)
-        stages.package(cfg, runs=[str(run_dirs[0])], out=str(out.parent / "b2"), upload=True, client=api)
-        assert [c[0] for c in api.calls] == ["version"]
-        with pytest.raises(kaggle.KaggleApiError, match="Dataset slug already taken"):
+        client = FakeApi(exists=False)
+        stages.package(cfg, runs=[str(run_dirs[0])], out=str(out.parent / "b2"), upload=True, client=client)
+        assert [c[0] for c in client.calls] == ["version", "create"]
+        client = FakeApi(exists=True)
+        stages.package(cfg, runs=[str(run_dirs[0])], out=str(out.parent / "b2"), upload=True, client=client)
+        assert [c[0] for c in client.calls] == ["version"]
+        with pytest.raises(api.KaggleApiError, match="Dataset slug already taken"):
             stages.package(cfg, runs=[str(run_dirs[0])], out=str(out.parent / "b2"), upload=True,
                            client=FakeApi(error="Dataset slug already taken"))
     finally:
@@ -221,23 +267,23 @@ def test_upload_creates_then_versions_and_reports_failures(bundled):
 
 def test_kernel_push_waits_for_the_dataset_and_checks_the_answer(tmp_path, trained, monkeypatch):
     cfg, _ = trained
-    monkeypatch.setattr(kaggle.time, "sleep", lambda s: None)
+    monkeypatch.setattr(api.time, "sleep", lambda s: None)
     cfg.kaggle.kernel, cfg.kaggle.dataset = "someone/quest-inference", "someone/quest-bundle"
     try:
         nb_path, meta_path = stages.kernel(cfg, out=str(tmp_path / "k"))
         meta = files.read_json(meta_path)
         assert meta["enable_internet"] is False and meta["competition_sources"] == ["google-quest-challenge"]
         assert meta["dataset_sources"] == ["someone/quest-bundle"] and meta["enable_gpu"] is True
-        api = FakeApi(statuses=["pending", "pending", "ready"])
-        stages.kernel(cfg, out=str(tmp_path / "k"), push=True, client=api)
-        assert [c[0] for c in api.calls] == ["status", "status", "status", "push"]
-        api = FakeApi(statuses=["pending"])
-        with pytest.raises(kaggle.KaggleApiError, match="still 'pending' after"):
-            stages.kernel(cfg, out=str(tmp_path / "k"), push=True, client=api, wait=60)
-        assert "push" not in [c[0] for c in api.calls]  # never pushed before the dataset was ready
-        with pytest.raises(kaggle.KaggleApiError, match="someone/quest-bundle"):
+        client = FakeApi(statuses=["pending", "pending", "ready"])
+        stages.kernel(cfg, out=str(tmp_path / "k"), push=True, client=client)
+        assert [c[0] for c in client.calls] == ["status", "status", "status", "push"]
+        client = FakeApi(statuses=["pending"])
+        with pytest.raises(api.KaggleApiError, match="still 'pending' after"):
+            stages.kernel(cfg, out=str(tmp_path / "k"), push=True, client=client, wait=60)
+        assert "push" not in [c[0] for c in client.calls]  # never pushed before the dataset was ready
+        with pytest.raises(api.KaggleApiError, match="someone/quest-bundle"):
             stages.kernel(cfg, out=str(tmp_path / "k"), push=True, client=FakeApi(invalid_sources=["someone/quest-bundle"]))
-        with pytest.raises(kaggle.KaggleApiError, match="Notebook quota exceeded"):
+        with pytest.raises(api.KaggleApiError, match="Notebook quota exceeded"):
             stages.kernel(cfg, out=str(tmp_path / "k"), push=True, client=FakeApi(error="Notebook quota exceeded"))
         cfg.kaggle.kernel = ""
         with pytest.raises(ValueError, match="set kaggle.kernel and kaggle.dataset"):
@@ -250,13 +296,13 @@ def test_submit_sends_the_kernel_version_and_reports_refusals(trained):
     cfg, _ = trained
     cfg.kaggle.kernel = "someone/quest-inference"
     try:
-        api = FakeApi()
-        stages.submit(cfg, version=3, client=api)
-        assert api.calls == [("submit", "google-quest-challenge", "someone/quest-inference", 3, "submission.csv")]
-        with pytest.raises(kaggle.KaggleApiError, match="has no output"):
+        client = FakeApi()
+        stages.submit(cfg, version=3, client=client)
+        assert client.calls == [("submit", "google-quest-challenge", "someone/quest-inference", 3, "submission.csv")]
+        with pytest.raises(api.KaggleApiError, match="has no output"):
             stages.submit(cfg, version=3, client=FakeApi(submit_ref=0))
         with pytest.raises(ValueError, match="--version 0"):
-            stages.submit(cfg, version=0, client=api)
+            stages.submit(cfg, version=0, client=client)
     finally:
         cfg.kaggle.kernel = ""
 

@@ -1,6 +1,8 @@
 import pytest
 
-from pipeline import config
+from pipeline.core import config
+from pipeline.evaluate import postprocess
+from pipeline.run.rundir import training_settings
 
 
 def test_every_config_file_loads_and_round_trips():
@@ -26,6 +28,14 @@ def test_overrides_are_typed():
     ("model.pooling=max", "expected one of mean, cls, weighted"),
     ("train.folds=7", "outside 0..4"),
     ("epochs", "expects section.key=value"),
+    ("train.folds=a", "--set train.folds: expected int values, got 'a'"),
+    ("name=../../../victim", "name = '../../../victim': expected a plain name"),
+    ("train.pos_weight=x", "--set train.pos_weight: expected float values, got 'x'"),
+    ("train.lr_head=inf", "train.lr_head = inf; expected finite numbers"),
+    ("train.lr_backbone=nan", "train.lr_backbone = nan; expected finite numbers"),
+    ("train.pos_weight=2,-1", r"train.pos_weight = \[2.0, -1.0\]; expected a value > 0"),
+    ("model.towers=separate", "model.towers = 'separate' needs encode.inputs = 'dual'"),
+    ("postprocess.methods=snap,median", r"postprocess.methods = \['snap', 'median'\]; expected values of snap, round"),
 ])
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(config.ConfigError, match=message):
@@ -48,3 +58,14 @@ def test_relative_paths_hang_off_the_project_root(tmp_path, monkeypatch):
     assert cfg.folds_file == config.ROOT / "output" / "folds.csv"
     assert cfg.data_file("train_file") == config.ROOT / "input" / "google-quest-challenge" / "train.csv"
     assert str(cfg.path("/abs/x")) == "/abs/x"
+
+
+def test_each_field_carries_its_facts_and_the_rules_derive_from_them():
+    facts = {(s, k): f for s, k, f in config.field_facts()}
+    assert all(f.help for f in facts.values()) and len(facts) > 100
+    locations = {key for key, f in facts.items() if f.location}
+    assert {("model", "path"), ("folds", "file"), ("encode", "cache_dir"), ("data", "dir")} <= locations
+    assert postprocess.METHODS == facts[("postprocess", "methods")].choices
+    settings = training_settings(config.load(None))  # what every fold of a run must share
+    assert ("train", "epochs") in settings and ("model", "pooling") in settings
+    assert not {("train", "verbose"), ("train", "folds"), ("model", "path"), ("folds", "file")} & set(settings)

@@ -12,8 +12,12 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT
-from pipeline import data, files, layout, model, predict
-from pipeline.schema import ID, TARGETS
+from pipeline.core import files, layout
+from pipeline.core.columns import ID, TARGETS
+from pipeline.data import tables
+from pipeline.modeling import model
+from pipeline.run import predict
+from pipeline.run.rundir import Run
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +39,7 @@ def _train(tmp_path, synth_dir, model_dir, name: str, replicas: int, **sets) -> 
 
 
 def _oof(result) -> np.ndarray:
-    return pd.read_csv(layout.Run(result["run_dir"]).fold(0).oof).sort_values(ID)[list(TARGETS)].to_numpy()
+    return pd.read_csv(layout.RunPaths(result["run_dir"]).fold(0).oof).sort_values(ID)[list(TARGETS)].to_numpy()
 
 
 def test_mirrored_two_replicas_train_as_one_device_at_the_same_global_batch(tmp_path, synth_dir, tiny_model_dir):
@@ -49,8 +53,8 @@ def test_mirrored_two_replicas_train_as_one_device_at_the_same_global_batch(tmp_
     assert two["logical_cpus"] == 2 and two["replicas"] == {"0": 2} and one["replicas"] == {"0": 1}
     assert np.allclose(one["loss"]["0"], two["loss"]["0"], rtol=1e-4), (one["loss"], two["loss"])
     assert np.allclose(_oof(one), _oof(two), atol=1e-4)
-    assert files.read_json(layout.Run(two["run_dir"]).fold(0).metrics)["global_batch"] == 16
-    a, b = (model.load_fold(r["run_dir"], 0) for r in (one, two))
+    assert files.read_json(layout.RunPaths(two["run_dir"]).fold(0).metrics)["global_batch"] == 16
+    a, b = (Run(r["run_dir"]).load_fold(0) for r in (one, two))
     assert max(np.abs(x - y).max() for x, y in zip(a.get_weights(), b.get_weights())) < 1e-4
 
 
@@ -59,14 +63,14 @@ def test_mirrored_weights_predict_the_same_on_one_device_and_a_frozen_group_stay
     import keras
 
     two = _train(tmp_path, synth_dir, tiny_model_dir, "two", 2, **{"train.batch_size": 8, "train.lr_backbone": 0.0})
-    run_dir = layout.Run(two["run_dir"])
+    run_dir = layout.RunPaths(two["run_dir"])
     test_csv = synth_dir / "test.csv"
     here = pd.read_csv(predict.predict_run(run_dir.root, test_csv, out_dir=tmp_path / "here", reuse=False))
     there = pd.read_csv(run_dir.fold(0).test)  # predicted under MirroredStrategy right after training
     assert np.allclose(here[list(TARGETS)], there.set_index(ID).loc[here[ID], list(TARGETS)], atol=1e-5)
     keras.utils.set_random_seed(42 * 1000 + 0)  # the seed train_fold builds fold 0 with
     start = model.load_backbone(tiny_model_dir, random_init=True, dropout=0.0)
-    trained = model.load_fold(run_dir.root, 0)
+    trained = Run(run_dir.root).load_fold(0)
     assert all(np.array_equal(x, y) for x, y in zip(start.get_weights(), trained.backbone.get_weights()))
     assert two["loss"]["0"][1] < two["loss"]["0"][0]  # while the head learned
-    assert len(data.read_csv(test_csv, "test")) == len(here)
+    assert len(tables.read_csv(test_csv, "test")) == len(here)

@@ -1,3 +1,4 @@
+import dataclasses
 import time
 from types import SimpleNamespace
 
@@ -5,7 +6,9 @@ import numpy as np
 import pytest
 
 from conftest import make_config
-from pipeline import data, encode, synth, tokenizer
+from pipeline.data import tables
+from pipeline.dev import synth
+from pipeline.text import encode, tokenizer
 
 
 def test_allocate_flows_unused_budget():
@@ -68,10 +71,10 @@ def _triple_parts(tok, ids):
 def test_real_rows_round_trip_with_minilm(tmp_path, toy_dir, minilm_dir):
     cfg = make_config(tmp_path, toy_dir, minilm_dir, toy=True, encode__max_len=128,
                       encode__title_weight=10, encode__question_weight=50, encode__answer_weight=64)
-    train = data.load(cfg, "train")
-    tok, info = encode.for_model(cfg)
-    enc, path = encode.encode_cached(cfg.encode, cfg.cache_dir, train, "train", tok,
-                                     info.uses_segments)
+    train = tables.load(cfg, "train")
+    encoder = encode.Encoder.for_model(cfg)
+    tok = encoder.tok
+    enc, path = encoder.cached(train, "train")
     token_ids, segment_ids = enc.arrays["token_ids"], enc.arrays["segment_ids"]
     assert token_ids.dtype == np.int32 and token_ids.shape == (50, 128) and enc.seq_lengths.shape == (50, 1)
     for r in range(len(train)):
@@ -94,10 +97,10 @@ def test_real_rows_round_trip_with_minilm(tmp_path, toy_dir, minilm_dir):
 
 def test_cache_key_changes_with_settings_and_tokenizer(tmp_path, synth_dir, tiny_model_dir, minilm_dir):
     cfg = make_config(tmp_path, synth_dir, tiny_model_dir, encode__max_len=64)
-    train = data.load(cfg, "train")
+    train = tables.load(cfg, "train")
     def cached():
-        tok, info = encode.for_model(cfg)
-        return encode.encode_cached(cfg.encode, cfg.cache_dir, train, "train", tok, True)
+        encoder = encode.Encoder.for_model(cfg)
+        return dataclasses.replace(encoder, uses_segments=True).cached(train, "train")
 
     enc, p1 = cached()
     again, p2 = cached()
@@ -114,7 +117,7 @@ def test_cache_key_changes_with_settings_and_tokenizer(tmp_path, synth_dir, tiny
 def test_max_len_beyond_model_positions_is_an_error(tmp_path, synth_dir, tiny_model_dir):
     cfg = make_config(tmp_path, synth_dir, tiny_model_dir, encode__max_len=1024)
     with pytest.raises(ValueError, match="exceeds the model's 512 positions"):
-        encode.for_model(cfg)
+        encode.Encoder.for_model(cfg)
 
 
 @pytest.mark.slow

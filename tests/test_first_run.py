@@ -9,8 +9,14 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, tiny_train_config
-from pipeline import batching, data, encode, files, layout, model, predict, runs, stages
-from pipeline.schema import ID, TARGETS, TEXT_COLUMNS
+from pipeline.cli import stages
+from pipeline.core import files, layout
+from pipeline.core.columns import ID, TARGETS, TEXT_COLUMNS
+from pipeline.data import tables
+from pipeline.modeling import feeding
+from pipeline.run import predict
+from pipeline.run.rundir import Run
+from pipeline.text import encode
 
 
 @pytest.fixture(scope="module")
@@ -20,19 +26,19 @@ def one_fold(tmp_path_factory, synth_dir, tiny_model_dir):
     cfg = tiny_train_config(tmp, synth_dir, tiny_model_dir, folds__n_folds=3, train__folds="0", train__epochs=2)
     stages.folds(cfg)
     calls = []
-    real = batching.predict
-    batching.predict = lambda model, feed, *a, **k: calls.append(len(feed)) or real(model, feed, *a, **k)
+    real = feeding.predict
+    feeding.predict = lambda model, feed, *a, **k: calls.append(len(feed)) or real(model, feed, *a, **k)
     try:
         run_dir = stages.train(cfg)[0]
     finally:
-        batching.predict = real
+        feeding.predict = real
     return cfg, run_dir, calls
 
 
 def test_validation_rows_are_predicted_once_per_epoch_not_again(one_fold):
     cfg, run_dir, calls = one_fold
     fold = pd.read_csv(cfg.folds_file)
-    n_val, n_test = int((fold["fold"] == 0).sum()), len(data.load(cfg, "test"))
+    n_val, n_test = int((fold["fold"] == 0).sum()), len(tables.load(cfg, "test"))
     assert calls == [n_val, n_val, n_test]  # two epochs' validation, then the test set; no extra OOF pass
     oof = pd.read_csv(run_dir / "fold0" / "oof.csv")
     history = pd.read_csv(run_dir / "fold0" / "history.csv")
@@ -65,13 +71,13 @@ def test_report_shows_truncation_per_field_and_a_text_baseline(one_fold):
 
 def test_predict_needs_only_the_fields_a_run_reads(one_fold, tmp_path):
     cfg, run_dir, _ = one_fold
-    test = data.load(cfg, "test")
+    test = tables.load(cfg, "test")
     slim = tmp_path / "slim.csv"
     test[[ID, *TEXT_COLUMNS]].to_csv(slim, index=False)
     out = pd.read_csv(predict.predict_run(run_dir, slim, out_dir=tmp_path / "p"))
     assert list(out[ID]) == list(test[ID]) and np.isfinite(out[list(TARGETS)].to_numpy()).all()
     test[[ID, "question_title", "answer"]].to_csv(tmp_path / "nobody.csv", index=False)
-    with pytest.raises(data.DataError, match=r"nobody.csv: missing column\(s\) \['question_body'\]"):
+    with pytest.raises(tables.DataError, match=r"nobody.csv: missing column\(s\) \['question_body'\]"):
         predict.predict_run(run_dir, tmp_path / "nobody.csv", out_dir=tmp_path / "p")
 
 
@@ -79,13 +85,13 @@ def test_a_step_limited_probe_is_never_a_finished_fold(tmp_path, synth_dir, tiny
     cfg = tiny_train_config(tmp_path, synth_dir, tiny_model_dir, train__folds="0", train__max_steps=3)
     stages.folds(cfg)
     stages.train(cfg)
-    probe = files.read_json(layout.Run(cfg.run_dir).probe(0))
+    probe = files.read_json(layout.RunPaths(cfg.run_dir).probe(0))
     assert probe["probe"] and probe["steps"] == 3 and probe["train_samples_per_s"] > 0
-    assert runs.finished_folds(cfg.run_dir) == [] and not (cfg.run_dir / "fold0" / "model.weights.h5").exists()
+    assert Run(cfg.run_dir).finished_folds() == [] and not (cfg.run_dir / "fold0" / "model.weights.h5").exists()
     assert not (cfg.run_dir / "summary.json").exists()
     cfg.train.max_steps = 0  # the real run afterwards trains the fold in full, in the same run directory
     stages.train(cfg)
-    assert runs.finished_folds(cfg.run_dir) == [0]
+    assert Run(cfg.run_dir).finished_folds() == [0]
 
 
 @pytest.mark.slow
@@ -115,16 +121,17 @@ def test_the_kept_epoch_is_what_is_saved(tmp_path, synth_dir, tiny_model_dir, ke
     cfg = tiny_train_config(tmp_path, synth_dir, tiny_model_dir, train__epochs=3, train__keep=keep, train__folds="0")
     stages.folds(cfg)
     run_dir = stages.train(cfg)[0]
-    fold = layout.Run(run_dir).fold(0)
+    fold = layout.RunPaths(run_dir).fold(0)
     history, saved = pd.read_csv(fold.history), files.read_json(fold.metrics)
     scores = history["val_spearman"]
     assert saved["val_spearman"] == pytest.approx(scores.max() if keep == "best" else scores.iloc[-1])
     assert saved["best_epoch"] == (int(scores.idxmax()) + 1 if keep == "best" else 3)
     oof = pd.read_csv(fold.oof)
-    train = data.load(cfg, "train").set_index(ID).loc[oof[ID]].reset_index()
-    tok, info = encode.for_model(cfg)
+    train = tables.load(cfg, "train").set_index(ID).loc[oof[ID]].reset_index()
+    encoder = encode.Encoder.for_model(cfg)
+    tok, info = encoder.tok, encoder.info
     enc = encode.encode_frame(train, tok, cfg.encode, info.uses_segments)
-    again = batching.predict(model.load_fold(run_dir, 0), enc.feed(), 64)
+    again = feeding.predict(Run(run_dir).load_fold(0), enc.feed(), 64)
     assert np.allclose(again, oof[list(TARGETS)].to_numpy(), atol=1e-5)  # the weights are that epoch's
 
 
@@ -133,5 +140,5 @@ def test_patience_stops_when_the_score_stalls(tmp_path, synth_dir, tiny_model_di
                             train__lr_backbone=0.0, train__lr_head=0.0, train__folds="0")  # nothing can improve
     stages.folds(cfg)
     run_dir = stages.train(cfg)[0]
-    saved = files.read_json(layout.Run(run_dir).fold(0).metrics)
+    saved = files.read_json(layout.RunPaths(run_dir).fold(0).metrics)
     assert saved["epochs_run"] == 3 and saved["best_epoch"] == 1  # epoch 1, then two without improvement

@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 
 from conftest import make_config
-from pipeline import data, files, folds
+from pipeline.core import files
+from pipeline.data import folds, tables
 
 
 def _same_question_same_fold(train, fold, key="question_body"):
@@ -13,7 +14,7 @@ def _same_question_same_fold(train, fold, key="question_body"):
 @pytest.mark.parametrize("stratify", [False, True])
 def test_groups_never_split_and_file_is_reproducible(tmp_path, synth_dir, stratify):
     cfg = make_config(tmp_path, synth_dir, folds__n_folds=3, folds__stratify=str(stratify).lower())
-    train = data.load(cfg, "train")
+    train = tables.load(cfg, "train")
     path, meta = folds.make(cfg, train)
     fold = folds.read(cfg, train)
     assert _same_question_same_fold(train, fold) and set(fold) == {0, 1, 2}
@@ -27,14 +28,14 @@ def test_groups_never_split_and_file_is_reproducible(tmp_path, synth_dir, strati
 def test_seed_changes_the_split(tmp_path, synth_dir):
     a = make_config(tmp_path / "a", synth_dir, folds__seed=1)
     b = make_config(tmp_path / "b", synth_dir, folds__seed=2)
-    train = data.load(a, "train")
+    train = tables.load(a, "train")
     folds.make(a, train), folds.make(b, train)
     assert (folds.read(a, train) != folds.read(b, train)).any()
 
 
 def test_existing_split_with_other_settings_is_not_overwritten(tmp_path, synth_dir):
     cfg = make_config(tmp_path, synth_dir)
-    train = data.load(cfg, "train")
+    train = tables.load(cfg, "train")
     folds.make(cfg, train)
     cfg.folds.seed += 1
     with pytest.raises(folds.FoldsError, match="already exists with other settings"):
@@ -45,7 +46,7 @@ def test_existing_split_with_other_settings_is_not_overwritten(tmp_path, synth_d
 
 def test_read_rejects_a_split_of_other_data(tmp_path, synth_dir):
     cfg = make_config(tmp_path, synth_dir)
-    train = data.load(cfg, "train")
+    train = tables.load(cfg, "train")
     with pytest.raises(folds.FoldsError, match="run `python run.py folds` first"):
         folds.read(cfg, train)
     folds.make(cfg, train)
@@ -55,14 +56,14 @@ def test_read_rejects_a_split_of_other_data(tmp_path, synth_dir):
 
 def test_real_rows_keep_questions_together(tmp_path, toy_dir):
     cfg = make_config(tmp_path, toy_dir, toy=True, folds__n_folds=5)
-    train = data.load(cfg, "train")
+    train = tables.load(cfg, "train")
     folds.make(cfg, train)
     assert _same_question_same_fold(train, folds.read(cfg, train))
 
 
 def test_real_train_rows_keep_questions_together(tmp_path, real_dir):
     cfg = make_config(tmp_path, real_dir)
-    train = data.load(cfg, "train")
+    train = tables.load(cfg, "train")
     folds.make(cfg, train)
     fold = folds.read(cfg, train)
     assert _same_question_same_fold(train, fold)

@@ -1,5 +1,7 @@
 """What the pipeline guarantees (README): nothing lost, nothing silently wrong, names confined to their roots."""
 import argparse
+import dataclasses
+import json
 import shutil
 
 import numpy as np
@@ -7,7 +9,11 @@ import pandas as pd
 import pytest
 
 from conftest import tiny_train_config
-from pipeline import cli, config, data, encode, files, model, runs, stages
+from pipeline.cli import stages, table
+from pipeline.core import config, files
+from pipeline.data import folds as folds_lib, tables
+from pipeline.run.rundir import Run, RunError
+from pipeline.text import encode
 
 
 def _two_of_three_config(root, model_dir):
@@ -44,9 +50,9 @@ def test_a_changed_split_is_refused_everywhere(two_of_three):
     stages.folds(cfg, force=True)  # a new split behind the run's back
     cfg.train.folds = [2]
     for stage in (stages.train, stages.validate, stages.ensemble):
-        with pytest.raises(runs.RunError, match=r"folds.csv changed since .* was trained on it"):
+        with pytest.raises(RunError, match=r"folds.csv changed since .* was trained on it"):
             stage(cfg)
-    assert runs.finished_folds(cfg.run_dir) == [0, 1]  # fold 2 was not trained on the other split
+    assert Run(cfg.run_dir).finished_folds() == [0, 1]  # fold 2 was not trained on the other split
 
 
 def test_a_summary_killed_before_writing_is_rebuilt(two_of_three):
@@ -62,35 +68,85 @@ def test_damaged_weights_are_named_before_validate_or_package_use_them(two_of_th
     weights = cfg.run_dir / "fold1" / "model.weights.h5"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     for call in (lambda: stages.validate(cfg), lambda: stages.package(cfg, out=str(tmp_path / "bundle"))):
-        with pytest.raises(runs.RunError, match=r"fold1/model.weights.h5 is damaged .* train --folds 1"):
+        with pytest.raises(RunError, match=r"fold1/model.weights.h5 is damaged .* train --folds 1"):
             call()
     assert not (tmp_path / "bundle").exists()
     finished = cfg.run_dir / "fold1" / "finished.json"  # a run without a recorded hash: the load fails clearly
     files.write_json(finished, {k: v for k, v in files.read_json(finished).items() if k != "weights_sha256"})
-    with pytest.raises(runs.RunError, match=r"fold1/model.weights.h5 cannot be loaded"):
-        model.load_fold(cfg.run_dir, 1)
+    with pytest.raises(RunError, match=r"fold1/model.weights.h5 cannot be loaded"):
+        Run(cfg.run_dir).load_fold(1)
 
 
 def test_one_trainer_per_run_and_stale_temp_files_go(two_of_three):
     run_dir = two_of_three.run_dir
-    stale = run_dir / "fold0" / ".model.weights.h5.x1y2.weights.h5"
+    stale = run_dir / "fold0" / f".model.weights.h5{files.TEMP_MARK}x1y2.weights.h5"
     stale.write_bytes(b"half a file")
-    with runs.lock(run_dir):
-        assert not stale.exists()
-        with pytest.raises(runs.RunError, match=r"is being trained by pid \d+"):
-            with runs.lock(run_dir):
+    mine = [run_dir / ".notes.md", run_dir / "tokenizer" / ".gitkeep"]  # a user's dotfiles are not the pipeline's
+    for p in mine:
+        p.write_text("keep me")
+    with Run(run_dir).lock():
+        assert not stale.exists() and all(p.read_text() == "keep me" for p in mine)
+        with pytest.raises(RunError, match=r"is being trained by pid \d+"):
+            with Run(run_dir).lock():
                 pass
-    with runs.lock(run_dir):  # released
+    with Run(run_dir).lock():  # released
         pass
 
 
 def test_moving_only_file_locations_still_resumes(two_of_three, tmp_path):
     cfg = two_of_three
     shutil.copy(cfg.folds_file, tmp_path / "moved-folds.csv")
+    shutil.copytree(cfg.path(cfg.model.path), tmp_path / "moved-model")  # the same backbone somewhere else
     cfg.folds.file, cfg.encode.cache_dir = str(tmp_path / "moved-folds.csv"), str(tmp_path / "moved-cache")
+    cfg.model.path = str(tmp_path / "moved-model")
     cfg.train.folds = [2]
     stages.train(cfg)
-    assert runs.finished_folds(cfg.run_dir) == [0, 1, 2]
+    assert Run(cfg.run_dir).finished_folds() == [0, 1, 2]
+
+
+def test_a_run_never_changes_its_tokenizer(two_of_three, tmp_path):
+    cfg = two_of_three
+    other = tmp_path / "other-model"
+    shutil.copytree(cfg.path(cfg.model.path), other)
+    spec = json.loads((other / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    a, b = list(vocab)[100:102]
+    vocab[a], vocab[b] = vocab[b], vocab[a]  # two words trade ids: same sizes, other inputs
+    (other / "tokenizer.json").write_text(json.dumps(spec))
+    run = Run(cfg.run_dir)
+    before = (run.info.read_bytes(), (run.tokenizer / "tokenizer.json").read_bytes())
+    cfg.model.path, cfg.train.folds = str(other), [2]
+    with pytest.raises(RunError, match=r"trained from another backbone or tokenizer .*tokenizer_fingerprint"):
+        stages.train(cfg)
+    assert run.finished_folds() == [0, 1] and (run.info.read_bytes(), (run.tokenizer / "tokenizer.json").read_bytes()) == before
+
+
+def test_a_damaged_run_record_is_named_not_a_traceback(two_of_three):
+    cfg = two_of_three
+    info = cfg.run_dir / "run.json"
+    info.write_text(info.read_text()[:40])
+    cfg.train.folds = [2]
+    for stage in (stages.train, stages.validate):
+        with pytest.raises(RunError, match=r"run.json is damaged"):
+            stage(cfg)
+    model = cfg.run_dir / "model.json"
+    model.write_text(model.read_text()[:40])
+    with pytest.raises(RunError, match=r"model.json is damaged"):
+        Run(cfg.run_dir).load_fold(0)
+
+
+def test_a_folder_is_replaced_whole_or_not_at_all(tmp_path):
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "old.txt").write_text("old")
+    with pytest.raises(OSError, match="disk full"):
+        with files.staged_dir(dest) as staging:
+            (staging / "new.txt").write_text("half")
+            raise OSError("disk full")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and (dest / "old.txt").read_text() == "old"
+    with files.staged_dir(dest) as staging:
+        (staging / "new.txt").write_text("new")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and [p.name for p in dest.iterdir()] == ["new.txt"]
 
 
 def test_test_and_sample_ids_are_checked_before_any_training(two_of_three):
@@ -99,10 +155,10 @@ def test_test_and_sample_ids_are_checked_before_any_training(two_of_three):
     sample = pd.read_csv(sample_path)
     sample.iloc[1:].to_csv(sample_path, index=False)
     cfg.train.folds = [2]
-    with pytest.raises(data.DataError, match=r"test.csv and .*sample_submission.csv disagree on qa_id: 0 id\(s\) "
+    with pytest.raises(tables.DataError, match=r"test.csv and .*sample_submission.csv disagree on qa_id: 0 id\(s\) "
                                              r"only in the sample submission .* 1 only in the test file"):
         stages.train(cfg)
-    assert runs.finished_folds(cfg.run_dir) == [0, 1]
+    assert Run(cfg.run_dir).finished_folds() == [0, 1]
 
 
 @pytest.mark.parametrize("content, message", [
@@ -111,21 +167,21 @@ def test_test_and_sample_ids_are_checked_before_any_training(two_of_three):
 ])
 def test_bad_ids_and_empty_files(tmp_path, content, message):
     (tmp_path / "x.csv").write_text(content)
-    with pytest.raises(data.DataError, match=message):
-        data.read_csv(tmp_path / "x.csv", "predict")
+    with pytest.raises(tables.DataError, match=message):
+        tables.read_csv(tmp_path / "x.csv", "predict")
 
 
 def test_a_damaged_cache_is_rebuilt_with_a_warning(tmp_path, synth_dir, tiny_model_dir, caplog):
     cfg = tiny_train_config(tmp_path, synth_dir, tiny_model_dir)
-    tok, info = encode.for_model(cfg)
-    frame = data.load(cfg, "test")
-    first, path = encode.encode_cached(cfg.encode, cfg.cache_dir, frame, "test", tok, info.uses_segments)
+    encoder = encode.Encoder.for_model(cfg)
+    frame = tables.load(cfg, "test")
+    first, path = encoder.cached(frame, "test")
     path.write_bytes(path.read_bytes()[:100])
-    again, path2 = encode.encode_cached(cfg.encode, cfg.cache_dir, frame, "test", tok, info.uses_segments)
+    again, path2 = encoder.cached(frame, "test")
     assert path2 == path and np.array_equal(first.arrays["token_ids"], again.arrays["token_ids"])
     assert f"{path} is damaged" in caplog.text
     with pytest.raises(ValueError, match="nothing to encode"):
-        encode.encode_cached(cfg.encode, tmp_path / "c2", frame.iloc[:0], "test", tok, info.uses_segments)
+        dataclasses.replace(encoder, cache_dir=tmp_path / "c2").cached(frame.iloc[:0], "test")
 
 
 @pytest.mark.parametrize("override, message", [
@@ -155,7 +211,7 @@ def test_budgets_that_leave_a_field_nothing():
 def test_folds_flag_must_be_numbers():
     args = argparse.Namespace(overrides=[], folds="a,b", seed=None, n_folds=None, config=None, stage="train")
     with pytest.raises(config.ConfigError, match=r"--folds a,b: expected comma-separated fold numbers"):
-        cli.build_config(args)
+        table.build_config(args)
 
 
 def test_hostile_run_name_writes_nothing_outside_output(tmp_path):
@@ -163,3 +219,61 @@ def test_hostile_run_name_writes_nothing_outside_output(tmp_path):
         config.load(None, [f"output.dir={tmp_path}", "train.run_name=../../escape"])
     ok = config.load(None, [f"output.dir={tmp_path}", "train.run_name=ok-name_1.2"])
     assert ok.run_dir.resolve().parent == (tmp_path / "runs").resolve()
+
+
+def test_a_changed_model_description_is_refused_before_its_weights_load(two_of_three):
+    cfg = two_of_three
+    model = cfg.run_dir / "model.json"
+    description = json.loads(model.read_text())
+    assert description["config"]["pooling"] == "mean"
+    description["config"]["pooling"] = "cls"  # loads the same weights, predicts something else
+    model.write_text(json.dumps(description))
+    with pytest.raises(RunError, match=r"model.json changed since fold 0 was trained"):
+        Run(cfg.run_dir).load_fold(0)
+    with pytest.raises(RunError, match=r"model.json changed since fold 0 was trained"):
+        stages.validate(cfg)
+
+
+def test_cached_rows_are_checked_against_the_data(tmp_path, synth_dir, tiny_model_dir, caplog):
+    cfg = tiny_train_config(tmp_path, synth_dir, tiny_model_dir)
+    encoder = encode.Encoder.for_model(cfg)
+    frame = tables.load(cfg, "test")
+    first, path = encoder.cached(frame, "test")
+    order = np.random.default_rng(0).permutation(len(frame))  # a valid cache file, rows in another order
+    shuffled = encode.Encoded(first.qa_id[order], {k: v[order] for k, v in first.arrays.items()},
+                              first.seq_lengths[order], first.field_lengths[order], first.prefixes,
+                              first.tokenizer_fingerprint)
+    shuffled.save(path)
+    again, _ = encoder.cached(frame, "test")
+    assert "holds other rows or another order" in caplog.text
+    assert np.array_equal(again.qa_id, first.qa_id) and np.array_equal(again.arrays["token_ids"], first.arrays["token_ids"])
+
+
+@pytest.mark.parametrize("label, message", [(-1, "fold label -1"), ("x", "must be integers"), (2.5, "must be integers")])
+def test_fold_labels_are_checked(tmp_path, synth_dir, tiny_model_dir, label, message):
+    cfg = tiny_train_config(tmp_path, synth_dir, tiny_model_dir)
+    stages.folds(cfg)
+    table = pd.read_csv(cfg.folds_file).astype({"fold": object})
+    table.loc[3, "fold"] = label
+    table.to_csv(cfg.folds_file, index=False)
+    with pytest.raises(folds_lib.FoldsError, match=message):
+        folds_lib.read(cfg, tables.load(cfg, "train"))
+
+
+def test_a_fold_without_rows_is_refused_before_training(tmp_path, synth_dir, tiny_model_dir):
+    cfg = tiny_train_config(tmp_path, synth_dir, tiny_model_dir, folds__n_folds=3)
+    stages.folds(cfg)
+    table = pd.read_csv(cfg.folds_file)
+    table.loc[table["fold"] == 1, "fold"] = 0
+    table.to_csv(cfg.folds_file, index=False)
+    with pytest.raises(folds_lib.FoldsError, match=r"folds \[1\] hold no rows"):
+        stages.train(cfg)
+    assert not (cfg.run_dir / "run.json").exists() and not list(cfg.run_dir.glob("fold*"))
+
+
+def test_a_missing_or_folder_input_is_one_clear_line(two_of_three, tmp_path):
+    cfg = two_of_three
+    with pytest.raises(tables.DataError, match="predict file not found"):
+        stages.predict(cfg, input_csv=str(tmp_path / "nope.csv"))
+    with pytest.raises(tables.DataError, match="is a folder; expected a CSV file"):
+        stages.predict(cfg, input_csv=str(tmp_path))

@@ -4,7 +4,8 @@ import zipfile
 import pytest
 
 from conftest import make_config
-from pipeline import kaggle, stages
+from pipeline.cli import stages
+from pipeline.kaggle import api
 
 
 class FakeKaggle:
@@ -45,14 +46,14 @@ def test_download_without_credentials_says_where_files_go(tmp_path, monkeypatch)
     for var in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
         monkeypatch.delenv(var, raising=False)
     cfg = make_config(tmp_path, tmp_path / "comp")
-    with pytest.raises(kaggle.KaggleUnavailable, match=r"no Kaggle credentials.*put train\.csv, test\.csv and "
+    with pytest.raises(api.KaggleUnavailable, match=r"no Kaggle credentials.*put train\.csv, test\.csv and "
                                                         r"sample_submission\.csv in .*comp"):
         stages.download(cfg)
 
 
 def test_network_failure_leaves_no_partial_files(tmp_path):
     cfg = make_config(tmp_path, tmp_path / "comp")
-    with pytest.raises(kaggle.KaggleUnavailable, match="ConnectionError"):
+    with pytest.raises(api.KaggleUnavailable, match="ConnectionError"):
         stages.download(cfg, client=FakeKaggle(fail=ConnectionError("offline")))
     assert not (tmp_path / "comp").exists() or not list((tmp_path / "comp").iterdir())
 
@@ -63,11 +64,11 @@ def test_model_download_finds_the_model_folder(tmp_path, synth_dir, tiny_model_d
     cfg = make_config(tmp_path, synth_dir, kaggle__model=handle, kaggle__model_name="tiny")
     cfg.data.dir = str(synth_dir)
     client = FakeKaggle(tiny_model_dir)
-    paths = kaggle.download_model(cfg, client=client)
+    paths = api.download_model(cfg, client=client)
     assert (paths[0] / "config.json").is_file() and paths[0].name == "tiny" and client.calls[0][0] == call
 
 
 def test_bad_model_handle(tmp_path, synth_dir):
     cfg = make_config(tmp_path, synth_dir, kaggle__model="just-a-name")
     with pytest.raises(ValueError, match="owner/model/framework/variation/version"):
-        kaggle.download_model(cfg, client=FakeKaggle())
+        api.download_model(cfg, client=FakeKaggle())

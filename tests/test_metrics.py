@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
-from pipeline import metrics
-from pipeline.schema import ID, TARGETS
+from pipeline.core.columns import ID, TARGETS
+from pipeline.data import metrics
 
 
 def test_matches_scipy_on_random_data_with_ties():

@@ -3,7 +3,10 @@ import json
 import numpy as np
 import pytest
 
-from pipeline import batching, layers, model, optim
+from pipeline.core.config import Batching
+from pipeline.modeling import feeding, layers, model
+from pipeline.text import batching
+from pipeline.train import optim
 
 
 @pytest.fixture(scope="module")
@@ -138,5 +141,5 @@ def test_predict_restores_row_order(backbone):
     x["padding_mask"] = (np.arange(64)[None] < lengths[:, None]).astype("int32")
     direct = np.asarray(m.predict(x, verbose=0))
     feed = batching.Feed(x, lengths[:, None])
-    sorted_batches = batching.predict(m, feed, batch_size=8, bucketing=True, dynamic=True, multiple=8)
+    sorted_batches = feeding.predict(m, feed, batch_size=8, shape=Batching(pad_multiple=8))
     assert np.allclose(direct, sorted_batches, atol=1e-5)

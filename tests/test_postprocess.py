@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from pipeline import postprocess
+from pipeline.evaluate import postprocess
 
 
 def test_transforms_are_monotone_and_snap_copies_label_values():

@@ -12,9 +12,13 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, tiny_train_config
-from pipeline import data, files, layout, masking, model, modeldir, runs, stages
-from pipeline import tokenizer as tokenizer_lib
-from pipeline.schema import TARGETS, TEXT_COLUMNS
+from pipeline.cli import stages
+from pipeline.core import files, layout
+from pipeline.core.columns import TARGETS, TEXT_COLUMNS
+from pipeline.data import tables
+from pipeline.modeling import model
+from pipeline.run.rundir import Run
+from pipeline.text import masking, modeldir, tokenizer as tokenizer_lib
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +112,8 @@ def pretrained(tmp_path_factory, synth_dir, tiny_model_dir):
 
 def test_pretraining_reads_text_only_and_records_its_sources(pretrained):
     cfg, out = pretrained
-    with pytest.raises(data.DataError):  # the labels really are unreadable: no stage that reads them would run
-        data.load(cfg, "train")
+    with pytest.raises(tables.DataError):  # the labels really are unreadable: no stage that reads them would run
+        tables.load(cfg, "train")
     manifest = files.read_json(out / "pretrain.json")
     assert manifest["labels_read"] is False and manifest["masking"] == "word_ids"
     assert [s["split"] for s in manifest["sources"]] == ["train", "test"]
@@ -137,7 +141,7 @@ def test_pretraining_changes_the_backbone_and_the_directory_fine_tunes(pretraine
                                 train__folds="0")
     stages.folds(student)
     run_dir = stages.train(student)[0]
-    assert runs.finished_folds(run_dir) == [0]
+    assert Run(run_dir).finished_folds() == [0]
     recorded = files.read_json(run_dir / "run.json")["pretrained"]
     assert recorded["labels_read"] is False and recorded["steps"] == 8
     assert recorded["sources"] == files.read_json(out / "pretrain.json")["sources"]
@@ -148,7 +152,7 @@ def test_bad_text_sources_and_changed_settings_are_refused(pretrained, tmp_path)
     (tmp_path / "labels-only.csv").write_text("qa_id,answer_helpful\n1,0.5\n")
     cfg.pretrain.extra_csv = [str(tmp_path / "labels-only.csv")]
     try:
-        with pytest.raises(data.DataError, match=r"labels-only.csv: none of the text columns"):
+        with pytest.raises(tables.DataError, match=r"labels-only.csv: none of the text columns"):
             stages.pretrain(cfg)
         cfg.pretrain.extra_csv = []
         cfg.pretrain.steps = 9

@@ -5,8 +5,12 @@ import pandas as pd
 import pytest
 
 from conftest import tiny_train_config
-from pipeline import data, files, folds as folds_lib, layout, predict, runs, stages, targets
-from pipeline.schema import ID, TARGETS
+from pipeline.cli import stages
+from pipeline.core import files, layout
+from pipeline.core.columns import ID, TARGETS
+from pipeline.data import folds as folds_lib, tables
+from pipeline.modeling import targets
+from pipeline.run import predict
 
 
 @pytest.fixture(scope="module")
@@ -14,10 +18,10 @@ def unlabeled(trained, tmp_path_factory):
     """Test rows that ask no train question, plus copies (new ids) of three fold-0 train rows: questions fold 0
     holds out."""
     cfg, _ = trained
-    test = data.read_csv(cfg.data_file("test_file"), "test")
-    train = data.read_csv(cfg.data_file("train_file"), "train")
+    test = tables.read_csv(cfg.data_file("test_file"), "test")
+    train = tables.read_csv(cfg.data_file("train_file"), "train")
     test = test[~test["question_body"].isin(train["question_body"])]
-    fold = folds_lib.read(cfg, data.load(cfg, "train"))
+    fold = folds_lib.read(cfg, tables.load(cfg, "train"))
     copies = train.loc[np.flatnonzero(fold == 0)[:3], list(test.columns)].copy()
     copies[ID] = np.arange(3) + 10 ** 6
     path = tmp_path_factory.mktemp("unlabeled") / "unlabeled.csv"
@@ -33,9 +37,9 @@ def pseudo_set(trained, unlabeled):
 
 def test_fold_k_labels_come_from_teacher_fold_k_only(trained, unlabeled, pseudo_set):
     cfg, (teacher, _) = trained
-    rcfg = runs.load_config(teacher)
-    rows = predict.rows_for_run(rcfg, data.read_csv(unlabeled, "predict"))
-    by_fold = dict(predict.fold_predictions(teacher, rcfg, rows, [0, 1], cfg.cache_dir))
+    predictor = predict.Predictor.of(teacher, cfg.cache_dir)
+    rows = predictor.rows(tables.read_csv(unlabeled, "predict"))
+    by_fold = dict(predictor.fold_predictions(rows, [0, 1]))
     manifest = files.read_json(layout.Pseudo(pseudo_set).manifest)
     assert manifest["folds"] == [0, 1] and manifest["stamp"]["folds_fingerprint"] == folds_lib.fingerprint(cfg)
     for k, other in ((0, 1), (1, 0)):
@@ -67,11 +71,11 @@ def test_pseudo_rows_train_a_fold_but_never_validate_it(trained, pseudo_set, tmp
     student.folds.file = str(cfg.folds_file)  # the teacher's split
     run_dir = stages.train(student)[0]
     n_test = len(pd.read_csv(layout.Pseudo(pseudo_set).rows)) - 3
-    pseudo_rows = {k: files.read_json(layout.Run(run_dir).fold(k).metrics)["pseudo_rows"] for k in (0, 1)}
+    pseudo_rows = {k: files.read_json(layout.RunPaths(run_dir).fold(k).metrics)["pseudo_rows"] for k in (0, 1)}
     # the three copies ask fold-0 questions: fold 0 (which validates on them) drops them, fold 1 trains on them
     assert pseudo_rows == {0: n_test, 1: n_test + 3}
     oof = pd.read_csv(run_dir / "oof.csv")
-    assert sorted(oof[ID]) == sorted(data.load(cfg, "train")[ID])  # validation rows only, no pseudo row
+    assert sorted(oof[ID]) == sorted(tables.load(cfg, "train")[ID])  # validation rows only, no pseudo row
     recorded = files.read_json(run_dir / "run.json")["pseudo"]
     assert recorded["weight"] == 0.5 and recorded["stamp"] == files.read_json(layout.Pseudo(pseudo_set).manifest)["stamp"]
 

@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, make_config
-from pipeline import config, files, layout, stages
-from pipeline.schema import TARGETS
+from pipeline.cli import stages
+from pipeline.core import config, files, layout
+from pipeline.core.columns import TARGETS
 
 RECIPES = sorted((ROOT / "configs" / "recipes").glob("*.toml"))
 # Only size is shrunk: folds, sequence lengths, epochs, batch; every modelling choice stays the recipe's.
@@ -34,7 +35,7 @@ def test_recipe_runs_end_to_end(tmp_path, synth_dir, tiny_model_dir, recipe):
         **SMALL}.items()]
     cfg = config.load(recipe, overrides)
     stages.run_all(cfg)
-    run = layout.Run(cfg.run_dir)
+    run = layout.RunPaths(cfg.run_dir)
     assert run.name == f"{recipe.stem}-s{full.train.seed}" and len(run.finished_folds()) == 2
     recorded = config.from_toml_text(run.config.read_text())
     for section in ("model", "train", "encode"):  # the recipe's choices, not the defaults, were trained

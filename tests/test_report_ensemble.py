@@ -5,8 +5,12 @@ import pandas as pd
 import pytest
 
 from conftest import tiny_train_config
-from pipeline import data, ensemble, files, layout, metrics, stages, submission, tinymodel
-from pipeline.schema import ID, SUBMISSION_COLUMNS, TARGETS, TEXT_COLUMNS
+from pipeline.cli import stages
+from pipeline.core import files, layout
+from pipeline.core.columns import ID, SUBMISSION_COLUMNS, TARGETS, TEXT_COLUMNS
+from pipeline.data import metrics, submission, tables
+from pipeline.dev import tinymodel
+from pipeline.evaluate import ensemble
 
 
 def assert_postprocess_consistent(summary: dict, columns: dict):
@@ -46,7 +50,7 @@ def test_ensemble_of_two_seeds_writes_a_valid_submission(trained):
         ens = layout.ensemble(cfg)
         summary = files.read_json(ens.summary)
         sub = pd.read_csv(cfg.submission_file)
-        sample = data.load(cfg, "sample_submission")
+        sample = tables.load(cfg, "sample_submission")
         assert list(sub.columns) == list(SUBMISSION_COLUMNS) and (sub[ID] == sample[ID]).all()
         assert sub[list(TARGETS)].notna().all().all() and sub[list(TARGETS)].to_numpy().min() >= 0
         assert len(summary["weights"]) == 2 and sum(summary["weights"].values()) == pytest.approx(1.0)
@@ -111,7 +115,7 @@ def test_runs_on_different_folds_cannot_be_blended(trained, tmp_path):
 
 
 def test_submission_is_checked_before_writing(tmp_path, synth_dir):
-    sample = data.read_csv(synth_dir / "sample_submission.csv", "sample_submission")
+    sample = tables.read_csv(synth_dir / "sample_submission.csv", "sample_submission")
     preds = sample.copy()
     preds[list(TARGETS)] = 0.5
     path = tmp_path / "submission.csv"
@@ -130,7 +134,7 @@ def test_submission_is_checked_before_writing(tmp_path, synth_dir):
 
 
 def test_predict_uses_weights_for_a_new_csv_and_matches_saved_fold_predictions(trained, tmp_path):
-    from pipeline import predict
+    from pipeline.run import predict
 
     cfg, (run_dir, _) = trained
     test_csv = cfg.data_file("test_file")
@@ -154,7 +158,7 @@ def test_all_rerun_is_a_fast_no_op(trained):
 
 @pytest.mark.slow
 def test_validate_and_ensemble_on_real_rows(tmp_path, toy_dir):
-    train = data.read_csv(toy_dir / "train_toy.csv", "train")
+    train = tables.read_csv(toy_dir / "train_toy.csv", "train")
     texts = [t for c in TEXT_COLUMNS for t in train[c]]
     model_dir = tinymodel.make(tmp_path / "tiny", texts, hidden=32, layers=1, heads=2, vocab_size=2000)
     cfg = tiny_train_config(tmp_path, toy_dir, model_dir, toy=True, train__epochs=1)
@@ -166,4 +170,4 @@ def test_validate_and_ensemble_on_real_rows(tmp_path, toy_dir):
     assert_postprocess_consistent(rep["postprocess"], rep["postprocess_columns"])
     stages.ensemble(cfg)
     sub = pd.read_csv(cfg.submission_file)
-    assert (sub[ID] == data.load(cfg, "sample_submission")[ID]).all()
+    assert (sub[ID] == tables.load(cfg, "sample_submission")[ID]).all()

@@ -11,8 +11,11 @@ import pytest
 
 from conftest import tiny_train_config
 from kaggle_fakes import KernelCloud, KernelOutput
-from pipeline import config, files, kaggle, kernels, layout, provenance, runs, stages
-from pipeline.schema import ID, TARGETS
+from pipeline.cli import stages
+from pipeline.core import config, files, layout, provenance
+from pipeline.core.columns import ID, TARGETS
+from pipeline.kaggle import api, kernels
+from pipeline.run.rundir import Run, RunError
 
 
 def _kernel_output(tmp_path, run_dir):
@@ -27,7 +30,7 @@ def _collector(trained, tmp_path):
     cfg, (run_dir, _) = trained
     here = copy.deepcopy(cfg)
     for assignment in (f"output.dir={tmp_path / 'here'}", f"folds.file={cfg.folds_file}", "train.seed=1"):
-        config._override(here, assignment)
+        config.override(here, assignment)
     assert here.run_name == run_dir.name
     return config.validate(here)
 
@@ -37,12 +40,12 @@ def test_collected_folds_join_the_run_and_are_checked(trained, tmp_path):
     here = _collector(trained, tmp_path)
     out, _ = _kernel_output(tmp_path, run_dir)
     paths = stages.collect(here, kernels=["someone/quest-train-f0-1"], client=KernelOutput(out))
-    assert runs.finished_folds(here.run_dir) == [0, 1] and paths[-1].name == "summary.json"
+    assert Run(here.run_dir).finished_folds() == [0, 1] and paths[-1].name == "summary.json"
     mine, theirs = (pd.read_csv(d / "oof.csv").set_index(ID).sort_index() for d in (here.run_dir, run_dir))
     assert np.allclose(mine[list(TARGETS)], theirs[list(TARGETS)])
     info = files.read_json(here.run_dir / "run.json")
     assert info["collected"][0]["kernel"] == "someone/quest-train-f0-1" and info["collected"][0]["folds"] == [0, 1]
-    assert runs.load_config(here.run_dir).output.dir == here.output.dir  # this machine's config, not the kernel's
+    assert Run(here.run_dir).load_config().output.dir == here.output.dir  # this machine's config, not the kernel's
     again = KernelOutput(out)  # the same folds again: nothing to copy, nothing refused
     stages.collect(here, kernels=["someone/quest-train-f0-1"], client=again)
     assert files.read_json(here.run_dir / "run.json")["collected"][-1]["folds"] == []
@@ -71,16 +74,16 @@ def test_mismatched_kernel_runs_are_refused_before_anything_is_copied(trained, t
         message = "fold 1 of .* was trained with a global batch of 16 .* kernel someone/b gives 32"
     tamper(src)
     before = sorted(p for p in here.run_dir.rglob("*")) if here.run_dir.exists() else []
-    with pytest.raises(runs.RunError, match=message):
+    with pytest.raises(RunError, match=message):
         stages.collect(here, kernels=["someone/b"], client=KernelOutput(out))
     after = sorted(p for p in here.run_dir.rglob("*") if p.name != ".lock") if here.run_dir.exists() else []
     assert [p for p in after if p.name != ".lock"] == [p for p in before if p.name != ".lock"]
 
 
 def test_a_kernel_that_used_another_tokenizer_is_refused(trained, tmp_path, synth_dir):
-    from pipeline import synth, tinymodel
-    from pipeline import tokenizer as tokenizer_lib
-    from pipeline.schema import TEXT_COLUMNS
+    from pipeline.core.columns import TEXT_COLUMNS
+    from pipeline.dev import synth, tinymodel
+    from pipeline.text import tokenizer as tokenizer_lib
 
     cfg, (run_dir, _) = trained
     here = _collector(trained, tmp_path)
@@ -90,7 +93,7 @@ def test_a_kernel_that_used_another_tokenizer_is_refused(trained, tmp_path, synt
     shutil.rmtree(src.tokenizer)
     other.save(src.tokenizer)  # a consistent kernel run, on another vocabulary
     files.write_json(src.info, {**files.read_json(src.info), "tokenizer_fingerprint": other.fingerprint})
-    with pytest.raises(runs.RunError, match="trained with another tokenizer"):
+    with pytest.raises(RunError, match="trained with another tokenizer"):
         stages.collect(here, kernels=["someone/a"], client=KernelOutput(out))
 
 
@@ -99,23 +102,23 @@ def test_a_local_fold_with_other_weights_is_kept(trained, tmp_path):
     here = _collector(trained, tmp_path)
     out, src = _kernel_output(tmp_path, run_dir)
     stages.collect(here, kernels=["someone/a"], client=KernelOutput(out))
-    fold = layout.Run(here.run_dir).fold(0)
+    fold = layout.RunPaths(here.run_dir).fold(0)
     files.write_json(fold.finished, {**files.read_json(fold.finished), "weights_sha256": "0" * 64})
-    with pytest.raises(runs.RunError, match="fold 0 is already finished .* with other weights"):
+    with pytest.raises(RunError, match="fold 0 is already finished .* with other weights"):
         stages.collect(here, kernels=["someone/a"], client=KernelOutput(out))
 
 
 def test_status_polling_is_bounded_and_reports_failures(monkeypatch):
-    monkeypatch.setattr(kaggle.time, "sleep", lambda s: None)
-    api = KernelOutput(".", statuses=["queued", "running", "running", "complete"])
-    assert kaggle.wait_kernel("someone/k", api, timeout=600, poll=60) == "complete"
-    assert len(api.calls) == 4
-    with pytest.raises(kaggle.KaggleApiError, match=r"is 'running' after 120s; collect it when it has run"):
-        kaggle.wait_kernel("someone/k", KernelOutput(".", statuses=["running"]), timeout=120, poll=60)
-    with pytest.raises(kaggle.KaggleApiError, match="ended with status 'error': CUDA out of memory"):
-        kaggle.wait_kernel("someone/k", KernelOutput(".", statuses=[("error", "CUDA out of memory")]), timeout=600)
-    with pytest.raises(kaggle.KaggleApiError, match=r"is 'running'; collect it when it has run \(--wait"):
-        kaggle.wait_kernel("someone/k", KernelOutput(".", statuses=["running"]))  # no wait asked: look once
+    monkeypatch.setattr(api.time, "sleep", lambda s: None)
+    client = KernelOutput(".", statuses=["queued", "running", "running", "complete"])
+    assert api.wait_kernel("someone/k", client, timeout=600, poll=60) == "complete"
+    assert len(client.calls) == 4
+    with pytest.raises(api.KaggleApiError, match=r"is 'running' after 120s; collect it when it has run"):
+        api.wait_kernel("someone/k", KernelOutput(".", statuses=["running"]), timeout=120, poll=60)
+    with pytest.raises(api.KaggleApiError, match="ended with status 'error': CUDA out of memory"):
+        api.wait_kernel("someone/k", KernelOutput(".", statuses=[("error", "CUDA out of memory")]), timeout=600)
+    with pytest.raises(api.KaggleApiError, match=r"is 'running'; collect it when it has run \(--wait"):
+        api.wait_kernel("someone/k", KernelOutput(".", statuses=["running"]))  # no wait asked: look once
 
 
 def test_training_kernel_metadata_and_notebook(trained, tmp_path):
@@ -123,7 +126,7 @@ def test_training_kernel_metadata_and_notebook(trained, tmp_path):
     k = copy.deepcopy(cfg)
     for assignment in ("kaggle.train_kernel=someone/quest-train", "kaggle.code_dataset=someone/quest-code",
                        "kaggle.model=keras/bert/keras/bert_base_en_uncased/2", "train.folds=[0]"):
-        config._override(k, assignment)
+        config.override(k, assignment)
     notebook, meta_path = stages.kernel(k, train=True, out=str(tmp_path / "k"))
     meta = files.read_json(meta_path)
     assert meta["id"] == "someone/quest-train-f0" and meta["enable_internet"] is False and meta["enable_gpu"] is True
@@ -133,7 +136,7 @@ def test_training_kernel_metadata_and_notebook(trained, tmp_path):
     scope = {}
     exec("".join(cell["source"]), scope)
     assert scope["FOLDS"] == [0] and config.from_toml_text(scope["CONFIG"]).run_name == k.run_name
-    config._override(k, "kaggle.model=")
+    config.override(k, "kaggle.model=")
     with pytest.raises(ValueError, match="needs the backbone as an input: set kaggle.model"):
         stages.kernel(k, train=True, out=str(tmp_path / "k"))
 
@@ -158,20 +161,20 @@ def _train_on_kernels(tmp_path, synth_dir, tiny_model_dir, fold_groups, python=N
 @pytest.mark.slow
 def test_two_kernels_train_the_folds_and_the_run_is_as_if_trained_here(tmp_path, synth_dir, tiny_model_dir,
                                                                       monkeypatch):
-    monkeypatch.setattr(kaggle.time, "sleep", lambda s: None)
+    monkeypatch.setattr(api.time, "sleep", lambda s: None)
     cfg, cloud, (run_dir, summary) = _train_on_kernels(tmp_path, synth_dir, tiny_model_dir, ([0], [1]))
     assert kernels.pushed_for_run(cfg) == ["someone/quest-train-f0", "someone/quest-train-f1"]
-    assert runs.finished_folds(run_dir) == [0, 1] and files.read_json(summary)["folds_done"] == [0, 1]
+    assert Run(run_dir).finished_folds() == [0, 1] and files.read_json(summary)["folds_done"] == [0, 1]
     assert all("training folds" in text and "installed from the bundle" in text for text in cloud.runs)
     collected = files.read_json(run_dir / "run.json")["collected"]  # the kernels ran the code packaged here
     assert [c["folds"] for c in collected] == [[0], [1]]
     assert {c["git_commit"] for c in collected} == {provenance.git_commit()}
     assert [c[0] for c in cloud.calls].count("kernel status") >= 6  # queued, running, complete for each
     local = copy.deepcopy(cfg)  # fold 0 trained here from the same config: the same model
-    config._override(local, f"output.dir={tmp_path / 'local'}")
-    config._override(local, "train.folds=[0]")
+    config.override(local, f"output.dir={tmp_path / 'local'}")
+    config.override(local, "train.folds=[0]")
     local_run = stages.train(local)[0]
-    mine, theirs = (pd.read_csv(layout.Run(d).fold(0).oof).set_index(ID) for d in (local_run, run_dir))
+    mine, theirs = (pd.read_csv(layout.RunPaths(d).fold(0).oof).set_index(ID) for d in (local_run, run_dir))
     assert np.allclose(mine[list(TARGETS)], theirs.loc[mine.index, list(TARGETS)], atol=1e-5)
     stages.validate(cfg)
     stages.ensemble(cfg)
@@ -187,9 +190,9 @@ KAGGLE_PYTHON = os.environ.get("QUEST_KAGGLE_PYTHON", "")
 def test_training_kernel_on_the_kaggle_image(tmp_path, synth_dir, tiny_model_dir, monkeypatch):
     """The training notebook run by Kaggle's versions (Python 3.12, TF 2.20, keras 3.13, keras-hub 0.26 ...) with
     the network blocked: it installs the bundled keras / keras-hub, trains its fold, and the fold collects."""
-    monkeypatch.setattr(kaggle.time, "sleep", lambda s: None)
+    monkeypatch.setattr(api.time, "sleep", lambda s: None)
     cfg, cloud, (run_dir, _) = _train_on_kernels(tmp_path, synth_dir, tiny_model_dir, ([1],), python=KAGGLE_PYTHON)
-    assert runs.finished_folds(run_dir) == [1]
+    assert Run(run_dir).finished_folds() == [1]
     versions = provenance.library_versions()
     for dist in ("keras", "keras-hub"):  # the image's older versions were replaced by the ones used here
         assert f"{dist}-{versions[dist]}" in cloud.runs[0]

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import signal
@@ -10,23 +11,28 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, tiny_train_config
-from pipeline import data, files, layout, metrics, model, runs, stages, synth
-from pipeline.schema import ID, TARGETS
+from pipeline.cli import stages
+from pipeline.core import files, layout
+from pipeline.core.columns import ID, TARGETS
+from pipeline.data import metrics, tables
+from pipeline.dev import synth
+from pipeline.modeling import model
+from pipeline.run.rundir import Run
 
 
 def test_run_directory_records_everything(trained):
     cfg, (run_dir, _) = trained
     info = files.read_json(run_dir / "run.json")
     assert info["seed"] == 1 and info["git_commit"] and info["command"] and info["family"] == "bert"
-    assert runs.load_config(run_dir).train.seed == 1
+    assert Run(run_dir).load_config().train.seed == 1
     assert (run_dir / "model.json").is_file() and (run_dir / "tokenizer" / "tokenizer.json").is_file()
     for k in (0, 1):
-        d = layout.Run(run_dir).fold(k).root
+        d = layout.RunPaths(run_dir).fold(k).root
         for name in ("model.weights.h5", "oof.csv", "test.csv", "history.csv", "metrics.json", "finished.json"):
             assert (d / name).is_file(), name
         assert len(pd.read_csv(d / "history.csv")) == cfg.train.epochs
     oof = pd.read_csv(run_dir / "oof.csv")
-    train = data.load(cfg, "train")
+    train = tables.load(cfg, "train")
     assert sorted(oof[ID]) == sorted(train[ID])  # every row predicted once, by the fold that held it out
     summary = files.read_json(run_dir / "summary.json")
     assert summary["folds_done"] == [0, 1]
@@ -35,12 +41,12 @@ def test_run_directory_records_everything(trained):
 
 def test_oof_comes_from_the_held_out_fold(trained):
     cfg, (run_dir, _) = trained
-    train = data.load(cfg, "train")
+    train = tables.load(cfg, "train")
     fold_of = dict(zip(*[pd.read_csv(cfg.folds_file)[c] for c in (ID, "fold")]))
     for k in (0, 1):
-        ids = pd.read_csv(layout.Run(run_dir).fold(k).oof)[ID]
+        ids = pd.read_csv(layout.RunPaths(run_dir).fold(k).oof)[ID]
         assert {fold_of[i] for i in ids} == {k}
-        model_k = model.load_fold(run_dir, k)  # weights reload into a rebuilt model
+        model_k = Run(run_dir).load_fold(k)  # weights reload into a rebuilt model
         assert model_k.count_params() > 0
 
 
@@ -80,7 +86,7 @@ def _untrained_and_trained(cfg, run_dir, k, enc_inputs):
     keras.utils.set_random_seed(cfg.train.seed * 1000 + k)  # the seed train_fold builds the model with
     bb = model.load_backbone(cfg.path(cfg.model.path), cfg.model.random_init)
     untrained = model.QuestModel(bb, pooling=cfg.model.pooling, dropout=cfg.model.dropout)
-    trained = model.load_fold(run_dir, k)
+    trained = Run(run_dir).load_fold(k)
     return np.asarray(untrained.predict(enc_inputs, verbose=0)), np.asarray(trained.predict(enc_inputs, verbose=0))
 
 
@@ -97,14 +103,13 @@ def test_minilm_fine_tunes_a_few_steps(tmp_path, minilm_dir, toy_dir, synth_dir,
     cfg.train.folds = [0]
     stages.folds(cfg)
     run_dir = stages.train(cfg)[0]
-    assert runs.finished_folds(run_dir) == [0]
-    from pipeline import encode
-    tok, info = encode.for_model(cfg)
-    frame = data.load(cfg, "test")
-    enc, _ = encode.encode_cached(cfg.encode, cfg.cache_dir, frame, "test", tok, True)
+    assert Run(run_dir).finished_folds() == [0]
+    from pipeline.text import encode
+    encoder = dataclasses.replace(encode.Encoder.for_model(cfg), uses_segments=True)
+    enc = encoder.encode(tables.load(cfg, "test"), "test")
     before, after = _untrained_and_trained(cfg, run_dir, 0, enc.arrays)
     assert np.abs(after - before).max() > 1e-3  # the steps moved the model
-    history = pd.read_csv(layout.Run(run_dir).fold(0).history)
+    history = pd.read_csv(layout.RunPaths(run_dir).fold(0).history)
     assert np.isfinite(history["loss"]).all()
 
 
@@ -120,18 +125,18 @@ def test_killed_run_resumes_only_missing_folds(tmp_path, synth_dir, tiny_model_d
     proc = subprocess.Popen(cmd + ["train", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run_dir = tmp_path / "out" / "runs" / "default-s42"
     deadline = time.time() + 300
-    while not layout.Run(run_dir).fold(0).finished.exists() and time.time() < deadline:
+    while not layout.RunPaths(run_dir).fold(0).finished.exists() and time.time() < deadline:
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert layout.Run(run_dir).fold(0).finished.exists() and not layout.Run(run_dir).fold(2).finished.exists()
-    first = layout.Run(run_dir).fold(0).finished.stat().st_mtime_ns
+    assert layout.RunPaths(run_dir).fold(0).finished.exists() and not layout.RunPaths(run_dir).fold(2).finished.exists()
+    first = layout.RunPaths(run_dir).fold(0).finished.stat().st_mtime_ns
     leftovers = [p for p in run_dir.rglob(".*") if p.is_file()]
     out = subprocess.run(cmd + ["train", *args], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "fold 0: already finished, skipped" in out.stderr
-    assert layout.Run(run_dir).fold(0).finished.stat().st_mtime_ns == first
-    assert runs.finished_folds(run_dir) == [0, 1, 2]
+    assert layout.RunPaths(run_dir).fold(0).finished.stat().st_mtime_ns == first
+    assert Run(run_dir).finished_folds() == [0, 1, 2]
     assert files.read_json(run_dir / "summary.json")["folds_done"] == [0, 1, 2]
     assert not [p for p in run_dir.rglob(".*") if p.is_file() and p not in leftovers]
 
@@ -143,7 +148,7 @@ def test_bf16_trained_run_predicts_in_fp16_and_fp32(tmp_path, synth_dir, tiny_mo
     mantissa; the targets are sigmoid outputs in [0, 1])."""
     import keras
 
-    from pipeline import predict
+    from pipeline.run import predict
 
     cfg = tiny_train_config(tmp_path, synth_dir, tiny_model_dir, train__mixed_precision="bfloat16", train__epochs=1)
     stages.folds(cfg)

@@ -7,8 +7,16 @@ import pandas as pd
 import pytest
 
 from conftest import make_config, tiny_train_config
-from pipeline import batching, data, encode, files, layout, model, optim, predict, runs, stages, targets, train
-from pipeline.schema import ANSWER_TARGETS, CATEGORIES, ID, QUESTION_TARGETS, TARGETS
+from pipeline.cli import stages
+from pipeline.core import files, layout
+from pipeline.core.columns import ANSWER_TARGETS, CATEGORIES, ID, QUESTION_TARGETS, TARGETS
+from pipeline.core.config import Batching
+from pipeline.data import tables
+from pipeline.modeling import feeding, model, targets
+from pipeline.run import predict
+from pipeline.run.rundir import Run
+from pipeline.text import batching, encode
+from pipeline.train import kfold, optim
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +42,10 @@ def test_dual_encoding_gives_two_sequences_with_their_own_budgets(tmp_path, synt
     cfg = make_config(tmp_path, synth_dir, tiny_model_dir, encode__inputs="dual", encode__max_len=96,
                       encode__answer_max_len=48, encode__title_weight=10, encode__question_weight=80,
                       encode__answer_weight=30)
-    tok, info = encode.for_model(cfg)
-    train = data.load(cfg, "train")
-    enc, path = encode.encode_cached(cfg.encode, cfg.cache_dir, train, "train", tok, info.uses_segments)
+    encoder = encode.Encoder.for_model(cfg)
+    tok = encoder.tok
+    train = tables.load(cfg, "train")
+    enc, path = encoder.cached(train, "train")
     assert enc.prefixes == ("question_", "answer_") and enc.seq_lengths.shape == (len(train), 2)
     assert enc.arrays["question_token_ids"].shape[1] == 96 and enc.arrays["answer_token_ids"].shape[1] == 48
     for r in range(len(train)):
@@ -50,7 +59,7 @@ def test_dual_encoding_gives_two_sequences_with_their_own_budgets(tmp_path, synt
         for prefix, s in (("question_", 0), ("answer_", 1)):
             assert enc.arrays[prefix + "padding_mask"][r].sum() == enc.seq_lengths[r, s]
     assert (enc.seq_lengths[:, 0] == 96).any() and (enc.seq_lengths[:, 1] == 48).any()  # both sequences truncate
-    again, path2 = encode.encode_cached(cfg.encode, cfg.cache_dir, train, "train", tok, info.uses_segments)
+    again, path2 = encoder.cached(train, "train")
     assert path2 == path and all(np.array_equal(again.arrays[k], enc.arrays[k]) for k in enc.arrays)
     fields = [t["field"] for t in encode.truncation_table(enc, tok, cfg.encode)]
     assert fields == ["question_question_title", "question_question_body", "answer_question_title", "answer_answer"]
@@ -77,7 +86,7 @@ def test_training_batches_are_sliced_by_tf_data_and_cover_every_row():
               "answer_token_ids": np.zeros((n, 32), "int32"), "host_ids": np.arange(n, dtype="int32")[:, None]}
     y = np.arange(n, dtype="float32")[:, None] / n
     feed = batching.Feed(arrays, lengths, ("question_", "answer_"))
-    ds = batching.train_dataset(feed, y, 8, seed=3, bucketing=True, dynamic=True, multiple=8)
+    ds = feeding.train_dataset(feed, y, 8, seed=3, shape=Batching(pad_multiple=8))
     epoch = iter(ds)  # endless: two epochs of batches_per_epoch each cover every row once, shaped per sequence
     for _ in range(2):
         seen = []
@@ -189,12 +198,12 @@ def test_pos_weight_weighs_positive_terms():
 
     coding = targets.fit("raw", np.zeros((2, 30)))
     y_true, y_pred = np.ones((4, 30), "float32"), np.full((4, 30), 0.3, "float32")
-    plain = float(keras.ops.mean(train.loss_function(coding, [])(y_true, y_pred)))
-    weighted = float(keras.ops.mean(train.loss_function(coding, [3.0])(y_true, y_pred)))
+    plain = float(keras.ops.mean(kfold.loss_function(coding, [])(y_true, y_pred)))
+    weighted = float(keras.ops.mean(kfold.loss_function(coding, [3.0])(y_true, y_pred)))
     assert weighted == pytest.approx(3 * plain, rel=1e-4)
     per_column = np.ones(30)
     per_column[0] = 2.0
-    loss = train.loss_function(coding, per_column.tolist())(np.ones((1, 30), "float32"), np.full((1, 30), 0.3, "float32"))
+    loss = kfold.loss_function(coding, per_column.tolist())(np.ones((1, 30), "float32"), np.full((1, 30), 0.3, "float32"))
     assert float(loss[0]) == pytest.approx(plain * 31 / 30, rel=1e-4)
 
 
@@ -210,7 +219,7 @@ def test_schedules_warm_up_and_decay():
 
 
 def test_warmup_in_steps_overrides_the_share(tiny_model_dir):
-    from pipeline import config
+    from pipeline.core import config
 
     tcfg = config.TrainConfig(warmup=0.5, warmup_steps=7, schedule="cosine")
     opt = optim.make(tcfg, 100, head_vars=[])
@@ -228,7 +237,7 @@ def _fit_steps(m, opt, steps=3):
 
 
 def test_head_only_stage_leaves_the_backbone_unchanged(tiny_model_dir):
-    from pipeline import config
+    from pipeline.core import config
 
     m = model.QuestModel(model.load_backbone(tiny_model_dir, random_init=True))
     before = [v.numpy().copy() for v in m.backbone.weights]
@@ -250,7 +259,7 @@ def test_layer_wise_decay_scales_lower_layers(backbone):
     embedding = backbone.get_layer("token_embedding").trainable_variables[0]
     assert (factors[id(top)], factors[id(bottom)], factors[id(embedding)]) == (1.0, 0.5, 0.25)
     assert not set(factors) & {id(v) for v in model.head_variables(m)}
-    from pipeline import config
+    from pipeline.core import config
 
     opt = optim.make(config.TrainConfig(lr_backbone=1e-4, lr_head=1e-3), 10, model.head_variables(m), factors)
     opt.build(m.trainable_variables)
@@ -260,7 +269,7 @@ def test_layer_wise_decay_scales_lower_layers(backbone):
 
 def test_ema_weights_are_evaluated_and_kept(tiny_model_dir):
     """With train.ema the epoch is scored on the moving averages and those (not the raw weights) are restored."""
-    from pipeline import config
+    from pipeline.core import config
 
     m = model.QuestModel(model.load_backbone(tiny_model_dir, random_init=True))
     tcfg = config.TrainConfig(lr_backbone=1e-2, lr_head=1e-2, ema=0.5, keep="last", eval_batch_size=8)
@@ -268,7 +277,7 @@ def test_ema_weights_are_evaluated_and_kept(tiny_model_dir):
     n = 8
     feed = batching.Feed({"token_ids": np.full((n, 16), 9, "int32"), "segment_ids": np.zeros((n, 16), "int32"),
                           "padding_mask": np.ones((n, 16), "int32")}, np.full((n, 1), 16))
-    callback = train.epoch_eval(tcfg, feed, np.random.default_rng(2).random((n, 30)))
+    callback = kfold.epoch_eval(tcfg, feed, np.random.default_rng(2).random((n, 30)))
     import keras
 
     m.compile(optimizer=opt, loss=keras.losses.BinaryCrossentropy())
@@ -304,7 +313,7 @@ def test_a_variant_run_predicts_from_its_run_directory_alone(tmp_path, synth_dir
     cfg = tiny_train_config(tmp_path, synth_dir, tiny_model_dir, train__folds="0", **VARIANT)
     stages.folds(cfg)
     run_dir = stages.train(cfg)[0]
-    run = layout.Run(run_dir)
+    run = layout.RunPaths(run_dir)
     description = json.loads(run.model.read_text())["config"]
     assert description["inputs"] == "dual" and description["answer_backbone"] and description["split_heads"]
     assert description["categories"] == list(CATEGORIES) and description["host_vocab"]
@@ -312,13 +321,13 @@ def test_a_variant_run_predicts_from_its_run_directory_alone(tmp_path, synth_dir
     assert coding["kind"] == "ordinal" and len(coding["values"]) == 30
     history = pd.read_csv(run.fold(0).history)
     assert len(history) == 2  # one fine-tuning epoch, then the head-only stage
-    test = data.load(cfg, "test")
+    test = tables.load(cfg, "test")
     fresh = predict.predict_run(run_dir, cfg.data_file("test_file"), out_dir=tmp_path / "p", reuse=False)
     mine = pd.read_csv(fresh).set_index(ID)[list(TARGETS)]
     saved = pd.read_csv(run.fold(0).test).set_index(ID).loc[test[ID], list(TARGETS)]
     assert np.allclose(mine.to_numpy(), saved.to_numpy(), atol=1e-5)
     assert mine.to_numpy().min() >= 0 and mine.to_numpy().max() <= 1
-    cfg2 = runs.load_config(run_dir)
+    cfg2 = Run(run_dir).load_config()
     assert (cfg2.encode.inputs, cfg2.train.targets, cfg2.train.ema) == ("dual", "ordinal", 0.9)
 
 
@@ -331,9 +340,9 @@ def test_minilm_dual_shared_tower_run(tmp_path, minilm_dir, toy_dir):
                             train__batch_size=8, train__lr_backbone=5e-5, train__lr_head=1e-3, train__folds="0")
     stages.folds(cfg)
     run_dir = stages.train(cfg)[0]
-    m = model.load_fold(run_dir, 0)
+    m = Run(run_dir).load_fold(0)
     assert m.answer_backbone is None and type(m.backbone).__name__ == "BertBackbone" and m.backbone.num_layers == 6
-    metrics = files.read_json(layout.Run(run_dir).fold(0).metrics)
+    metrics = files.read_json(layout.RunPaths(run_dir).fold(0).metrics)
     assert np.isfinite(metrics["val_spearman"])
-    oof = pd.read_csv(layout.Run(run_dir).fold(0).oof)
+    oof = pd.read_csv(layout.RunPaths(run_dir).fold(0).oof)
     assert oof[list(TARGETS)].std().gt(0).sum() >= 25  # the predictions vary over the rows

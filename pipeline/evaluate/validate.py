@@ -1,0 +1,157 @@
+"""Validation report of a run: OOF scores (all rows, unique questions, per target, per fold),
+nested post-processing before/after per column, plots, and a comparison table across runs."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.core import files, layout
+from pipeline.core.columns import ID, TARGETS
+from pipeline.data import folds, metrics, tables
+from pipeline.evaluate import baseline, postprocess
+from pipeline.run.rundir import Run
+from pipeline.text import encode
+
+log = logging.getLogger(__name__)
+
+
+def _plots(run: Run, per_column: dict, pp: dict, base: dict) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    order = sorted(TARGETS, key=lambda c: per_column[c])
+    fig, ax = plt.subplots(figsize=(8, 9))
+    y = np.arange(len(order))
+    ax.barh(y - 0.2, [per_column[c] for c in order], height=0.4, label="OOF")
+    ax.barh(y + 0.2, [pp[c]["after_nested"] if pp[c]["applied"] else per_column[c] for c in order], height=0.4,
+            label="post-processed (nested)")
+    ax.scatter([base[c] for c in order], y, marker="|", s=160, color="black", label="TF-IDF ridge, same folds")
+    ax.set_yticks(y, order, fontsize=7)
+    ax.set_xlabel("Spearman")
+    ax.set_title(f"{run.name}: per-target OOF Spearman")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    paths.append(run.plot("per_target"))
+    with files.atomic_path(paths[-1]) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    for k in run.finished_folds():
+        h = pd.read_csv(run.fold(k).history)
+        a1.plot(h["epoch"], h["loss"], "-o", color=f"C{k}", label=f"fold {k} train")
+        a1.plot(h["epoch"], h["val_loss"], "--", color=f"C{k}", label=f"fold {k} val")
+        a2.plot(h["epoch"], h["val_spearman"], "-o", color=f"C{k}", label=f"fold {k}")
+    a1.set(xlabel="epoch", ylabel="BCE loss", title="loss")
+    a2.set(xlabel="epoch", ylabel="Spearman", title="validation Spearman")
+    a1.legend(fontsize=7), a2.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(run.plot("learning_curves"))
+    with files.atomic_path(paths[-1]) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def _markdown(run: Run, rep: dict) -> str:
+    lines = [f"# Validation report: {run.name}", "",
+             f"- OOF Spearman (all {rep['n_rows']} rows): **{rep['oof_spearman']:.4f}**",
+             f"- OOF Spearman (question targets once per question): {rep['oof_spearman_unique_questions']:.4f}",
+             f"- Post-processed, nested: {rep['postprocess']['after_nested']:.4f} "
+             f"({rep['postprocess']['n_applied']} column(s) changed; nested over {rep['postprocess']['split']})",
+             f"- Post-processed, keep-or-not decision nested too (what to expect on new data): "
+             f"{rep['postprocess']['after_honest']:.4f}",
+             f"- Constant columns (scored 0): {rep['n_constant']} {rep['constant_columns'] or ''}",
+             f"- Folds: {rep['folds_done']}", "", "| fold | Spearman | best epoch |", "|---|---|---|"]
+    lines += [f"| {k} | {v['val_spearman']:.4f} | {v['best_epoch']} |" for k, v in rep["per_fold"].items()]
+    lines += ["", "Token lengths per field before truncation (train rows), against the field's budget:", "",
+              "| field | budget | median | p75 | p90 | rows truncated |", "|---|---|---|---|---|---|"]
+    lines += [f"| {t['field']} | {t['budget']} | {t['median']:.0f} | {t['p75']:.0f} | {t['p90']:.0f} | "
+              f"{100 * t['truncated_share']:.0f}% |" for t in rep["truncation"]]
+    lines += ["", f"TF-IDF + ridge baseline on the same folds; **{len(rep['below_baseline'])}** target(s) score below it "
+              "(marked ⚠).", "",
+              "| target | OOF | TF-IDF ridge | post-processing | fold mean before | nested after |",
+              "|---|---|---|---|---|---|"]
+    for c in TARGETS:
+        p = rep["postprocess_columns"][c]
+        method = f"{p['method']} {p['params'].get('k', p['params'].get('q', ''))}".strip() if p["applied"] else "-"
+        flag = " ⚠" if c in rep["below_baseline"] else ""
+        after = p["after_nested"] if p["applied"] else p["before"]  # what is kept: untouched unless applied
+        lines.append(f"| {c}{flag} | {rep['per_column'][c]:.4f} | {rep['baseline_per_column'][c]:.4f} | {method} | "
+                     f"{p['before']:.4f} | {after:.4f} |")
+    lines += ["", "![per target](per_target.png)", "![learning curves](learning_curves.png)", ""]
+    return "\n".join(lines)
+
+
+REPORT_VERSION = 2  # bump when the report gains content, so current-looking old reports are rebuilt
+
+
+def _truncation(cfg, run: Run, train: pd.DataFrame) -> list[dict]:
+    encoder = run.encoder(cfg.cache_dir)
+    return encode.truncation_table(encoder.encode(train, "train"), encoder.tok, encoder.settings)
+
+
+def validate_run(cfg, run: Run) -> list[Path]:
+    oof = run.load_oof()
+    run.check_folds(cfg)
+    for k in run.finished_folds():
+        run.verify_weights(k)
+    stamp = files.sha256_text(oof.to_csv(index=False), cfg.postprocess.methods, cfg.postprocess.round_grids,
+                              cfg.postprocess.kmeans_levels, REPORT_VERSION)
+    if files.is_current(run.report_json, stamp, run.report_md):
+        return [run.report_json, run.report_md, run.postprocess]
+    train = tables.load(cfg, "train")
+    truth = train[train[ID].isin(oof[ID])].reset_index(drop=True)
+    y, p = metrics.align(truth, oof)
+    score = metrics.spearman(y, p)
+    unique = metrics.score_unique_questions(truth, oof, cfg.folds.group_key)
+    fold_of = folds.by_id(cfg, train)  # read folds.csv once: nesting below, the baseline further down
+    fold, split_note = postprocess.split_for_nesting(fold_of.loc[truth[ID]].to_numpy(), truth[cfg.folds.group_key])
+    pp = postprocess.fit(y, p, fold, TARGETS, y, cfg.postprocess.methods, cfg.postprocess.round_grids,
+                         cfg.postprocess.kmeans_levels)
+    truncation = _truncation(cfg, run, train)
+    base = baseline.oof_scores(train, tables.targets(train).astype(float), fold_of.loc[train[ID]].to_numpy(),
+                               run.finished_folds())
+    per_fold = {k: {key: files.read_json(run.fold(k).metrics)[key]
+                    for key in ("val_spearman", "best_epoch")} for k in run.finished_folds()}
+    rep = {"run": run.name, "stamp": stamp, "n_rows": len(truth), "folds_done": list(per_fold),
+           "oof_spearman": score.mean, "oof_spearman_unique_questions": unique.mean,
+           "n_constant": score.n_constant, "constant_columns": score.constant_columns, "per_fold": per_fold,
+           "per_column": score.per_column, "postprocess": {**postprocess.summary(pp), "split": split_note},
+           "postprocess_columns": pp, "baseline_per_column": base, "truncation": truncation,
+           "below_baseline": [c for c in TARGETS if score.per_column[c] < base[c]]}
+    paths = _plots(run, score.per_column, pp, base)
+    paths.append(files.write_json(run.postprocess, pp))
+    paths.append(files.write_text(run.report_md, _markdown(run, rep)))
+    paths.append(files.write_json(run.report_json, rep))  # last: its stamp marks the report current
+    log.info("%s: OOF %.4f, unique-question OOF %.4f, post-processed nested %.4f (honest %.4f), %d constant "
+             "column(s), %d target(s) below the TF-IDF baseline -> %s", run.name, score.mean, unique.mean,
+             rep["postprocess"]["after_nested"], rep["postprocess"]["after_honest"], score.n_constant,
+             len(rep["below_baseline"]), run.report_dir)
+    return paths
+
+
+def compare(cfg, members: list[Run]) -> Path:
+    rows = ["| run | folds | OOF | unique-question OOF | post-processed (nested) | constant cols |",
+            "|---|---|---|---|---|---|"]
+    for run in members:
+        validate_run(cfg, run)
+        r = files.read_json(run.report_json)
+        rows.append(f"| {run.name} | {len(r['folds_done'])} | {r['oof_spearman']:.4f} | "
+                    f"{r['oof_spearman_unique_questions']:.4f} | {r['postprocess']['after_nested']:.4f} | "
+                    f"{r['n_constant']} |")
+    table = "\n".join(rows) + "\n"
+    log.info("\n%s", table)
+    return files.write_text(layout.compare_report(cfg), table)
+
+
+def validate(cfg, compare_runs: list[str] | None = None) -> list[Path]:
+    if compare_runs:
+        return [compare(cfg, [Run.resolve(r, cfg) for r in compare_runs])]
+    return validate_run(cfg, Run.of(cfg))

@@ -1,0 +1,183 @@
+"""Kaggle dataset folders: the inference bundle, and the code-only bundle that training kernels run.
+
+Bundle layout (everything a kernel needs, nothing it does not):
+  pipeline/ run.py configs/ requirements.txt    the code
+  folds/folds.csv folds/folds.json              the split (a training kernel trains on exactly this one)
+  wheels/                                       pure-Python wheels the Kaggle image lacks (see wheels.py)
+  bundle.json                                   kind ("inference" or "code"), code commit, library versions;
+                                                inference: runs, blend method and weights
+  runs/<run>/  config.toml run.json model.json tokenizer/ postprocess.json fold<k>/{weights, metrics, finished}
+  postprocess.json                              the blend's fitted post-processing ({} when none)
+  dataset-metadata.json                         for `kaggle datasets create/version`
+`package --code-only` writes the first four; `package` all of them (so one bundle can also serve training).
+"""
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from pathlib import Path
+
+from pipeline.core import config as config_lib, files, layout, provenance
+from pipeline.core.errors import MissingArtifact, UsageError
+from pipeline.kaggle import api, wheels
+from pipeline.run.rundir import Run
+
+log = logging.getLogger(__name__)
+# What inference needs of a run and of each finished fold (layout.RunPaths / layout.Fold attributes).
+RUN_FILES = ("config", "info", "model", "postprocess")
+FOLD_FILES = ("weights", "coding", "metrics", "finished")
+_SLUG = re.compile(r"^[A-Za-z0-9_-]+/[a-z0-9][a-z0-9-]{5,49}$")  # Kaggle slugs: 6-50 characters
+# The packages a kernel (and run.py on Kaggle) imports; pipeline/dev (generated data, tiny test models, the
+# exploration notebook's plots) stays home.
+SHIPPED_PACKAGES = ("core", "data", "text", "modeling", "run", "train", "evaluate", "kernel", "kaggle", "cli")
+PLACEHOLDER_OWNER = "your-kaggle-username"
+
+
+def dataset_metadata(handle: str, title: str) -> dict:
+    return {"title": title, "id": handle, "licenses": [{"name": "CC0-1.0"}]}
+
+
+def validate_dataset_metadata(meta: dict):
+    if not _SLUG.match(meta.get("id", "")):
+        raise UsageError(f"dataset id {meta.get('id')!r}: expected 'owner/slug' (slug 6-50 of a-z 0-9 -)")
+    if not 6 <= len(meta.get("title", "")) <= 50:
+        raise UsageError(f"dataset title {meta.get('title')!r}: Kaggle wants 6-50 characters")
+    if not meta.get("licenses"):
+        raise UsageError("dataset metadata needs a licenses list")
+
+
+def _copy(src: Path, dst: Path):
+    """One file into a bundle or kernel folder; links are refused, never followed (a link in a run folder to
+    ~/.kaggle/kaggle.json would otherwise publish the key)."""
+    if src.is_symlink():
+        raise UsageError(f"{src} is a symbolic link (to {src.readlink()}); bundles copy no links: replace it by "
+                         "the file it should hold")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src, dst)
+
+
+def trained_versions(members: list[Run]) -> dict[str, str]:
+    """keras / keras-hub versions the runs were trained with (run.json), which the kernel must run."""
+    found: dict[str, set] = {d: set() for d in wheels.TRAINED_WITH}
+    for run in members:
+        recorded = run.read_info().versions or provenance.library_versions()
+        for dist in wheels.TRAINED_WITH:
+            found[dist].add(recorded[dist])
+    mixed = {d: sorted(v) for d, v in found.items() if len(v) > 1}
+    if mixed:
+        raise UsageError(f"the runs were trained with different library versions {mixed}; bundle them separately")
+    return {d: v.pop() for d, v in found.items()}
+
+
+def _replaceable(out_dir: Path):
+    """package writes only where nothing or an earlier bundle is: never over a folder it did not create."""
+    if out_dir.exists() and any(out_dir.iterdir()) and not layout.Bundle(out_dir).manifest.is_file():
+        raise UsageError(f"--out {out_dir} exists and is not a bundle (no {layout.MANIFEST_NAME}); "
+                         "choose an empty or new folder")
+
+
+def _stage_code(cfg, staging: Path, versions: dict[str, str]):
+    """The code, configs, the split and the wheels: what every kernel of the pipeline runs."""
+    root = config_lib.ROOT
+    code = [root / "pipeline" / "__init__.py"]
+    code += [f for pkg in SHIPPED_PACKAGES for f in sorted((root / "pipeline" / pkg).glob("*.py"))]
+    for src in code + [root / "run.py", root / "requirements.txt"]:
+        _copy(src, staging / src.relative_to(root))
+    for src in sorted((root / "configs").glob("*.toml")):
+        _copy(src, staging / "configs" / src.name)
+    if not cfg.folds_file.is_file():
+        raise MissingArtifact(f"{cfg.folds_file} not found; run `python run.py folds` first (kernels train on this split)")
+    target = layout.Bundle(staging)
+    for src, dst in ((cfg.folds_file, target.folds), (layout.folds_meta(cfg.folds_file), layout.folds_meta(target.folds))):
+        _copy(src, dst)
+    wheels.collect(dict(versions), cfg.kaggle.wheels, wheels.read_image(cfg.path(cfg.kaggle.image)),
+                   cfg.path(cfg.kaggle.wheel_dir), target.wheels)
+
+
+def _metadata(staging: Path, handle: str, title: str):
+    meta = dataset_metadata(handle or f"{PLACEHOLDER_OWNER}/quest-bundle", title)
+    validate_dataset_metadata(meta)
+    files.write_json(layout.Bundle(staging).metadata, meta)
+
+
+def _publish(out_dir: Path, handle: str, upload: bool, client) -> Path:
+    """The finished folder, uploaded when asked."""
+    size = sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file())
+    log.info("bundle %s: %.1f MiB", out_dir, size / 2**20)
+    if upload:
+        if not handle:
+            raise UsageError("set kaggle.dataset (or kaggle.code_dataset for --code-only) = 'owner/slug' to upload")
+        log.info("dataset %s: %s", handle, api.upload_dataset(out_dir, client=client))
+    return out_dir
+
+
+def _out_dir(cfg, out: str | None, code_only: bool) -> Path:
+    out_dir = cfg.path(out) if out else layout.bundle_dir(cfg, code_only)
+    _replaceable(out_dir)
+    return out_dir
+
+
+def _staged(out_dir: Path):
+    """The bundle is written whole under a staging name, then renamed into place."""
+    return files.staged_dir(out_dir)
+
+
+def package(cfg, run_names: list[str], out: str | None = None, upload: bool = False, client=None) -> list[Path]:
+    members = [Run.resolve(n, cfg) for n in (run_names or [str(cfg.run_dir)])]
+    for run in members:
+        if not run.finished_folds():
+            raise MissingArtifact(f"{run.root}: no finished fold to bundle; run `python run.py train` first")
+    out_dir = _out_dir(cfg, out, code_only=False)
+    versions = trained_versions(members)
+    with _staged(out_dir) as staging:
+        _stage_code(cfg, staging, versions)
+        target = layout.Bundle(staging)
+        for run in members:
+            dst = target.run(run.name)
+            for attr in RUN_FILES:
+                if getattr(run, attr).is_file():
+                    _copy(getattr(run, attr), getattr(dst, attr))
+            for f in run.tokenizer.rglob("*"):
+                if f.is_file() or f.is_symlink():
+                    _copy(f, dst.tokenizer / f.relative_to(run.tokenizer))
+            for k in run.finished_folds():
+                run.verify_weights(k)
+                for attr in FOLD_FILES:
+                    _copy(getattr(run.fold(k), attr), getattr(dst.fold(k), attr))
+        blend, pp = _blend_for(cfg, members)
+        files.write_json(target.manifest, {"kind": "inference", "runs": [r.name for r in members], **blend,
+                                           "git_commit": provenance.git_commit(), "versions": versions})
+        files.write_json(target.postprocess, pp)
+        _metadata(staging, cfg.kaggle.dataset, "QUEST pipeline bundle")
+    return [_publish(out_dir, cfg.kaggle.dataset, upload, client)]
+
+
+def package_code(cfg, out: str | None = None, upload: bool = False, client=None) -> list[Path]:
+    """`package --code-only`: the code, the split and the wheels (keras / keras-hub as installed here), for
+    training kernels; no runs."""
+    out_dir = _out_dir(cfg, out, code_only=True)
+    versions = {d: v for d, v in provenance.library_versions().items() if d in wheels.TRAINED_WITH}
+    with _staged(out_dir) as staging:
+        _stage_code(cfg, staging, versions)
+        files.write_json(layout.Bundle(staging).manifest, {"kind": "code", "runs": [],
+                                                           "git_commit": provenance.git_commit(), "versions": versions})
+        _metadata(staging, code_dataset(cfg), "QUEST pipeline code")
+    return [_publish(out_dir, code_dataset(cfg), upload, client)]
+
+
+def code_dataset(cfg) -> str:
+    """The dataset training kernels take their code from: kaggle.code_dataset, else the inference bundle's."""
+    return cfg.kaggle.code_dataset or cfg.kaggle.dataset
+
+
+def _blend_for(cfg, members: list[Run]) -> tuple[dict, dict]:
+    """The fitted ensemble over exactly these runs if there is one, else an equal mean without post-processing."""
+    ens = layout.ensemble(cfg)
+    if ens.weights.is_file():
+        w = files.read_json(ens.weights)
+        if w["runs"] == [r.name for r in members]:
+            return {"method": w["method"], "weights": w["weights"]}, files.read_json(ens.postprocess)
+    log.warning("no ensemble fitted over %s: the bundle blends them with equal weights and no post-processing",
+                [r.name for r in members])
+    return {"method": "mean", "weights": [1.0 / len(members)] * len(members)}, {}

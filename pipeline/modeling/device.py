@@ -1,0 +1,87 @@
+"""Pick the tf.distribute strategy and the precision policy for this machine."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from pipeline.core.errors import UsageError
+
+log = logging.getLogger(__name__)
+_TPU_HINTS = ("TPU_NAME", "COLAB_TPU_ADDR", "TPU_ACCELERATOR_TYPE")
+
+
+STRATEGIES = ("auto", "default", "mirrored", "tpu")
+
+
+def strategy(setting: str = "auto", quiet: bool = False):
+    """The tf.distribute strategy for train.strategy. auto: TPUStrategy on a TPU (Kaggle/Colab TPU VM),
+    MirroredStrategy over the GPUs when there are several (Kaggle's T4 x2), else the default strategy (one GPU
+    such as the P100, or the CPU). default / mirrored / tpu force one; mirrored on a machine without GPUs
+    mirrors over the logical CPU devices (tests split the CPU in two). quiet: say nothing (prediction)."""
+    import tensorflow as tf
+
+    say = (lambda *a: None) if quiet else log.info
+    tpu_hinted = any(os.environ.get(v) for v in _TPU_HINTS) or Path("/dev/accel0").exists()
+    if setting == "tpu" or (setting == "auto" and tpu_hinted):
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
+                tpu="local" if Path("/dev/accel0").exists() else None)  # a TPU VM's chips are local
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+            say("TPU found: TPUStrategy with %d cores", resolver.num_accelerators().get("TPU", 0))
+            return tf.distribute.TPUStrategy(resolver)
+        except (ValueError, RuntimeError, tf.errors.OpError) as err:
+            if setting == "tpu":
+                raise UsageError(f"train.strategy = 'tpu' but no TPU is usable here ({err})") from None
+            log.warning("TPU hinted but not usable (%s); falling back", err)
+    gpus = tf.config.list_logical_devices("GPU")
+    if setting == "mirrored" or (setting == "auto" and len(gpus) > 1):
+        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+        say("MirroredStrategy over %d device(s): %s (train.batch_size rows per device)", len(devices), devices)
+        return tf.distribute.MirroredStrategy(devices)
+    if gpus:
+        say("GPU found: %s (one device; train.strategy = mirrored would use all %d)", gpus[0].name, len(gpus))
+    else:
+        say("No accelerator found: training on CPU (fine for configs/demo.toml; real backbones want a GPU kernel, "
+            "see benchmarks/README.md for rates measured on a CPU)")
+    return tf.distribute.get_strategy()
+
+
+def accelerator_kind(strat) -> str:
+    import tensorflow as tf
+
+    if isinstance(strat, tf.distribute.TPUStrategy):
+        return "tpu"
+    return "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
+
+
+def describe() -> str:
+    """The device and the precision prediction will use, in words (for the Kaggle notebook)."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return f"CPU ({os.cpu_count()} cores), float32"
+    details = tf.config.experimental.get_device_details(gpus[0])
+    cc = details.get("compute_capability", (0, 0))
+    return (f"{len(gpus)} x {details.get('device_name', 'GPU')} (compute capability {cc[0]}.{cc[1]}), "
+            f"{'bfloat16' if cc[0] >= 8 else 'float16'} mixed precision")
+
+
+def set_precision(setting: str, kind: str) -> str:
+    """Apply the Keras dtype policy. auto: bf16 on TPU and Ampere+ GPUs, fp16 on older GPUs, fp32 on CPU."""
+    import keras
+    import tensorflow as tf
+
+    if setting == "auto":
+        if kind == "tpu":
+            setting = "bfloat16"
+        elif kind == "gpu":
+            details = tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0])
+            setting = "bfloat16" if details.get("compute_capability", (0, 0))[0] >= 8 else "float16"
+        else:
+            setting = "none"
+    policy = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[setting]
+    keras.mixed_precision.set_global_policy(policy)
+    return policy

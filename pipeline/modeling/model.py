@@ -1,0 +1,243 @@
+"""Backbone loading (offline) and the multi-output regression head, in the keras-hub style.
+
+The model is functional, with inputs named token_ids, segment_ids and padding_mask (one set per
+sequence; dual models prefix them with question_ / answer_); families without segment embeddings
+take no segment_ids.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from pipeline.core.columns import CATEGORIES, QUESTION_TARGETS, TARGETS
+from pipeline.core.errors import UsageError
+from pipeline.modeling import targets
+from pipeline.modeling.layers import MaskedMeanPooling, OneHot, TargetHead, WeightedLayerSum
+from pipeline.text import modeldir
+from pipeline.text.batching import INPUT_NAMES
+from pipeline.text.encode import SEQUENCE_PREFIXES
+
+
+def load_backbone(path: str | Path, random_init: bool = False, dropout: float = -1.0) -> keras.Model:
+    """A keras-hub backbone from a HF directory or keras-hub preset, with weights unless random_init; dropout >= 0
+    replaces the backbone's own rate (keras-hub's BERT family: 0.1, whatever a Hugging Face config says)."""
+    import keras_hub
+
+    info = modeldir.inspect(path)
+    if not random_init and not info.has_weights:
+        raise modeldir.ModelDirError(
+            f"{info.path}: no weights ({'model.weights.h5' if info.layout == 'keras_hub' else 'model.safetensors'}); "
+            "set model.random_init=true to train this architecture from scratch")
+    try:
+        return keras_hub.models.Backbone.from_preset(str(info.path), load_weights=not random_init,
+                                                     **({"dropout": float(dropout)} if dropout >= 0 else {}))
+    except (ValueError, KeyError) as err:
+        raise modeldir.ModelDirError(f"{info.path}: keras-hub cannot build a backbone from it ({err})") from None
+
+
+def _without_dtype(description: dict) -> dict:
+    """The training-time dtype policy (e.g. mixed_bfloat16) is not part of the architecture: without it
+    a rebuilt backbone follows the global policy of the machine that predicts (fp16 on a P100/T4)."""
+    return {**description, "config": {k: v for k, v in description["config"].items() if k != "dtype"}}
+
+
+def hidden_state_layers(backbone: keras.Model) -> list:
+    layers = [l for l in backbone.layers if re.search(r"(transformer|encoder)_layer_\d+$", l.name)]
+    if not layers:
+        raise UsageError(f"{type(backbone).__name__} exposes no per-layer outputs; use model.pooling=mean or cls")
+    return sorted(layers, key=lambda l: int(l.name.rsplit("_", 1)[1]))
+
+
+def freeze_pooler(backbones):
+    for b in backbones:
+        for layer in b.layers:
+            if layer.name == "pooled_dense":  # BERT's pooler: unused by every pooling here, so frozen
+                layer.trainable = False
+
+
+def _pool(backbone, feed: dict, padding_mask, pooling: str, pool_layers: int, prefix: str, states_models: dict):
+    """One sequence's pooled vector. states_models caches one hidden-state model per backbone (a shared
+    tower is called on both sequences with the same weights)."""
+    if pooling in ("weighted", "cls_all_layers"):
+        if id(backbone) not in states_models:
+            layers = hidden_state_layers(backbone)
+            layers = layers if pooling == "cls_all_layers" else layers[-pool_layers:]
+            states_models[id(backbone)] = keras.Model(backbone.input, [l.output for l in layers],
+                                                      name=f"hidden_states_{len(states_models)}")
+        states = states_models[id(backbone)](feed)
+        if pooling == "cls_all_layers":  # softmax-weighted sum of every layer's first token (1st place)
+            return WeightedLayerSum(name=f"{prefix}layer_weights")([h[:, 0, :] for h in states])
+        sequence = WeightedLayerSum(name=f"{prefix}layer_weights")(states)
+    else:
+        out = backbone(feed)
+        sequence = out["sequence_output"] if isinstance(out, dict) else out
+    if pooling == "cls":
+        return sequence[:, 0, :]
+    return MaskedMeanPooling(name=f"{prefix}mean_pool")(sequence, padding_mask)
+
+
+@keras.saving.register_keras_serializable(package="quest")
+class QuestModel(keras.Model):
+    """The task model, in keras-hub's Task style: backbone(s) and the QUEST head as one functional model whose
+    get_config holds every head setting and the backbones' architecture, so one saved description
+    (model_to_json) plus a fold's weights rebuild it with nothing else.
+
+    inputs "joint": one sequence (token_ids, segment_ids, padding_mask). "dual": a question and an answer
+    sequence (question_token_ids ..., answer_token_ids ...), encoded by one shared backbone (siamese) or, when
+    answer_backbone is given, by two; their pooled vectors are concatenated. split_heads (dual): question
+    targets read the question side only, answer targets both. Side features (category one-hot, host
+    embedding; unknown values share bucket 0) are concatenated before the head. The outputs are the target
+    coding's units (sigmoid); decode() turns them into the 30 target columns."""
+
+    def __init__(self, backbone: keras.Model, answer_backbone: keras.Model | None = None, inputs: str = "joint",
+                 pooling: str = "mean", pool_layers: int = 4, head: str = "linear", head_hidden: int = 256,
+                 split_heads: bool = False, dropout: float = 0.1, dropout_samples: int = 1,
+                 categories=(), host_vocab=(), host_dim: int = 16, coding: dict | None = None, **kwargs):
+        kwargs.pop("n_outputs", None)
+        towers = [backbone] + ([answer_backbone] if answer_backbone is not None else [])
+        freeze_pooler(towers)
+        the_coding = targets.TargetCoding.from_dict(coding) if coding else targets.fit("raw", np.zeros((1, len(TARGETS))))
+        prefixes = SEQUENCE_PREFIXES[inputs]
+        tensors, pooled, states_models = {}, [], {}
+        for s, prefix in enumerate(prefixes):
+            tower = towers[min(s, len(towers) - 1)]
+            # The inputs the backbone reads, plus padding_mask (pooling); RoBERTa-like families have no segment_ids,
+            # and Keras 3.13 (Kaggle's image) refuses a functional model with an unconnected input.
+            seq = {n: keras.Input(shape=(None,), dtype="int32", name=prefix + n) for n in INPUT_NAMES
+                   if n in tower.input or n == "padding_mask"}
+            tensors.update({prefix + n: t for n, t in seq.items()})
+            pooled.append(_pool(tower, {n: seq[n] for n in tower.input}, seq["padding_mask"], pooling, pool_layers,
+                                prefix, states_models))
+        side = []
+        if categories:
+            tensors["category_ids"] = keras.Input(shape=(1,), dtype="int32", name="category_ids")
+            side.append(OneHot(len(categories) + 1, name="category_one_hot")(tensors["category_ids"]))
+        if host_vocab:
+            tensors["host_ids"] = keras.Input(shape=(1,), dtype="int32", name="host_ids")
+            emb = keras.layers.Embedding(len(host_vocab) + 1, host_dim, name="host_embedding")(tensors["host_ids"])
+            side.append(keras.layers.Flatten(name="host_vector")(emb))
+        join = lambda parts, name: parts[0] if len(parts) == 1 else keras.layers.Concatenate(name=name)(parts)  # noqa: E731
+        everything = join(pooled + side, "features")
+        n = len(TARGETS)
+        if split_heads and len(pooled) > 1:
+            groups = [(join(pooled[:1] + side, "question_features"), list(range(len(QUESTION_TARGETS)))),
+                      (everything, list(range(len(QUESTION_TARGETS), n)))]
+        else:
+            groups = [(everything, list(range(n)))]
+        units = the_coding.units()
+        logits = [TargetHead([units[c] for c in cols], head_hidden if head == "per_target" else 0, dropout,
+                             dropout_samples, name="head" if len(groups) == 1 else f"head_{g}")(x)
+                  for g, (x, cols) in enumerate(groups)]
+        logits = join(logits, "head_logits")
+        outputs = keras.layers.Activation("sigmoid", dtype="float32", name="targets")(logits)
+        super().__init__(inputs=tensors, outputs=outputs, **{"name": "quest_model", **kwargs})
+        self.backbone, self.answer_backbone, self.coding = backbone, answer_backbone, the_coding
+        self.settings = {"inputs": inputs, "pooling": pooling, "pool_layers": pool_layers, "head": head,
+                         "head_hidden": head_hidden, "split_heads": split_heads, "dropout": dropout,
+                         "dropout_samples": dropout_samples, "categories": list(categories),
+                         "host_vocab": list(host_vocab), "host_dim": host_dim}
+
+    micro_batches = 1  # set by the trainer (train.grad_accum): each training step is this many micro-batches
+
+    def train_step(self, data):
+        """Keras' step, but over micro_batches, with the gradient clipped on its true norm (accumulate.py)."""
+        from pipeline.modeling import accumulate
+
+        return accumulate.train_step(self, data, self.micro_batches)
+
+    @property
+    def backbones(self) -> list:
+        return [b for b in (self.backbone, self.answer_backbone) if b is not None]
+
+    def freeze_backbones(self, frozen: bool):
+        """Head-only stage: backbones out of the trainable variables (no gradients, no steps). Recompile after."""
+        for b in self.backbones:
+            b.trainable = not frozen
+        freeze_pooler(self.backbones)
+
+    def decode(self, outputs) -> np.ndarray:
+        """Model outputs (the coding's units) -> (N, 30) predictions in [0, 1]."""
+        return self.coding.decode(outputs)
+
+    def feed(self, enc, frame):
+        """This model's inputs for the encoded rows of `frame`: their sequences plus its side features."""
+        return enc.feed().plus(self.side_arrays(frame)).only(self.input)
+
+    def side_arrays(self, frame) -> dict:
+        """Side-feature inputs of a data frame (ids into this model's vocabularies; 0 = unseen)."""
+        out = {}
+        for name, column, vocab in (("category_ids", "category", self.settings["categories"]),
+                                    ("host_ids", "host", self.settings["host_vocab"])):
+            if vocab:
+                if column not in frame.columns:
+                    raise UsageError(f"this model reads the side feature {column!r} (model.category / model.host_dim): "
+                                     f"the rows to predict need a {column!r} column, as test.csv has")
+                index = {v: i + 1 for i, v in enumerate(vocab)}
+                out[name] = np.array([[index.get(v, 0)] for v in frame[column]], np.int32).reshape(-1, 1)
+        return out
+
+    def get_config(self):
+        serialize = lambda b: None if b is None else _without_dtype(keras.saving.serialize_keras_object(b))  # noqa: E731
+        return {"name": self.name, "trainable": self.trainable, "backbone": serialize(self.backbone),
+                "answer_backbone": serialize(self.answer_backbone), **self.settings, "coding": self.coding.to_dict()}
+
+    @classmethod
+    def from_config(cls, config):
+        import keras_hub  # noqa: F401  (registers the backbone classes)
+
+        rebuild = lambda d: None if d is None else keras.saving.deserialize_keras_object(_without_dtype(d))  # noqa: E731
+        return cls(**{**config, "backbone": rebuild(config["backbone"]),
+                      "answer_backbone": rebuild(config.get("answer_backbone"))})
+
+
+def build(cfg, model_path, coding: targets.TargetCoding, host_vocab=()) -> QuestModel:
+    """The configured model on backbone(s) loaded from model_path (two copies for model.towers = separate)."""
+    m = cfg.model
+    dual = cfg.encode.inputs == "dual"
+    backbone = load_backbone(model_path, m.random_init, m.backbone_dropout)
+    answer_backbone = load_backbone(model_path, m.random_init, m.backbone_dropout) if dual and m.towers == "separate" \
+        else None
+    return QuestModel(backbone, answer_backbone, cfg.encode.inputs, m.pooling, m.pool_layers, m.head, m.head_hidden,
+                      m.split_heads, m.dropout, m.dropout_samples, list(CATEGORIES) if m.category else [],
+                      list(host_vocab) if m.host_dim else [], m.host_dim, coding.to_dict())
+
+
+def host_vocabulary(frame, min_rows: int = 1) -> list[str]:
+    """Hosts with at least min_rows training rows (text metadata only, no labels), most frequent first."""
+    counts = frame["host"].value_counts()
+    return [str(h) for h, n in counts.items() if n >= min_rows]
+
+
+def model_to_json(model: QuestModel) -> str:
+    """The model's whole description (backbone architecture + head settings), no weights, no dtype policy."""
+    return json.dumps({"class_name": "quest>QuestModel", "config": model.get_config()}, indent=1)
+
+
+def model_from_json(text: str) -> QuestModel:
+    description = json.loads(text)
+    if description.get("class_name") != "quest>QuestModel":
+        raise UsageError(f"not a QUEST model description (class_name {description.get('class_name')!r})")
+    return QuestModel.from_config(description["config"])
+
+
+def head_variables(model: QuestModel) -> list:
+    backbone_ids = {id(v) for b in model.backbones for v in b.trainable_variables}
+    return [v for v in model.trainable_variables if id(v) not in backbone_ids]
+
+
+def layer_multipliers(model: QuestModel, decay: float) -> dict[int, float]:
+    """Layer-wise learning-rate decay: id(variable) -> factor on the backbone rate. The top transformer layer
+    gets 1, each lower one `decay` times the one above, the embeddings decay ** n_layers."""
+    if decay == 1.0:
+        return {}
+    out = {}
+    for backbone in model.backbones:
+        layers = hidden_state_layers(backbone)
+        for depth, layer in enumerate(reversed(layers)):
+            out.update({id(v): decay ** depth for v in layer.trainable_variables})
+        out.update({id(v): decay ** len(layers) for v in backbone.trainable_variables if id(v) not in out})
+    return out

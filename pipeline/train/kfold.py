@@ -1,0 +1,277 @@
+"""K-fold fine-tuning. One fold = one call of train_fold; finished folds are skipped on re-runs."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from pipeline.core import files
+from pipeline.core.columns import ID, TARGETS
+from pipeline.data import folds as folds_lib, metrics, submission, tables
+from pipeline.modeling import device, feeding
+from pipeline.run.rundir import Run, RunError, architecture, describe_differences
+from pipeline.text import batching, encode
+from pipeline.train import progress
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Inputs:
+    """Everything a fold needs, prepared once per run."""
+    train: pd.DataFrame
+    test: pd.DataFrame
+    enc_train: encode.Encoded
+    enc_test: encode.Encoded
+    y: np.ndarray
+    fold: np.ndarray
+    test_sha: str
+    host_vocab: list
+    pseudo: object = None  # pseudo.PseudoRows when train.pseudo is set
+
+
+def prepare(cfg) -> tuple[Inputs, encode.Encoder]:
+    encoder = encode.Encoder.for_model(cfg)
+    train, test = tables.load(cfg, "train"), tables.load(cfg, "test")
+    tables.check_same_rows(test, tables.load(cfg, "sample_submission"), cfg.data_file("test_file"),
+                         cfg.data_file("sample_submission_file"))
+    enc_train, enc_test = encoder.encode(train, "train"), encoder.encode(test, "test")
+    for enc, split in ((enc_train, "train"), (enc_test, "test")):
+        encode.check_fingerprint(enc, encoder.tok, split)
+    from pipeline.modeling.model import host_vocabulary  # TensorFlow only once training starts
+
+    inputs = Inputs(train, test, enc_train, enc_test, tables.targets(train), folds_lib.read(cfg, train),
+                    files.sha256_file(cfg.data_file("test_file")), host_vocabulary(train))
+    if cfg.train.pseudo:
+        from pipeline.train import pseudo
+
+        inputs.pseudo = pseudo.load_for_training(cfg, encoder, cfg.train.folds or list(range(cfg.folds.n_folds)))
+    return inputs, encoder
+
+
+def epoch_eval(tcfg, val_feed, y_val):
+    """Keras callback: validation Spearman each epoch (of the EMA weights when train.ema is on), the kept epoch's
+    weights and predictions held (never recomputed), optional early stop. Spans every training stage."""
+    import keras
+
+    from pipeline.train import optim
+
+    class _Eval(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.rows, self.best, self.best_epoch, self.kept_weights, self.wait = [], -np.inf, -1, None, 0
+            self.best_pred = self.last_pred = None
+            self.stopped = False
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds = time.perf_counter() - self.started
+            with optim.ema_weights(self.model.optimizer) as ema:
+                pred = feeding.predict(self.model, val_feed, tcfg.eval_batch_size, tcfg.batching)
+                score = metrics.spearman(y_val, pred).mean
+                improved = score > self.best
+                if (tcfg.keep == "best" and improved) or (tcfg.keep == "last" and ema.active):
+                    self.kept_weights = self.model.get_weights()
+            eps = 1e-7
+            val_loss = float(-np.mean(y_val * np.log(pred + eps) + (1 - y_val) * np.log(1 - pred + eps)))
+            lr = self.model.optimizer.learning_rate
+            self.rows.append({"epoch": epoch + 1, "loss": float((logs or {}).get("loss", np.nan)),
+                              "val_loss": val_loss, "val_spearman": score,
+                              "lr_backbone": float(lr.numpy()) if hasattr(lr, "numpy") else float("nan")})
+            log.info("  epoch %d: loss %.4f  val_loss %.4f  val_spearman %.4f  (%.0fs)", epoch + 1,
+                     self.rows[-1]["loss"], val_loss, score, seconds)
+            self.last_pred = pred
+            if improved:
+                self.best, self.best_epoch, self.wait, self.best_pred = score, epoch + 1, 0, pred
+            else:
+                self.wait += 1
+                if tcfg.patience and self.wait >= tcfg.patience:
+                    self.model.stop_training = self.stopped = True
+
+        def restore(self):
+            """After the last stage: the kept weights (best epoch, or the last epoch's EMA) go into the model."""
+            if self.kept_weights is not None:
+                self.model.set_weights(self.kept_weights)
+
+    return _Eval()
+
+
+def global_batch(tcfg, replicas: int) -> int:
+    """Rows per optimizer step over every replica (train.batch_size is per replica and per micro-batch)."""
+    return tcfg.batch_size * replicas * tcfg.grad_accum
+
+
+def phases(tcfg) -> list[tuple[int, bool]]:
+    """(epochs, head_only) per training phase: the head-only phase (backbone frozen) first, last or absent."""
+    full = [(tcfg.epochs, False)] if tcfg.epochs else []
+    if not tcfg.head_only_epochs:
+        return full
+    head = [(tcfg.head_only_epochs, True)]
+    return head + full if tcfg.head_only_stage == "first" else full + head
+
+
+def loss_function(coding, pos_weight: list[float]):
+    """BCE on the coding's units; pos_weight (one value, or one per target) weighs each positive term."""
+    import keras
+    from keras import ops
+
+    if not pos_weight:
+        return keras.losses.BinaryCrossentropy()
+    per_column = np.full(len(TARGETS), pos_weight[0]) if len(pos_weight) == 1 else np.asarray(pos_weight)
+    w = coding.expand(per_column)
+
+    def weighted_bce(y_true, y_pred):
+        p = ops.clip(ops.cast(y_pred, "float32"), 1e-7, 1 - 1e-7)
+        y_true = ops.cast(y_true, "float32")
+        return ops.mean(-(w * y_true * ops.log(p) + (1 - y_true) * ops.log(1 - p)), axis=-1)
+
+    return weighted_bce
+
+
+def _probe(model, ds, tcfg, k: int, batch: int, run: Run) -> dict:
+    """train.max_steps: a throughput probe. Writes probes/fold<k>.json only: no weights, no metrics.json,
+    so the fold stays unfinished and a later real run trains it in full."""
+    import keras
+
+    steps = tcfg.max_steps
+    warm = min(2, steps - 1)  # the first steps trace the shapes; time the rest
+    clock = progress.StepClock(warm)
+    model.fit(ds, epochs=1, steps_per_epoch=steps,
+              callbacks=[clock, *progress.callbacks(tcfg, f"probe fold {k}", steps, batch)], verbose=0)
+    result = {"fold": k, "probe": True, "steps": steps, "batch_size": batch,
+              "train_samples_per_s": (steps - warm) * batch / max(clock.seconds, 1e-9)}
+    files.write_json(run.probe(k), result)
+    log.info("probe fold %d: %d steps, %.2f samples/s (not a finished fold)", k, steps, result["train_samples_per_s"])
+    keras.backend.clear_session()
+    return result
+
+
+def train_fold(cfg, k: int, inp: Inputs, info, strat, run: Run) -> dict:
+    import keras
+
+    from pipeline.modeling import model as model_lib, targets
+    from pipeline.train import optim
+
+    tcfg = cfg.train
+    keras.utils.set_random_seed(tcfg.seed * 1000 + k)  # derived from the run seed: a resumed fold repeats
+    tr, va = np.flatnonzero(inp.fold != k), np.flatnonzero(inp.fold == k)
+    coding = targets.fit(tcfg.targets, inp.y[tr])  # training rows only
+    replicas = strat.num_replicas_in_sync
+    batch = global_batch(tcfg, replicas)
+    steps = batching.batches_per_epoch(len(tr), batch)
+    with strat.scope():
+        model = model_lib.build(cfg, info.path, coding, inp.host_vocab)
+        model.micro_batches = tcfg.grad_accum
+        loss = loss_function(coding, tcfg.pos_weight)
+        factors = model_lib.layer_multipliers(model, tcfg.lr_layer_decay)
+    train_feed, test_feed = model.feed(inp.enc_train, inp.train), model.feed(inp.enc_test, inp.test)
+    feed, y_train, weights = train_feed.rows(tr), coding.encode(inp.y[tr]), None
+    n_pseudo = 0
+    if inp.pseudo is not None:  # fold k's own labels (teacher fold k), on rows of no validation question
+        feed, y_train, weights, n_pseudo = inp.pseudo.extend(k, feed, y_train, model, coding, inp.train, va,
+                                                             cfg.folds.group_key)
+        steps = batching.batches_per_epoch(len(feed), batch)
+    dataset = lambda first_epoch: feeding.train_dataset(  # noqa: E731  (endless: fit takes steps_per_epoch)
+        feed, y_train, batch, tcfg.seed * 1000 + k, tcfg.batching, first_epoch, weights)
+    description = model_lib.model_to_json(model)
+    if not run.model.is_file():
+        files.write_text(run.model, description)
+    elif differences := describe_differences(run.architecture(), architecture(json.loads(description))):
+        raise RunError(f"{run.model} describes another model than these settings build ({differences}; the backbone "
+                       "at model.path changed?); a run keeps one model description: train a new train.run_name")
+    log.info("fold %d: %d train rows, %d validation rows, %d steps/epoch, phases %s", k, len(tr), len(va), steps,
+             phases(tcfg))
+    out = run.fold(k)
+    if tcfg.max_steps:
+        with strat.scope():
+            model.compile(optimizer=optim.make(tcfg, tcfg.max_steps, model_lib.head_variables(model), factors,
+                                               reduced_by_step=True),
+                          loss=loss, jit_compile=tcfg.xla)
+        return _probe(model, dataset(0), tcfg, k, batch, run)
+    callback = epoch_eval(tcfg, train_feed.rows(va), inp.y[va])
+    start, epoch = time.perf_counter(), 0
+    for n_epochs, head_only in phases(tcfg):
+        model.freeze_backbones(head_only)
+        with strat.scope():
+            opt = optim.make(tcfg, steps * n_epochs, model_lib.head_variables(model), factors, head_only,
+                             reduced_by_step=True)
+            model.compile(optimizer=opt, loss=loss, jit_compile=tcfg.xla)
+        what = f"fold {k}" + (" (head only)" if head_only else "")
+        model.fit(dataset(epoch), initial_epoch=epoch, epochs=epoch + n_epochs, steps_per_epoch=steps,
+                  verbose=0, callbacks=[callback, *progress.callbacks(tcfg, what, steps, batch)])
+        epoch += n_epochs
+        if callback.stopped:
+            break
+    callback.restore()
+    seconds = time.perf_counter() - start
+    oof = callback.best_pred if tcfg.keep == "best" else callback.last_pred
+    score = metrics.spearman(inp.y[va], oof)
+    files.write_json(out.coding, coding.to_dict())
+    with files.atomic_path(out.weights, suffix=".weights.h5") as tmp:
+        model.save_weights(tmp)
+        weights_sha = files.sha256_file(tmp)
+    test_pred = feeding.predict(model, test_feed, tcfg.eval_batch_size, tcfg.batching)
+    files.write_csv(out.oof, submission.predictions_frame(inp.train[ID].to_numpy()[va], oof))
+    files.write_csv(out.test, submission.predictions_frame(inp.test[ID], test_pred))
+    files.write_csv(out.history, pd.DataFrame(callback.rows))
+    result = {"fold": k, "val_spearman": score.mean, "n_constant": score.n_constant,
+              "best_epoch": callback.best_epoch if tcfg.keep == "best" else len(callback.rows),
+              "epochs_run": len(callback.rows), "train_seconds": seconds, "pseudo_rows": n_pseudo,
+              "replicas": replicas, "global_batch": batch,
+              "train_samples_per_s": len(feed) * len(callback.rows) / seconds, "per_column": score.per_column}
+    files.write_json(out.metrics, result)
+    files.write_json(out.finished, {"weights_sha256": weights_sha, "test_sha256": inp.test_sha,  # last
+                                    "model_sha256": run.model_sha256()})
+    keras.backend.clear_session()
+    return result
+
+
+def train(cfg) -> list:
+    wanted = cfg.train.folds or list(range(cfg.folds.n_folds))
+    run = Run.of(cfg)
+    done = run.finished_folds()
+    if not cfg.train.max_steps and done and set(wanted) <= set(done):
+        run.check_compatible(cfg)
+        if not run.summary.is_file() or files.read_json(run.summary).get("folds_done") != done:  # killed before it
+            run.summarize(tables.load(cfg, "train"))
+        log.info("run %s: folds %s already finished", cfg.run_name, wanted)
+        return [run.root, run.summary]
+    with run.lock():
+        return _train_folds(cfg, run, wanted)
+
+
+def _train_folds(cfg, run: Run, wanted: list[int]) -> list:
+    inp, encoder = prepare(cfg)
+    info = encoder.info
+    strat = device.strategy(cfg.train.strategy)
+    kind = device.accelerator_kind(strat)
+    policy = device.set_precision(cfg.train.mixed_precision, kind)
+    extra = {"folds_fingerprint": folds_lib.fingerprint(cfg), "precision": policy}
+    if inp.pseudo is not None:
+        extra["pseudo"] = inp.pseudo.record()
+    replicas = strat.num_replicas_in_sync
+    run.check_global_batch(global_batch(cfg.train, replicas), replicas)
+    run.record(cfg, info, encoder.tok, **extra)
+    done = set(run.finished_folds())
+    for k in wanted:
+        if k in done:
+            log.info("fold %d: already finished, skipped", k)
+            continue
+        device.set_precision(cfg.train.mixed_precision, kind)  # per fold: each fold ends with clear_session
+        r = train_fold(cfg, k, inp, info, strat, run)
+        if not r.get("probe"):
+            log.info("fold %d: val Spearman %.4f (best epoch %d/%d, %.0fs, %.1f samples/s)", k, r["val_spearman"],
+                     r["best_epoch"], r["epochs_run"], r["train_seconds"], r["train_samples_per_s"])
+    if not run.finished_folds():
+        return [run.root]
+    summary = run.summarize(inp.train)
+    s = files.read_json(summary)
+    log.info("run %s: OOF Spearman %.4f over folds %s (%d constant column(s))", run.name, s["oof_spearman"],
+             s["folds_done"], s["n_constant"])
+    return [run.root, summary]
