@@ -10,7 +10,8 @@ import pytest
 
 from conftest import tiny_train_config
 from pipeline.cli import stages, table
-from pipeline.core import config, files
+from pipeline.core import config, files, layout
+from pipeline.core.errors import UsageError
 from pipeline.data import folds as folds_lib, tables
 from pipeline.run.rundir import Run, RunError
 from pipeline.text import encode
@@ -277,3 +278,15 @@ def test_a_missing_or_folder_input_is_one_clear_line(two_of_three, tmp_path):
         stages.predict(cfg, input_csv=str(tmp_path / "nope.csv"))
     with pytest.raises(tables.DataError, match="is a folder; expected a CSV file"):
         stages.predict(cfg, input_csv=str(tmp_path))
+
+
+@pytest.mark.parametrize("name", ["../../victim", ".hidden", "a/b", "", "/abs"])
+def test_names_read_from_files_stay_in_their_folder(tmp_path, name):
+    # a run name in a bundle's bundle.json, a kernel handle to collect: each becomes a folder, so each is confined
+    with pytest.raises(UsageError, match="expected a plain name"):
+        layout.Bundle(tmp_path).run(name)
+    with pytest.raises(UsageError, match="expected a plain name"):
+        layout.KernelWork(tmp_path).predictions(name)
+    with pytest.raises(UsageError, match="expected a plain name"):
+        layout.collected(config.load(None, [f"output.dir={tmp_path}"]), f"someone/{name}")
+    assert not list(tmp_path.iterdir())

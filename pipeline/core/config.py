@@ -15,8 +15,6 @@ from pipeline.core import layout, settings
 from pipeline.core.columns import TARGETS
 from pipeline.core.settings import ConfigError, at_least, between, setting
 
-__all__ = ["Config", "ConfigError", "Batching", "ROOT", "load", "from_toml_text", "to_toml", "to_dict", "override",
-           "validate", "field_facts"]
 ROOT = Path(__file__).resolve().parents[2]
 POSITIVE = (lambda v: v > 0, "a value > 0")
 WEIGHT = (lambda v: v >= 0, "weights >= 0 with a positive sum")

@@ -19,8 +19,11 @@ A Kaggle bundle (Bundle) holds bundle.json, folds/, wheels/, postprocess.json an
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from pipeline.core.errors import UsageError
 
 MANIFEST_NAME = "bundle.json"
 TEMP_MARK = ".quest-tmp-"  # in the name of every temp file and staging folder, and only there: what may be swept
@@ -28,6 +31,18 @@ SUBMISSION_NAME = "submission.csv"  # what Kaggle scores, in a kernel's working 
 PRETRAIN_MANIFEST = "pretrain.json"
 _NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 INFERENCE_NOTEBOOK, TRAIN_NOTEBOOK = _NOTEBOOKS / "kaggle_inference.ipynb", _NOTEBOOKS / "kaggle_train.ipynb"
+
+
+PLAIN_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")  # a folder name that stays where it is put
+
+
+def plain(name: str, where: str) -> str:
+    """A name that becomes a folder (a run, an ensemble, a kernel): letters, digits, '-', '_', '.', not hidden,
+    no separator, so it never reaches outside the folder it is put in, whoever wrote it (config, CLI, a file)."""
+    if not isinstance(name, str) or not PLAIN_NAME.match(name):
+        raise UsageError(f"{where} {name!r}: expected a plain name (letters, digits, '-', '_', '.'; no path "
+                         "separators, not starting with '.'), since it names a folder")
+    return name
 
 
 @dataclass(frozen=True)
@@ -140,7 +155,7 @@ class Bundle:
     metadata = property(lambda self: self.root / "dataset-metadata.json")
 
     def run(self, name: str) -> RunPaths:
-        return RunPaths(self.root / "runs" / name)
+        return RunPaths(self.root / "runs" / plain(name, f"run name in {self.manifest}"))
 
 
 
@@ -166,10 +181,10 @@ class KernelWork:
     output_dir = property(lambda self: self.root / "quest")  # a training kernel's output.dir
 
     def predictions(self, run_name: str) -> Path:
-        return self.root / "predictions" / run_name
+        return self.root / "predictions" / plain(run_name, "run name")
 
     def run(self, run_name: str) -> RunPaths:
-        return RunPaths(self.output_dir / "runs" / run_name)
+        return RunPaths(self.output_dir / "runs" / plain(run_name, "run name"))
 
 
 def training_kernels(cfg) -> Path:
@@ -182,7 +197,8 @@ def pushed_kernels(cfg) -> Path:
 
 
 def collected(cfg, handle: str) -> Path:
-    return training_kernels(cfg) / "collected" / handle.replace("/", "__")
+    owner, _, slug = handle.partition("/")
+    return training_kernels(cfg) / "collected" / f"{plain(owner, 'kernel owner')}__{plain(slug, 'kernel slug')}"
 
 
 def folds_meta(folds_file: Path) -> Path:

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from typing import Callable
 
 from pipeline.core.errors import PipelineError
+from pipeline.core.layout import PLAIN_NAME
 
-_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
 
 
 class ConfigError(PipelineError, ValueError):
@@ -72,7 +71,7 @@ def check_fields(where: str, obj):
                               f"{', '.join(map(str, facts.choices))} ({facts.help})")
         if facts.check and not all(facts.check[0](v) for v in items):
             raise ConfigError(f"{name} = {value!r}; expected {facts.check[1]} ({facts.help})")
-        if facts.plain_name and value and not _PLAIN_NAME.match(value):
+        if facts.plain_name and value and not PLAIN_NAME.match(value):
             raise ConfigError(f"{name} = {value!r}: expected a plain name (letters, digits, '-', '_', '.'; no path "
                               "separators, not starting with '.'), since it names a folder under output.dir")
 
