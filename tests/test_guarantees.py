@@ -235,6 +235,14 @@ def test_a_changed_model_description_is_refused_before_its_weights_load(two_of_t
         stages.validate(cfg)
 
 
+def test_a_changed_target_coding_is_refused(two_of_three):
+    cfg = two_of_three
+    coding = cfg.run_dir / "fold1" / "targets.json"
+    coding.write_text(coding.read_text().replace("raw", "rank"))
+    with pytest.raises(RunError, match=r"fold1/targets.json is missing or changed since fold 1 was trained"):
+        Run(cfg.run_dir).load_fold(1)
+
+
 def test_cached_rows_are_checked_against_the_data(tmp_path, synth_dir, tiny_model_dir, caplog):
     cfg = tiny_train_config(tmp_path, synth_dir, tiny_model_dir)
     encoder = encode.Encoder.for_model(cfg)

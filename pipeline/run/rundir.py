@@ -233,6 +233,11 @@ class Run(layout.RunPaths):
             raise RunError(f"{self.model} changed since fold {k} was trained (its model_sha256 in "
                            f"{fold.finished.name} differs): the weights would load into another model. Restore "
                            "model.json, or train the run again into a new train.run_name")
+        if finished.get("coding_sha256") and (not fold.coding.is_file()
+                                              or files.sha256_file(fold.coding) != finished["coding_sha256"]):
+            raise RunError(f"{fold.coding} is missing or changed since fold {k} was trained (its sha256 differs from "
+                           f"the one in {fold.finished.name}); delete {fold.root} and run `python run.py train --folds "
+                           f"{k}` again")
         if not fold.weights.is_file():
             raise RunError(f"{fold.weights} is missing; delete {fold.root} and run `python run.py train --folds {k}` "
                            "again")

@@ -227,7 +227,7 @@ def train_fold(cfg, k: int, inp: Inputs, info, strat, run: Run) -> dict:
               "train_samples_per_s": len(feed) * len(callback.rows) / seconds, "per_column": score.per_column}
     files.write_json(out.metrics, result)
     files.write_json(out.finished, {"weights_sha256": weights_sha, "test_sha256": inp.test_sha,  # last
-                                    "model_sha256": run.model_sha256()})
+                                    "model_sha256": run.model_sha256(), "coding_sha256": files.sha256_file(out.coding)})
     keras.backend.clear_session()
     return result
 
