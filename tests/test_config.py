@@ -29,6 +29,8 @@ def test_overrides_are_typed():
     ("train.folds=7", "outside 0..4"),
     ("epochs", "expects section.key=value"),
     ("train.folds=a", "--set train.folds: expected int values, got 'a'"),
+    ("folds.seed=-1", r"folds.seed = -1; expected a value in \[0, 4294967295\]"),
+    ("train.seed=5000000", r"train.seed = 5000000; expected a value in \[0, 4294966\]"),
     ("name=../../../victim", "name = '../../../victim': expected a plain name"),
     ("train.pos_weight=x", "--set train.pos_weight: expected float values, got 'x'"),
     ("train.lr_head=inf", "train.lr_head = inf; expected finite numbers"),

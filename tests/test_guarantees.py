@@ -298,3 +298,14 @@ def test_names_read_from_files_stay_in_their_folder(tmp_path, name):
     with pytest.raises(UsageError, match="expected a plain name"):
         layout.collected(config.load(None, [f"output.dir={tmp_path}"]), f"someone/{name}")
     assert not list(tmp_path.iterdir())
+
+
+def test_a_refused_write_names_the_file_asked_for(tmp_path):
+    target = tmp_path / "no-such-dir-as-file"
+    target.write_text("a file where a folder should be")
+    with pytest.raises(OSError) as err:
+        files.write_text(target / "x.json", "{}")
+    assert str(target) in str(err.value.filename) and files.TEMP_MARK not in str(err.value)
+    with pytest.raises(OSError) as err:
+        files.write_text("/proc/quest.json", "{}")  # mkstemp's own error: named as the target, not the temp name
+    assert err.value.filename == "/proc/quest.json"

@@ -18,6 +18,7 @@ from pipeline.core.settings import ConfigError, at_least, between, setting
 ROOT = Path(__file__).resolve().parents[2]
 POSITIVE = (lambda v: v > 0, "a value > 0")
 WEIGHT = (lambda v: v >= 0, "weights >= 0 with a positive sum")
+SEED = between(0, 2**32 - 1)  # what numpy's and TensorFlow's generators accept
 
 
 @dataclass
@@ -33,7 +34,7 @@ class DataConfig:
 @dataclass
 class FoldsConfig:
     n_folds: int = setting(5, "K of K-fold; every later stage reads this split from folds.csv", check=at_least(2))
-    seed: int = setting(42, "shuffles question groups; recorded in folds.json")
+    seed: int = setting(42, "shuffles question groups; recorded in folds.json", check=SEED)
     group_key: str = setting("question_body", "answers to one question share a fold",
                              choices=("question_body", "question_title"))
     stratify: bool = setting(False, "balance folds by a target-profile bin of each question group")
@@ -126,7 +127,8 @@ class Batching:
 @dataclass
 class TrainConfig:
     run_name: str = setting("", "output/runs/<run_name>; empty means <config name>-s<seed>", plain_name=True)
-    seed: int = setting(42, "run seed; per-fold seeds derive from it so a resumed fold repeats exactly")
+    seed: int = setting(42, "run seed; per-fold seeds derive from it so a resumed fold repeats exactly",
+                        check=between(0, 2**32 // 1000 - 1))  # fold k's seed is seed * 1000 + k
     folds: list[int] = setting([], "folds to train; empty means all", resumable=True)
     epochs: int = setting(3, "passes over the training folds", check=at_least(0))
     batch_size: int = setting(8, "rows per micro-batch (per replica under a distribution strategy)", check=at_least(1))
@@ -215,7 +217,8 @@ class PretrainConfig:
     weight_decay: float = setting(0.01, "AdamW decoupled decay (not on biases and norms)", check=at_least(0))
     checkpoint_every: int = setting(200, "steps between resumable checkpoints (and progress lines off a terminal)",
                                     check=at_least(1))
-    seed: int = setting(42, "window order and masks, both drawn per step from it; recorded in pretrain.json")
+    seed: int = setting(42, "window order and masks, both drawn per step from it; recorded in pretrain.json",
+                        check=SEED)
     verbose: int = setting(1, "0 silent; 1 a bar on a terminal, else a line per checkpoint; 2 a line per checkpoint")
 
     def check(self, cfg):

@@ -15,16 +15,22 @@ from pipeline.core.layout import TEMP_MARK, staging as staging_of
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str = ""):
-    """Yield a temp path in the target's folder; rename it onto `path` only if the block succeeds."""
+    """Yield a temp path in the target's folder; rename it onto `path` only if the block succeeds. What the file
+    system says (read-only, full, missing) names `path`, the file the user asked for, not the temp file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARK}", suffix=suffix or path.suffix, dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARK}", suffix=suffix or path.suffix, dir=path.parent)
+        os.close(fd)
         yield Path(tmp)
         os.replace(tmp, path)
+    except OSError as err:
+        if err.filename and TEMP_MARK in Path(str(err.filename)).name:  # said of our temp file: name the target
+            raise OSError(err.errno, err.strerror, str(path)) from None
+        raise
     finally:
-        if os.path.exists(tmp):
+        if tmp and os.path.exists(tmp):
             os.unlink(tmp)
 
 
