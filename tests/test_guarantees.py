@@ -309,3 +309,16 @@ def test_a_refused_write_names_the_file_asked_for(tmp_path):
     with pytest.raises(OSError) as err:
         files.write_text("/proc/quest.json", "{}")  # mkstemp's own error: named as the target, not the temp name
     assert err.value.filename == "/proc/quest.json"
+
+
+def test_a_damaged_json_artifact_is_named_and_a_damaged_stamp_is_remade(tmp_path):
+    from pipeline.core.errors import DamagedArtifact
+
+    record = tmp_path / "summary.json"
+    record.write_text('{"folds_done": [0, 1')
+    with pytest.raises(DamagedArtifact, match=r"summary.json is damaged"):
+        files.read_json(record)
+    out = files.write_text(tmp_path / "out.csv", "x\n")
+    assert not files.is_current(record, {"a": 1}, out)  # not current: the stage writes it again
+    files.write_json(record, {"stamp": {"a": 1}})
+    assert files.is_current(record, {"a": 1}, out)

@@ -15,5 +15,9 @@ class MissingArtifact(PipelineError, FileNotFoundError):
     """A stage's input that an earlier stage writes is not there yet (the message names the stage to run)."""
 
 
+class DamagedArtifact(PipelineError, ValueError):
+    """A file the pipeline wrote that no longer reads as what was written (truncated, edited, a disk error)."""
+
+
 class InstallError(PipelineError, RuntimeError):
     """The bundled wheels cannot be installed on this image."""

@@ -10,6 +10,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from pipeline.core.errors import DamagedArtifact
 from pipeline.core.layout import TEMP_MARK, staging as staging_of
 
 
@@ -94,15 +95,23 @@ def write_json(path: str | Path, obj) -> Path:
 
 
 def read_json(path: str | Path):
-    return json.loads(Path(path).read_text())
+    """A JSON file; one that does not parse is a DamagedArtifact naming it (never a bare JSONDecodeError)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+        raise DamagedArtifact(f"{path} is damaged ({err}); run the stage that writes it again") from None
 
 
 def is_current(marker: str | Path, stamp, *outputs: str | Path) -> bool:
     """The one is-current check: an artifact is current when its marker (a JSON file written last) records
     exactly this stamp (a digest of everything it was made from) and every output beside it exists."""
     marker = Path(marker)
-    return (marker.is_file() and all(Path(o).is_file() for o in outputs)
-            and read_json(marker).get("stamp") == stamp)
+    if not (marker.is_file() and all(Path(o).is_file() for o in outputs)):
+        return False
+    try:
+        return read_json(marker).get("stamp") == stamp
+    except (DamagedArtifact, AttributeError):  # a damaged marker: not current, made again
+        return False
 
 
 def write_csv(path: str | Path, frame, float_format: str | None = None) -> Path:
