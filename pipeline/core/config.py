@@ -137,7 +137,7 @@ class TrainConfig:
     lr_backbone: float = setting(3e-5, "peak learning rate of the pretrained backbone", check=at_least(0))
     lr_head: float = setting(1e-3, "peak learning rate of the freshly initialised head", check=at_least(0))
     weight_decay: float = setting(0.01, "AdamW decoupled decay (not on biases and norms)", check=at_least(0))
-    schedule: str = setting("linear", "learning-rate shape after warm-up (see optim.py)",
+    schedule: str = setting("linear", "learning-rate shape after warm-up (see train/optim.py)",
                             choices=("linear", "cosine", "one_cycle"))
     warmup: float = setting(0.1, "share of each stage's optimizer steps spent warming up", check=between(0, 1))
     warmup_steps: int = setting(0, ">0: warm-up in optimizer steps instead of a share (1st place: 200)",
@@ -151,7 +151,7 @@ class TrainConfig:
     ema: float = setting(0.0, ">0: momentum of an exponential moving average of the weights, evaluated and saved "
                          "instead", check=between(0, 1, high_open=True))
     targets: str = setting("raw", "what the model learns: raw labels, rank (min-max ranks) or ordinal (see "
-                           "targets.py)", choices=("raw", "rank", "ordinal"))
+                           "modeling/targets.py)", choices=("raw", "rank", "ordinal"))
     pos_weight: list[float] = setting([], "BCE weight of positives: one value, or one per target", check=POSITIVE)
     clipnorm: float = setting(1.0, "global gradient-norm clip; 0 disables", check=at_least(0))
     keep: str = setting("best", "best epoch by validation Spearman, or last", choices=("best", "last"))
@@ -198,7 +198,7 @@ class TrainConfig:
 
 @dataclass
 class PretrainConfig:
-    """Masked-LM pre-training of model.path on text alone (`pretrain`, see pretrain.py); writes a model directory."""
+    """Masked-LM pre-training of model.path on text alone (`pretrain`, see train/pretrain.py); writes a model directory."""
     name: str = setting("", "output/pretrained/<name>/; empty means <model dir name>-mlm-s<seed>", plain_name=True)
     use_train: bool = setting(True, "the train file's titles, bodies and answers (text only: targets are never read)")
     use_test: bool = setting(True, "the test file's text")
@@ -228,7 +228,7 @@ class PretrainConfig:
 
 @dataclass
 class PseudoConfig:
-    """Leak-free pseudo-labels (`pseudo`, see pseudo.py): teacher fold k labels the rows for student fold k only."""
+    """Leak-free pseudo-labels (`pseudo`, see train/pseudo.py): teacher fold k labels the rows for student fold k only."""
     teachers: list[str] = setting([], "finished runs (names or dirs); `--runs` sets them")
     input: str = setting("", "CSV of unlabeled rows (qa_id + title/body/answer, + category/host); empty: "
                          "data.test_file", location=True)
@@ -237,7 +237,7 @@ class PseudoConfig:
 
 @dataclass
 class PostprocessConfig:
-    """Per-column rank post-processing: chosen on other folds, scored on the held fold (see postprocess.py)."""
+    """Per-column rank post-processing: chosen on other folds, scored on the held fold (see evaluate/postprocess.py)."""
     methods: list[str] = setting(["snap", "round", "clip"], "candidates per column: snap to training levels, round to "
                                  "a grid, clip the tails, lohi (low/high clipping), kmeans (k levels)",
                                  choices=("snap", "round", "clip", "lohi", "kmeans"))

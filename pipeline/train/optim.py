@@ -57,7 +57,7 @@ class GroupAdamW(keras.optimizers.AdamW):
                  **kwargs):
         super().__init__(**kwargs)
         self.head_multiplier, self.backbone_multiplier = float(head_multiplier), float(backbone_multiplier)
-        # QuestModel's train step (accumulate.py) sums the replicas' gradients and clips their true global norm at
+        # QuestModel's train step (modeling/accumulate.py) sums the replicas' gradients and clips their true global norm at
         # step_clipnorm itself; this optimizer then does neither (Keras would clip each replica's share).
         self.reduced_by_step, self.step_clipnorm = bool(reduced_by_step), float(step_clipnorm)
         self._head_ids: set[int] = set()
@@ -109,7 +109,7 @@ def make(tcfg, optimizer_steps: int, head_vars, layer_factors=None, head_only: b
         backbone_multiplier=0.0 if head_only or not base else tcfg.lr_backbone / base, learning_rate=schedule,
         weight_decay=tcfg.weight_decay, global_clipnorm=None if reduced_by_step else tcfg.clipnorm or None,
         reduced_by_step=reduced_by_step, step_clipnorm=tcfg.clipnorm if reduced_by_step else 0.0,
-        use_ema=tcfg.ema > 0, ema_momentum=tcfg.ema or 0.99)  # grad_accum: micro-batches per step (accumulate.py)
+        use_ema=tcfg.ema > 0, ema_momentum=tcfg.ema or 0.99)  # grad_accum: micro-batches per step (modeling/accumulate.py)
     opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "layer_norm", "LayerNorm", "layer_logits"])
     opt.set_groups(head_vars, layer_factors)
     return opt

@@ -5,7 +5,7 @@ Text: the train file's titles, bodies and answers, the test file's, and any pret
 those columns (a StackExchange dump, say). Only text columns are read, never a target column: a
 validation fold's text may be used because no label is seen, and pretrain.json lists every source with its
 hash. Documents are each distinct question (title + body) and each distinct answer, cut into windows
-(masking.py). keras-hub's masked-LM task for the backbone's family learns to predict the masked tokens.
+(text/masking.py). keras-hub's masked-LM task for the backbone's family learns to predict the masked tokens.
 Output: output/pretrained/<name>/, a keras-hub preset (config.json, metadata.json, model.weights.h5) with the
 tokenizer beside it, so model.path can point at it; pretrain.json records settings, sources, seeds and the
 tokens seen. Every pretrain.checkpoint_every steps the masked-LM weights, optimizer state and step are

@@ -24,7 +24,7 @@ def _terminal() -> bool:
 
 def callbacks(tcfg, label: str, steps: int, batch: int) -> list:
     """The progress callbacks for `fit` (which runs with verbose=0)."""
-    # Our tf.data pipeline is shuffled by plan (batching.py); Keras warns about shuffle=True on every fit.
+    # Our tf.data pipeline is shuffled by plan (text/batching.py); Keras warns about shuffle=True on every fit.
     warnings.filterwarnings("ignore", message=r".*`shuffle=True` was passed.*")
     if tcfg.verbose != 1:
         return []
