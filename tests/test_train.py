@@ -162,8 +162,8 @@ def test_bf16_trained_run_predicts_in_fp16_and_fp32(tmp_path, synth_dir, tiny_mo
         fp32, fp16 = (out[p][list(TARGETS)].to_numpy() for p in ("none", "float16"))
         assert np.isfinite(fp16).all() and 0 < np.abs(fp32 - fp16).max() < 2e-2  # fp16 really ran, and agrees
 
-        real = predict._fold_predict  # a fold that overflows in float16 is recomputed in float32
-        monkeypatch.setattr(predict, "_fold_predict", lambda *a, **k: real(*a, **k) * (
+        real = predict.Predictor._fold  # a fold that overflows in float16 is recomputed in float32
+        monkeypatch.setattr(predict.Predictor, "_fold", lambda self, *a, **k: real(self, *a, **k) * (
             np.nan if keras.mixed_precision.global_policy().name == "mixed_float16" else 1.0))
         again = pd.read_csv(predict.predict_run(run_dir, test_csv, out_dir=tmp_path / "retry", reuse=False,
                                                 precision="float16"))[list(TARGETS)].to_numpy()
