@@ -106,3 +106,37 @@ def test_kmeans_and_lohi_are_chosen_nested_and_help_a_discrete_column():
     r = report["c"]
     assert r["method"] in ("kmeans", "lohi") and r["after_nested"] > r["before"]
     assert r["after_honest"] > r["before"]
+
+
+def test_snap_levels_in_the_nested_scores_come_from_the_training_folds_only(monkeypatch):
+    """A label value planted in the held fold alone: the snap the nested score applies to that fold can never
+    produce it (its levels come from the other folds), while the transform kept for predict time, fitted on
+    every row, may."""
+    rng = np.random.default_rng(3)
+    n = 1200
+    fold = np.repeat([0, 1, 2, 3], n // 4)  # 4 folds: no training part is fold 2 alone, in any nesting
+    y = rng.choice([0.0, 1 / 3, 2 / 3, 1.0], n)
+    planted = (fold == 2) & (rng.random(n) < 0.3)
+    y[planted] = 0.777  # a value no other fold has
+    p = y + rng.normal(0, 0.1, n)
+    seen = []
+    real_apply = postprocess.apply_one
+
+    def recording(values, method, params):
+        out = real_apply(values, method, params)
+        if method == "snap" and np.array_equal(values, p[fold == 2]):  # fold 2 held, in any nesting
+            seen.append(bool(np.isclose(out, 0.777).any()))
+        return out
+
+    cands = postprocess.candidates
+    manual = []  # the nested score computed by hand with training-only levels
+    for k in range(4):
+        held = fold == k
+        m, params = postprocess.choose(y[~held], p[~held], cands(y[~held], ("snap",), ()))
+        manual.append(postprocess.score_column(y[held], real_apply(p[held], m, params)))
+    monkeypatch.setattr(postprocess, "apply_one", recording)
+    report = postprocess.fit(y[:, None], p[:, None], fold, ["c"], y[:, None], methods=("snap",), round_grids=())
+    assert report["c"]["after_nested"] == pytest.approx(np.mean(manual))
+    assert seen and not any(seen)  # fold 2, held, never snapped to its own planted value
+    leaky = cands(y, ("snap",), ())[1][1]  # levels from every label, the held fold's included
+    assert 0.777 in np.round(leaky["values"], 3)  # so the planted value was there to leak

@@ -7,8 +7,9 @@ that tie the way labels tie can rank better. Candidate transforms (all monotone,
   clip   - tie the lowest q share of predictions together (rare-positive columns)
   lohi   - per-column low and high clipping: tie the lowest and the highest shares together (2nd place)
   kmeans - k levels per column from 1-D k-means on the predictions themselves (10th place; label-free)
-Honesty: for each fold, the transform is chosen on the other folds' OOF and applied to the held
-fold; a column keeps its transform only when that nested fold-mean score beats the untouched one.
+Honesty: for each fold, the candidates (snap's levels) and the transform are learnt on the other folds'
+OOF and labels and applied to the held fold; a column keeps its transform only when that nested fold-mean
+score beats the untouched one.
 """
 from __future__ import annotations
 
@@ -110,31 +111,41 @@ def choose(y: np.ndarray, p: np.ndarray, cands) -> tuple[str, dict]:
     return best
 
 
-def _nested(y: np.ndarray, p: np.ndarray, fold: np.ndarray, cands) -> tuple[float, float]:
-    """Fold-mean Spearman of each held fold as it is (before) and after the transform chosen on the others."""
+def _nested(y: np.ndarray, p: np.ndarray, fold: np.ndarray, cands_for) -> tuple[float, float]:
+    """Fold-mean Spearman of each held fold as it is (before) and after the transform chosen on the others.
+    cands_for(rows): the candidates, learnt (snap's levels) from those rows' labels only: never the held fold's."""
     before, after = [], []
     for k in np.unique(fold):
         held = fold == k
-        method, params = choose(y[~held], p[~held], cands)
+        method, params = choose(y[~held], p[~held], cands_for(~held))
         before.append(score_column(y[held], p[held]))
         after.append(score_column(y[held], apply_one(p[held], method, params)))
     return float(np.mean(before)), float(np.mean(after))
 
 
-def _honest(y: np.ndarray, p: np.ndarray, fold: np.ndarray, cands) -> float:
-    """Fold-mean Spearman when the keep-or-not decision is nested too: for each held fold, both the transform
-    and whether to keep it are decided on the other folds alone (the decision cannot favour the held fold)."""
+def _honest(y: np.ndarray, p: np.ndarray, fold: np.ndarray, cands_for) -> float:
+    """Fold-mean Spearman when the keep-or-not decision is nested too: for each held fold, the candidates, the
+    transform and whether to keep it are decided on the other folds alone (nothing can favour the held fold)."""
     scores = []
     for k in np.unique(fold):
         held = fold == k
+        outer = np.flatnonzero(~held)
         inner = np.unique(fold[~held])
-        keep = len(inner) >= 2 and np.subtract(*_nested(y[~held], p[~held], fold[~held], cands)[::-1]) > 0
-        method, params = choose(y[~held], p[~held], cands) if keep else ("none", {})
+        keep = len(inner) >= 2 and np.subtract(*_nested(y[~held], p[~held], fold[~held],
+                                                        lambda rows: cands_for(_within(len(y), outer, rows)))[::-1]) > 0
+        method, params = choose(y[~held], p[~held], cands_for(~held)) if keep else ("none", {})
         scores.append(score_column(y[held], apply_one(p[held], method, params)))
     return float(np.mean(scores))
 
 
-def fit(y: np.ndarray, p: np.ndarray, fold: np.ndarray, columns, y_label_source: np.ndarray,
+def _within(n: int, outer: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """A mask over all n rows for `rows`, a mask over the subset `outer` (row indices)."""
+    mask = np.zeros(n, bool)
+    mask[outer[rows]] = True
+    return mask
+
+
+def fit(y: np.ndarray, p: np.ndarray, fold: np.ndarray, columns, y_label_source: np.ndarray | None = None,
         methods=("snap", "round", "clip"), round_grids=(2, 3, 4, 5, 6, 8, 10), kmeans_ks=(3, 4, 5, 6, 8)) -> dict:
     """Per column: nested before/after and the transform to use at predict time.
 
@@ -142,20 +153,28 @@ def fit(y: np.ndarray, p: np.ndarray, fold: np.ndarray, columns, y_label_source:
     on the other folds (after_nested), the way one transform meets one test set. Pooling held folds would
     mix each fold's own ties and understate the gain. A column keeps its transform when after_nested beats
     before; since that decision looks at the same held folds, after_honest also nests the decision (what
-    to expect on new data). y_label_source: labels whose distribution `snap` copies.
+    to expect on new data). Everything a candidate learns from labels (snap's levels) is learnt from the
+    training folds only inside both nested scores; the transform kept for predict time learns from all rows.
+    y_label_source: the labels, row for row with y, whose distribution `snap` copies (default y).
     """
     report = {}
     if len(np.unique(fold)) < 2:
         raise ValueError("nested post-processing needs predictions from at least two folds (or sub-folds)")
+    labels = y if y_label_source is None else y_label_source
+    if len(labels) != len(y):
+        raise ValueError(f"y_label_source has {len(labels)} rows; expected the {len(y)} rows of y (row for row)")
     for j, col in enumerate(columns):
-        cands = candidates(y_label_source[:, j], methods, round_grids, kmeans_ks)
-        before, after = _nested(y[:, j], p[:, j], fold, cands)
-        method, params = choose(y[:, j], p[:, j], cands)
+        def cands_for(rows, j=j):
+            return candidates(labels[rows, j], methods, round_grids, kmeans_ks)
+
+        everything = np.ones(len(y), bool)
+        before, after = _nested(y[:, j], p[:, j], fold, cands_for)
+        method, params = choose(y[:, j], p[:, j], cands_for(everything))
         applied = after > before and method != "none"
         report[col] = {"method": method if applied else "none", "params": params if applied else {},
                        "before": before, "after_nested": after, "applied": applied,
                        "gain": (after - before) if applied else 0.0,
-                       "after_honest": _honest(y[:, j], p[:, j], fold, cands)}
+                       "after_honest": _honest(y[:, j], p[:, j], fold, cands_for)}
     return report
 
 
