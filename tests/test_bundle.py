@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT
-from kaggle_fakes import SOCKET_GUARD, FakeApi, make_wheel, mount, read_only, run_notebook, snapshot
+from kaggle_fakes import SOCKET_GUARD, FakeApi, KaggleServer, make_wheel, mount, read_only, run_notebook, snapshot
 from pipeline.cli import stages
-from pipeline.core import config, files
+from pipeline.core import config, files, layout
 from pipeline.core.columns import ID, TARGETS
 from pipeline.kaggle import api, bundle, kernels, wheels
 from pipeline.kernel import inference
@@ -218,7 +218,7 @@ def run_kernel(python: str, bundled, tmp_path, layout: str):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("layout", ["current", "old"])
+@pytest.mark.parametrize("layout", ["current", "old-zipped"])
 def test_inference_notebook_runs_offline_and_matches_ensemble(bundled, tmp_path, layout):
     _, run_dirs, _, expected = bundled
     text, work, data = run_kernel(sys.executable, bundled, tmp_path, layout)
@@ -248,21 +248,25 @@ def test_notebook_on_the_kaggle_image(bundled, tmp_path, layout):
 
 # ---- the Kaggle API, through an injected client ----
 
-def test_upload_creates_then_versions_and_reports_failures(bundled):
+def test_upload_creates_then_versions_and_reports_failures(bundled, tmp_path):
     cfg, run_dirs, out, _ = bundled
     cfg.kaggle.dataset = "someone/quest-bundle"
     try:
-        client = FakeApi(exists=False)
+        client = FakeApi(KaggleServer(tmp_path / "kaggle"))
         stages.package(cfg, runs=[str(run_dirs[0])], out=str(out.parent / "b2"), upload=True, client=client)
-        assert [c[0] for c in client.calls] == ["version", "create"]
-        client = FakeApi(exists=True)
+        assert [c[0] for c in client.calls] == ["status", "create"]  # asked first, then created
+        kept = client.server.datasets["someone/quest-bundle"].folder
+        assert (kept / "pipeline" / "kernel" / "inference.py").is_file() and (kept / "runs").is_dir()
         stages.package(cfg, runs=[str(run_dirs[0])], out=str(out.parent / "b2"), upload=True, client=client)
-        assert [c[0] for c in client.calls] == ["version"]
-        with pytest.raises(api.KaggleApiError, match="Dataset slug already taken"):
-            stages.package(cfg, runs=[str(run_dirs[0])], out=str(out.parent / "b2"), upload=True,
-                           client=FakeApi(error="Dataset slug already taken"))
+        assert [c[0] for c in client.calls][2:] == ["status", "version"]
+        assert files.read_json(layout.uploaded_datasets(cfg))["someone/quest-bundle"]["version"] == 2
+        taken = KaggleServer(tmp_path / "kaggle2")
+        taken.add_dataset("someone/quest-bundle", hidden=1)  # exists, but not visible to the lookup yet
+        with pytest.raises(api.KaggleApiError, match="slug is already in use"):
+            stages.package(cfg, runs=[str(run_dirs[0])], out=str(out.parent / "b2"), upload=True, client=FakeApi(taken))
     finally:
         cfg.kaggle.dataset = ""
+        layout.uploaded_datasets(cfg).unlink(missing_ok=True)  # the shared run's output: later pushes wait for none
 
 
 def test_kernel_push_waits_for_the_dataset_and_checks_the_answer(tmp_path, trained, monkeypatch):
@@ -274,20 +278,24 @@ def test_kernel_push_waits_for_the_dataset_and_checks_the_answer(tmp_path, train
         meta = files.read_json(meta_path)
         assert meta["enable_internet"] is False and meta["competition_sources"] == ["google-quest-challenge"]
         assert meta["dataset_sources"] == ["someone/quest-bundle"] and meta["enable_gpu"] is True
-        client = FakeApi(statuses=["pending", "pending", "ready"])
-        stages.kernel(cfg, out=str(tmp_path / "k"), push=True, client=client)
-        assert [c[0] for c in client.calls] == ["status", "status", "status", "push"]
-        client = FakeApi(statuses=["pending"])
-        with pytest.raises(api.KaggleApiError, match="still 'pending' after"):
-            stages.kernel(cfg, out=str(tmp_path / "k"), push=True, client=client, wait=60)
-        assert "push" not in [c[0] for c in client.calls]  # never pushed before the dataset was ready
-        with pytest.raises(api.KaggleApiError, match="someone/quest-bundle"):
-            stages.kernel(cfg, out=str(tmp_path / "k"), push=True, client=FakeApi(invalid_sources=["someone/quest-bundle"]))
+        server = KaggleServer(tmp_path / "kaggle")
+        server.add_dataset("someone/quest-bundle", statuses=["blobs_received", "blobs_decompressed", "ready"])
+        stages.kernel(cfg, out=str(tmp_path / "k"), push=True, client=FakeApi(server))
+        assert [c[0] for c in server.calls] == ["status", "status", "status", "push"]
+        server.add_dataset("someone/quest-bundle", statuses=["not_yet_persisted"])
+        with pytest.raises(api.KaggleApiError, match="still 'not_yet_persisted' .* after"):
+            stages.kernel(cfg, out=str(tmp_path / "k"), push=True, client=FakeApi(server), wait=60)
+        assert [c[0] for c in server.calls].count("push") == 1  # never pushed before the dataset was ready
+        with pytest.raises(api.KaggleApiError, match="someone/quest-bundle"):  # the source is not on Kaggle
+            stages.kernel(cfg, out=str(tmp_path / "k"), push=True, client=FakeApi(KaggleServer(tmp_path / "k2")),
+                          wait=0)
+        quota = KaggleServer(tmp_path / "k3", push_error="Notebook quota exceeded")
+        quota.add_dataset("someone/quest-bundle")
         with pytest.raises(api.KaggleApiError, match="Notebook quota exceeded"):
-            stages.kernel(cfg, out=str(tmp_path / "k"), push=True, client=FakeApi(error="Notebook quota exceeded"))
+            stages.kernel(cfg, out=str(tmp_path / "k"), push=True, client=FakeApi(quota))
         cfg.kaggle.kernel = ""
         with pytest.raises(ValueError, match="set kaggle.kernel and kaggle.dataset"):
-            stages.kernel(cfg, out=str(tmp_path / "k"), push=True, client=FakeApi())
+            stages.kernel(cfg, out=str(tmp_path / "k"), push=True, client=FakeApi(quota))
     finally:
         cfg.kaggle.kernel = cfg.kaggle.dataset = ""
 
@@ -296,13 +304,15 @@ def test_submit_sends_the_kernel_version_and_reports_refusals(trained):
     cfg, _ = trained
     cfg.kaggle.kernel = "someone/quest-inference"
     try:
-        client = FakeApi()
-        stages.submit(cfg, version=3, client=client)
-        assert client.calls == [("submit", "google-quest-challenge", "someone/quest-inference", 3, "submission.csv")]
-        with pytest.raises(api.KaggleApiError, match="has no output"):
-            stages.submit(cfg, version=3, client=FakeApi(submit_ref=0))
+        server = KaggleServer()
+        server.add_kernel("someone/quest-inference", version=3)
+        stages.submit(cfg, version=3, client=FakeApi(server))
+        assert server.calls[-1] == ("submit", "google-quest-challenge", "someone/quest-inference", 3, "submission.csv")
+        with pytest.raises(api.KaggleApiError, match=r"submitting someone/quest-inference version 3 .*403: Permission "
+                                                     r"'kernels.get' was denied"):
+            stages.submit(cfg, version=3, client=FakeApi())  # Kaggle has no such kernel of ours
         with pytest.raises(ValueError, match="--version 0"):
-            stages.submit(cfg, version=0, client=client)
+            stages.submit(cfg, version=0, client=FakeApi(server))
     finally:
         cfg.kaggle.kernel = ""
 

@@ -2,33 +2,40 @@ import shutil
 import zipfile
 
 import pytest
+import requests
 
 from conftest import make_config
+from kaggle_fakes import FakeApi, bound_args, http_error
 from pipeline.cli import stages
 from pipeline.kaggle import api
 
 
-class FakeKaggle:
-    """Stands in for KaggleApi: serves files from a local folder, records calls."""
+class FakeKaggle(FakeApi):
+    """The installed client's KaggleApi whose downloads serve files from a local folder; `fail` is raised as the
+    real transfer would raise it (requests' exceptions, kagglesdk's HTTPError)."""
 
     def __init__(self, source=None, fail=None):
-        self.source, self.fail, self.calls = source, fail, []
+        super().__init__()
+        self.source, self.fail = source, fail
 
-    def competition_download_files(self, competition, path, quiet=True):
-        self.calls.append(("competition", competition))
+    def competition_download_files(self, *args, **kwargs):
+        a = bound_args("competition_download_files", args, kwargs)
+        self.calls.append(("competition", a["competition"]))
         if self.fail:
             raise self.fail
-        with zipfile.ZipFile(f"{path}/{competition}.zip", "w") as z:
+        with zipfile.ZipFile(f"{a['path']}/{a['competition']}.zip", "w") as z:
             for f in self.source.glob("*.csv"):
                 z.write(f, f.name)
 
-    def model_instance_version_download(self, handle, path, untar=True, quiet=True):
-        self.calls.append(("model", handle))
-        shutil.copytree(self.source, f"{path}/inner")
+    def model_instance_version_download(self, *args, **kwargs):
+        a = bound_args("model_instance_version_download", args, kwargs)
+        self.calls.append(("model", a["model_instance_version"]))
+        shutil.copytree(self.source, f"{a['path']}/inner")
 
-    def dataset_download_files(self, handle, path, unzip=True, quiet=True):
-        self.calls.append(("dataset", handle))
-        shutil.copytree(self.source, f"{path}/inner")
+    def dataset_download_files(self, *args, **kwargs):
+        a = bound_args("dataset_download_files", args, kwargs)
+        self.calls.append(("dataset", a["dataset"]))
+        shutil.copytree(self.source, f"{a['path']}/inner")
 
 
 def test_download_unzips_validates_and_then_skips(tmp_path, synth_dir):
@@ -46,16 +53,24 @@ def test_download_without_credentials_says_where_files_go(tmp_path, monkeypatch)
     for var in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
         monkeypatch.delenv(var, raising=False)
     cfg = make_config(tmp_path, tmp_path / "comp")
-    with pytest.raises(api.KaggleUnavailable, match=r"no Kaggle credentials.*put train\.csv, test\.csv and "
+    with pytest.raises(api.KaggleUnavailable, match=r"no working Kaggle login found.*put train\.csv, test\.csv and "
                                                         r"sample_submission\.csv in .*comp"):
         stages.download(cfg)
 
 
 def test_network_failure_leaves_no_partial_files(tmp_path):
     cfg = make_config(tmp_path, tmp_path / "comp")
-    with pytest.raises(api.KaggleUnavailable, match="ConnectionError"):
-        stages.download(cfg, client=FakeKaggle(fail=ConnectionError("offline")))
+    with pytest.raises(api.KaggleUnavailable, match="could not be reached .ConnectionError"):
+        stages.download(cfg, client=FakeKaggle(fail=requests.ConnectionError("Max retries exceeded")))
     assert not (tmp_path / "comp").exists() or not list((tmp_path / "comp").iterdir())
+
+
+def test_rules_not_accepted_says_where_to_accept_them(tmp_path):
+    cfg = make_config(tmp_path, tmp_path / "comp")
+    refused = http_error(403, "You must accept this competition's rules before you'll be able to download files.")
+    with pytest.raises(api.KaggleUnavailable, match=r"403: You must accept .* accept the competition's rules at "
+                                                    r"https://www.kaggle.com/c/google-quest-challenge/rules"):
+        stages.download(cfg, client=FakeKaggle(fail=refused))
 
 
 @pytest.mark.parametrize("handle, call", [("keras/bert/keras/bert_tiny_en_uncased/2", "model"),

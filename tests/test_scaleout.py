@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from conftest import tiny_train_config
-from kaggle_fakes import KernelCloud, KernelOutput
+from kaggle_fakes import FakeApi, KernelCloud, KernelOutput
 from pipeline.cli import stages
 from pipeline.core import config, files, layout, provenance
 from pipeline.core.columns import ID, TARGETS
@@ -23,6 +23,11 @@ def _kernel_output(tmp_path, run_dir):
     out = tmp_path / "kernel-output"
     shutil.copytree(run_dir, layout.KernelWork(out).run(run_dir.name).root)
     return out, layout.KernelWork(out).run(run_dir.name)
+
+
+def _kaggle(out, *handles, **kw) -> FakeApi:
+    """The kaggle client, on a Kaggle where each of handles is a kernel that has run and left `out`."""
+    return FakeApi(KernelOutput(out, handles, **kw))
 
 
 def _collector(trained, tmp_path):
@@ -39,14 +44,15 @@ def test_collected_folds_join_the_run_and_are_checked(trained, tmp_path):
     cfg, (run_dir, _) = trained
     here = _collector(trained, tmp_path)
     out, _ = _kernel_output(tmp_path, run_dir)
-    paths = stages.collect(here, kernels=["someone/quest-train-f0-1"], client=KernelOutput(out))
+    handle = "someone/quest-train-f0-1"
+    paths = stages.collect(here, kernels=[handle], client=_kaggle(out, handle))
     assert Run(here.run_dir).finished_folds() == [0, 1] and paths[-1].name == "summary.json"
     mine, theirs = (pd.read_csv(d / "oof.csv").set_index(ID).sort_index() for d in (here.run_dir, run_dir))
     assert np.allclose(mine[list(TARGETS)], theirs[list(TARGETS)])
     info = files.read_json(here.run_dir / "run.json")
     assert info["collected"][0]["kernel"] == "someone/quest-train-f0-1" and info["collected"][0]["folds"] == [0, 1]
     assert Run(here.run_dir).load_config().output.dir == here.output.dir  # this machine's config, not the kernel's
-    again = KernelOutput(out)  # the same folds again: nothing to copy, nothing refused
+    again = _kaggle(out, "someone/quest-train-f0-1")  # the same folds again: nothing to copy, nothing refused
     stages.collect(here, kernels=["someone/quest-train-f0-1"], client=again)
     assert files.read_json(here.run_dir / "run.json")["collected"][-1]["folds"] == []
 
@@ -61,21 +67,24 @@ def test_collected_folds_join_the_run_and_are_checked(trained, tmp_path):
     (lambda src: src.fold(1).weights.write_bytes(b"half"), "fold1/model.weights.h5 is damaged"),
     (lambda src: files.write_json(src.fold(0).metrics, {**files.read_json(src.fold(0).metrics), "global_batch": 32}),
      None),  # checked against this run's other folds below
+    (lambda src: files.write_json(src.fold(0).metrics, {**files.read_json(src.fold(0).metrics),
+                                                        "precision": "mixed_float16"}), None),  # a P100's "auto"
 ])
 def test_mismatched_kernel_runs_are_refused_before_anything_is_copied(trained, tmp_path, tamper, message):
     cfg, (run_dir, _) = trained
     here = _collector(trained, tmp_path)
     out, src = _kernel_output(tmp_path, run_dir)
-    if message is None:  # a kernel on two GPUs (global batch 32) cannot join folds trained on one (16)
-        shutil.rmtree(src.fold(0).root)
-        stages.collect(here, kernels=["someone/a"], client=KernelOutput(out))  # fold 1 arrives first
+    if message is None:  # a kernel on two GPUs (global batch 32), or in float16, cannot join folds trained on one
+        shutil.rmtree(src.fold(0).root)  # GPU in float32 (global batch 16)
+        stages.collect(here, kernels=["someone/quest-a"], client=_kaggle(out, "someone/quest-a"))  # fold 1 arrives first
         out, src = _kernel_output(tmp_path / "b", run_dir)
         shutil.rmtree(src.fold(1).root)
-        message = "fold 1 of .* was trained with a global batch of 16 .* kernel someone/b gives 32"
+        message = ("fold 1 of .* was trained with a global batch of 16 .* kernel someone/quest-b gives 32|"
+                   "fold 1 of .* was trained in float32; kernel someone/quest-b trains in mixed_float16")
     tamper(src)
     before = sorted(p for p in here.run_dir.rglob("*")) if here.run_dir.exists() else []
     with pytest.raises(RunError, match=message):
-        stages.collect(here, kernels=["someone/b"], client=KernelOutput(out))
+        stages.collect(here, kernels=["someone/quest-b"], client=_kaggle(out, "someone/quest-b"))
     after = sorted(p for p in here.run_dir.rglob("*") if p.name != ".lock") if here.run_dir.exists() else []
     assert [p for p in after if p.name != ".lock"] == [p for p in before if p.name != ".lock"]
 
@@ -94,31 +103,68 @@ def test_a_kernel_that_used_another_tokenizer_is_refused(trained, tmp_path, synt
     other.save(src.tokenizer)  # a consistent kernel run, on another vocabulary
     files.write_json(src.info, {**files.read_json(src.info), "tokenizer_fingerprint": other.fingerprint})
     with pytest.raises(RunError, match="trained with another tokenizer"):
-        stages.collect(here, kernels=["someone/a"], client=KernelOutput(out))
+        stages.collect(here, kernels=["someone/quest-a"], client=_kaggle(out, "someone/quest-a"))
 
 
 def test_a_local_fold_with_other_weights_is_kept(trained, tmp_path):
     cfg, (run_dir, _) = trained
     here = _collector(trained, tmp_path)
     out, src = _kernel_output(tmp_path, run_dir)
-    stages.collect(here, kernels=["someone/a"], client=KernelOutput(out))
+    stages.collect(here, kernels=["someone/quest-a"], client=_kaggle(out, "someone/quest-a"))
     fold = layout.RunPaths(here.run_dir).fold(0)
     files.write_json(fold.finished, {**files.read_json(fold.finished), "weights_sha256": "0" * 64})
     with pytest.raises(RunError, match="fold 0 is already finished .* with other weights"):
-        stages.collect(here, kernels=["someone/a"], client=KernelOutput(out))
+        stages.collect(here, kernels=["someone/quest-a"], client=_kaggle(out, "someone/quest-a"))
+
+
+def _pushed(cfg, handle: str, folds: list[int], version: int):
+    """What `kernel --train --push` records for a kernel (output/kaggle-train/pushed.json)."""
+    files.write_json(layout.pushed_kernels(cfg), {**kernels.pushed_record(cfg), handle: {
+        "run": cfg.run_name, "folds": folds, "version": version, "pushed": "2026-12-02T00:00:00+00:00"}})
+
+
+def test_a_kernel_that_failed_keeps_the_folds_it_finished(trained, tmp_path, caplog):
+    cfg, (run_dir, _) = trained
+    here = _collector(trained, tmp_path)
+    out, src = _kernel_output(tmp_path, run_dir)
+    shutil.rmtree(src.fold(1).root)  # fold 1 ran out of memory: the kernel ended in error after fold 0
+    handle = "someone/quest-train-f0-1"
+    _pushed(here, handle, [0, 1], version=1)
+    client = _kaggle(out, handle, statuses=[("error", "ResourceExhaustedError: OOM when allocating tensor")])
+    stages.collect(here, client=client)
+    assert Run(here.run_dir).finished_folds() == [0] and ("output", handle) in client.calls
+    assert "folds [1] did not finish and were not collected" in caplog.text and "OOM" in caplog.text
+
+
+def test_collect_takes_the_version_pushed_from_here_or_refuses(trained, tmp_path):
+    cfg, (run_dir, _) = trained
+    here = _collector(trained, tmp_path)
+    out, _ = _kernel_output(tmp_path, run_dir)
+    handle = "someone/quest-train-f0-1"
+    _pushed(here, handle, [0, 1], version=2)
+    client = _kaggle(out, handle, version=3)  # someone pushed it again (from another machine or the web editor)
+    with pytest.raises(RunError, match="is at version 3, but version 2 was pushed from here"):
+        stages.collect(here, client=client)
+    assert ("output", handle) not in client.calls and not Run(here.run_dir).finished_folds()
+    stages.collect(here, client=_kaggle(out, handle, version=2))
+    assert Run(here.run_dir).finished_folds() == [0, 1]
 
 
 def test_status_polling_is_bounded_and_reports_failures(monkeypatch):
     monkeypatch.setattr(api.time, "sleep", lambda s: None)
-    client = KernelOutput(".", statuses=["queued", "running", "running", "complete"])
-    assert api.wait_kernel("someone/k", client, timeout=600, poll=60) == "complete"
+    client = _kaggle(".", "someone/quest-k", statuses=["queued", "running", "running", "complete"])
+    assert api.wait_kernel("someone/quest-k", client, timeout=600, poll=60) == ("complete", "")
     assert len(client.calls) == 4
     with pytest.raises(api.KaggleApiError, match=r"is 'running' after 120s; collect it when it has run"):
-        api.wait_kernel("someone/k", KernelOutput(".", statuses=["running"]), timeout=120, poll=60)
-    with pytest.raises(api.KaggleApiError, match="ended with status 'error': CUDA out of memory"):
-        api.wait_kernel("someone/k", KernelOutput(".", statuses=[("error", "CUDA out of memory")]), timeout=600)
+        api.wait_kernel("someone/quest-k", _kaggle(".", "someone/quest-k", statuses=["running"]), timeout=120, poll=60)
+    ended = _kaggle(".", "someone/quest-k", statuses=[("error", "CUDA out of memory")])
+    assert api.wait_kernel("someone/quest-k", ended, timeout=600) == ("error", "CUDA out of memory")
     with pytest.raises(api.KaggleApiError, match=r"is 'running'; collect it when it has run \(--wait"):
-        api.wait_kernel("someone/k", KernelOutput(".", statuses=["running"]))  # no wait asked: look once
+        api.wait_kernel("someone/quest-k", _kaggle(".", "someone/quest-k", statuses=["running"]))  # look once
+    # Kaggle answers 403 for a kernel that is not there or not yours; the client turns it into ValueError
+    with pytest.raises(api.KaggleApiError, match=r"status of kernel someone/quest-typo failed .*kernels.get.* "
+                                                 r"check the handle"):
+        api.wait_kernel("someone/quest-typo", client)
 
 
 def test_training_kernel_metadata_and_notebook(trained, tmp_path):
@@ -150,12 +196,13 @@ def _train_on_kernels(tmp_path, synth_dir, tiny_model_dir, fold_groups, python=N
     stages.folds(cfg)
     cloud = KernelCloud(tmp_path / "cloud", cfg.path(cfg.data.dir), datasets={"someone/tiny-bert-model": tiny_model_dir},
                         python=python)
-    stages.package(cfg, code_only=True, upload=True, client=cloud)
+    client = FakeApi(cloud)
+    stages.package(cfg, code_only=True, upload=True, client=client)
     for folds in fold_groups:
         cfg.train.folds = folds
-        stages.kernel(cfg, train=True, push=True, client=cloud)
+        stages.kernel(cfg, train=True, push=True, client=client)
     cfg.train.folds = []
-    return cfg, cloud, stages.collect(cfg, wait=600, client=cloud)  # the kernels pushed from here
+    return cfg, cloud, stages.collect(cfg, wait=600, client=client)  # the kernels pushed from here
 
 
 @pytest.mark.slow

@@ -282,6 +282,11 @@ class KaggleConfig:
                                 "<prefix>-f0-1")
     accelerator: str = setting("gpu", "kernel accelerator: QUEST is a code competition scored from CPU or GPU "
                                "notebooks only (P100/T4: gpu)", choices=("none", "gpu"))
+    machine_shape: str = setting("", "GPU kernels' machine (kernel-metadata machine_shape): empty is Kaggle's "
+                                 "default, a P100", choices=("", "NvidiaTeslaP100", "NvidiaTeslaT4"))
+    time_budget: float = setting(0.75, "share of Kaggle's run-time limit (2 h GPU, 9 h CPU) the inference kernel's "
+                                 "projected 10,000-row re-run may use; over it the commit run fails (0: no check)",
+                                 check=between(0.0, 1.0))
     wheels: list[str] = setting([], "extra pure-Python wheels (name==version); keras/keras-hub as trained are "
                                 "automatic", check=(lambda s: not s.strip().startswith("-"),
                                                           "'name==version' entries, not a pip option"))

@@ -196,6 +196,12 @@ def pushed_kernels(cfg) -> Path:
     return training_kernels(cfg) / "pushed.json"
 
 
+def uploaded_datasets(cfg) -> Path:
+    """output/kaggle-uploads.json: the dataset version each `package --upload` made, for `kernel --push` to wait
+    for that version (not an older ready one)."""
+    return cfg.under_output("kaggle-uploads.json")
+
+
 def collected(cfg, handle: str) -> Path:
     owner, _, slug = handle.partition("/")
     return training_kernels(cfg) / "collected" / f"{plain(owner, 'kernel owner')}__{plain(slug, 'kernel slug')}"

@@ -1,9 +1,12 @@
-"""The only code that touches the network: the `kaggle` package, behind an injectable client.
+"""The only code that touches the network: every call the pipeline makes to the Kaggle API, each checked.
 
-`client` arguments take anything with the KaggleApi methods used here, so tests run offline.
+`client` arguments take a KaggleApi (tests pass one whose network is a local fake server). Every call runs
+inside client.answering, so a refusal is a pipeline error with Kaggle's message and the next step; and
+nothing is uploaded, pushed or submitted before the step it depends on has been confirmed.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -11,28 +14,18 @@ import time
 import zipfile
 from pathlib import Path
 
-from pipeline.core import layout
+from pipeline.core import files, layout
 from pipeline.core.errors import PipelineError, UsageError
 from pipeline.data import tables as data_lib
+from pipeline.kaggle.client import KaggleApiError, KaggleUnavailable, answering, get_client  # noqa: F401
 
 log = logging.getLogger(__name__)
 COMPETITION_FILES = {"train": "train_file", "test": "test_file", "sample_submission": "sample_submission_file"}
 
 
-class KaggleUnavailable(PipelineError, RuntimeError):
-    """No credentials or no network: says exactly which files to put where instead."""
-
-
-def get_client():
-    has_token = (Path.home() / ".kaggle" / "kaggle.json").is_file() or os.environ.get("KAGGLE_API_TOKEN") or (
-        os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"))
-    if not has_token:
-        raise KaggleUnavailable("no Kaggle credentials (~/.kaggle/kaggle.json or KAGGLE_USERNAME/KAGGLE_KEY)")
-    from kaggle.api.kaggle_api_extended import KaggleApi  # `import kaggle` would authenticate at import
-
-    api = KaggleApi()
-    api.authenticate()
-    return api
+def rules_step(competition: str) -> str:
+    return (f"permission denied: accept the competition's rules at https://www.kaggle.com/c/{competition}/rules "
+            "with the account you log in with (and check that every handle is yours)")
 
 
 def _manual_help(cfg) -> str:
@@ -69,12 +62,11 @@ def download_competition(cfg, client=None, force: bool = False) -> list[Path]:
         staging = target.with_name(target.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        client.competition_download_files(cfg.kaggle.competition, path=str(staging), quiet=False)
+        with answering("downloading the competition files", {403: rules_step(cfg.kaggle.competition)}):
+            client.competition_download_files(cfg.kaggle.competition, path=str(staging), quiet=False)
         _unzip_all(staging)
-    except KaggleUnavailable as err:
+    except PipelineError as err:
         raise KaggleUnavailable(f"{err}. {_manual_help(cfg)}") from None
-    except Exception as err:  # network errors come in many types; all end the same way
-        raise KaggleUnavailable(f"Kaggle download failed ({type(err).__name__}: {err}). {_manual_help(cfg)}") from None
     target.mkdir(parents=True, exist_ok=True)
     for f in staging.iterdir():
         os.replace(f, target / f.name)
@@ -99,14 +91,15 @@ def download_model(cfg, client=None, force: bool = False) -> list[Path]:
     staging.mkdir(parents=True)
     try:
         client = client or get_client()
-        if len(parts) == 5:
-            client.model_instance_version_download(handle, path=str(staging), untar=True, quiet=False)
-        else:
-            client.dataset_download_files(handle, path=str(staging), unzip=True, quiet=False)
+        with answering(f"downloading the model {handle!r}"):
+            if len(parts) == 5:
+                client.model_instance_version_download(handle, path=str(staging), untar=True, quiet=False)
+            else:
+                client.dataset_download_files(handle, path=str(staging), unzip=True, quiet=False)
         _unzip_all(staging)
-    except Exception as err:
+    except PipelineError as err:
         shutil.rmtree(staging, ignore_errors=True)
-        raise KaggleUnavailable(f"model download of {handle!r} failed ({err}). {_manual_help(cfg)}") from None
+        raise KaggleUnavailable(f"{err}. {_manual_help(cfg)}") from None
     found = sorted(p.parent for p in staging.rglob("config.json"))
     if not found:
         shutil.rmtree(staging, ignore_errors=True)
@@ -115,10 +108,6 @@ def download_model(cfg, client=None, force: bool = False) -> list[Path]:
     os.replace(found[0], target)
     shutil.rmtree(staging, ignore_errors=True)
     return [target]
-
-
-class KaggleApiError(PipelineError, RuntimeError):
-    """The Kaggle API answered, but with a failure (kaggle 2.x reports many failures in the returned object)."""
 
 
 def _field(result, *names):
@@ -130,7 +119,8 @@ def _field(result, *names):
 
 
 def check_result(result, what: str):
-    """Raise KaggleApiError when an API result object carries an error, a bad status or invalid sources."""
+    """Raise KaggleApiError when an API result object carries an error, a bad status or invalid sources (kaggle
+    2.x reports these in fields of the answer, not as exceptions)."""
     if result is None:
         raise KaggleApiError(f"{what}: the Kaggle API returned nothing")
     error = _field(result, "error")
@@ -147,85 +137,135 @@ def check_result(result, what: str):
     return result
 
 
-def upload_dataset(folder: Path, client=None, notes: str = "update") -> str:
-    """Create the dataset described by folder/dataset-metadata.json, or add a version if it exists."""
-    client = client or get_client()
+# Dataset processing states (kagglesdk DatabundleVersionStatus, lower-cased as dataset_status answers them).
+DATASET_FINAL_FAILURES = ("failed", "deleted")
+
+
+def dataset_state(handle: str, client) -> dict | None:
+    """{"status": ..., "current_version_number": n} of a dataset, or None when Kaggle answers 404 (no such
+    dataset, or one too new to be visible yet)."""
     try:
-        check_result(client.dataset_create_version(str(folder), version_notes=notes, dir_mode="zip", quiet=False),
-                     f"new version of the dataset in {folder}")
-        return "version"
-    except KaggleApiError:
+        with answering(f"looking up dataset {handle}"):
+            return json.loads(client.dataset_status(handle, format="json"))
+    except KaggleApiError as err:
+        if err.status == 404:
+            return None
         raise
-    except Exception as err:  # the API answers 404 for a dataset that does not exist yet
-        if "404" not in str(err) and "not found" not in str(err).lower():
-            raise
-    check_result(client.dataset_create_new(str(folder), public=False, dir_mode="zip", quiet=False),
-                 f"creating the dataset in {folder}")
-    return "created"
 
 
-def wait_dataset_ready(handle: str, client=None, timeout: float = 900, poll: float = 15) -> str:
-    """Poll dataset_status until 'ready' (a kernel pushed before that sees no files); bounded by timeout."""
+def upload_dataset(folder: Path, client=None, notes: str = "update") -> tuple[str, int]:
+    """Create the dataset described by folder/dataset-metadata.json, or add a version when Kaggle says it exists
+    (asked before anything is uploaded). Returns ("created" | "version", the version number to wait for)."""
     client = client or get_client()
-    sleep = time.sleep
+    handle = files.read_json(layout.Bundle(folder).metadata)["id"]
+    state = dataset_state(handle, client)
+    if state is None:
+        with answering(f"creating the dataset {handle} from {folder}"):
+            result = client.dataset_create_new(str(folder), public=False, dir_mode="zip", quiet=False)
+        check_result(result, f"creating the dataset {handle} from {folder}")
+        return "created", 1
+    with answering(f"adding a version to the dataset {handle}", {403: f"Kaggle shows {handle}, but you may not add "
+                   "versions to it: choose a slug under your own user name (kaggle.dataset)"}):
+        result = client.dataset_create_version(str(folder), version_notes=notes, dir_mode="zip", quiet=False)
+    check_result(result, f"adding a version to the dataset {handle}")
+    return "version", int(state.get("current_version_number") or 0) + 1
+
+
+def wait_dataset_ready(handle: str, client=None, timeout: float = 900, poll: float = 15, version: int = 0) -> str:
+    """Poll until the dataset (at least version `version`) is ready: a kernel pushed before that sees no files or
+    an older version. A brand-new dataset answers 404 for a while: that is waited out; failed and deleted are
+    final. Bounded by timeout."""
+    client = client or get_client()
     waited = 0.0
     while True:
-        status = str(client.dataset_status(handle) or "").lower()
-        if status == "ready":
+        state = dataset_state(handle, client)
+        status = (state or {}).get("status", "not visible yet")
+        current = int((state or {}).get("current_version_number") or 0)
+        if status == "ready" and current >= version:
             return status
-        if status in ("error", "failed"):
-            raise KaggleApiError(f"dataset {handle} failed to process on Kaggle (status {status!r}); "
-                                 "open it on kaggle.com to see why, then upload again")
+        if status in DATASET_FINAL_FAILURES:
+            raise KaggleApiError(f"dataset {handle} is {status!r} on Kaggle; open it on kaggle.com to see why, then "
+                                 "upload it again (`python run.py package --upload`)")
         if waited >= timeout:
-            raise KaggleApiError(f"dataset {handle} still {status!r} after {timeout:.0f}s; "
-                                 "push the kernel later with `python run.py kernel --push`")
-        log.info("dataset %s: %s, waiting (%.0fs of at most %.0fs)", handle, status or "unknown", waited, timeout)
-        sleep(poll)
+            raise KaggleApiError(f"dataset {handle} still {status!r} (version {current}, waiting for {version or 'any'}) "
+                                 f"after {timeout:.0f}s; check the handle, and push the kernel later with "
+                                 "`python run.py kernel --push`")
+        log.info("dataset %s: %s (version %s, waiting for %s), %.0fs of at most %.0fs", handle, status, current,
+                 version or "any", waited, timeout)
+        time.sleep(poll)
         waited += poll
 
 
 def push_kernel(folder: Path, client=None) -> dict:
     """Push folder (kernel-metadata.json + notebook); returns the new version number and URL."""
     client = client or get_client()
-    res = check_result(client.kernels_push(str(folder)), f"pushing the kernel in {folder}")
+    with answering(f"pushing the kernel in {folder}"):
+        res = client.kernels_push(str(folder))
+    check_result(res, f"pushing the kernel in {folder}")
     return {"version": _field(res, "version_number", "versionNumber"), "url": _field(res, "url")}
+
+
+def kernel_version(handle: str, client) -> int | None:
+    """The kernel's latest version number, from the logged-in user's own kernel list, private ones included
+    (None when it is not listed there: the callers then skip the version check rather than guess)."""
+    owner, slug = handle.split("/")
+    with answering(f"listing the kernels of {owner}"):
+        found = client.kernels_list(mine=True, user=owner, search=slug, page_size=100) or []
+    for k in found:
+        if k is not None and str(k.ref).lower() == handle.lower():
+            return k.current_version_number
+    return None
 
 
 def submit_kernel(competition: str, kernel: str, version: int, message: str, client=None,
                   file_name: str = layout.SUBMISSION_NAME) -> str:
-    """Submit a kernel version's output file to a code competition."""
+    """Submit a kernel version's output file to a code competition, once that version is known to have run."""
     client = client or get_client()
-    res = client.competition_submit_code(file_name, message, competition, kernel=kernel, kernel_version=version,
-                                         quiet=True)
+    latest = kernel_version(kernel, client)
+    if latest is not None and version > latest:
+        raise KaggleApiError(f"{kernel} has no version {version} (its latest is {latest})")
+    if latest == version:
+        status, failure = kernel_status(kernel, client)
+        if status != "complete":
+            raise KaggleApiError(f"{kernel} version {version} is {status!r}{': ' + failure if failure else ''}; "
+                                 f"submit it when it has finished (run `python run.py submit --version {version}` again)")
+    what = f"submitting {kernel} version {version} to {competition}"
+    with answering(what, {403: rules_step(competition), 429: "the daily submission limit is reached: try again "
+                          "after it resets (00:00 UTC)", 400: "Kaggle refused the submission as asked: check the "
+                          f"version has {file_name} in its output"}):
+        res = client.competition_submit_code(file_name, message, competition, kernel=kernel, kernel_version=version,
+                                             quiet=True)
     if res is None:
-        raise KaggleApiError(f"submitting {kernel} version {version}: the Kaggle API returned nothing")
+        raise KaggleApiError(f"{what}: the Kaggle API returned nothing")
     ref, text = _field(res, "ref"), _field(res, "message", "error")
     if not ref and text:
-        raise KaggleApiError(f"submitting {kernel} version {version} to {competition} failed: {text}")
+        raise KaggleApiError(f"{what} failed: {text}")
     return text or f"submitted (ref {ref})"
 
 
 def kernel_status(handle: str, client=None) -> tuple[str, str]:
     """(status, failure message) of a kernel's latest version: queued, running, complete, error, cancel_..."""
     client = client or get_client()
-    res = client.kernels_status(handle)
+    with answering(f"asking the status of kernel {handle}", "check the handle (owner/slug) and that it is yours"):
+        res = client.kernels_status(handle)
     status = getattr(res, "status", res)
     name = str(getattr(status, "name", status)).split(".")[-1].lower()  # KernelWorkerStatus.COMPLETE -> complete
     return name, str(_field(res, "failure_message", "failureMessage") or "")
 
 
-def wait_kernel(handle: str, client=None, timeout: float = 0, poll: float = 60) -> str:
-    """Poll a kernel until it has run ('complete'), bounded by timeout (0: look once); a failed or cancelled
-    kernel, or one still running at the deadline, is an error that says what to do."""
+KERNEL_FINAL = ("complete", "error", "cancel_requested", "cancel_acknowledged")
+
+
+def wait_kernel(handle: str, client=None, timeout: float = 0, poll: float = 60) -> tuple[str, str]:
+    """Poll a kernel until its latest version has ended, bounded by timeout (0: look once); returns (status,
+    failure message): complete, error or cancel_*. One still running at the deadline is an error that says what
+    to do."""
     client = client or get_client()
     waited, start = 0.0, time.monotonic()
     while True:
         status, failure = kernel_status(handle, client)
-        if status == "complete":
-            return status
-        if status == "error" or status.startswith("cancel"):
-            raise KaggleApiError(f"kernel {handle} ended with status {status!r}{': ' + failure if failure else ''}; "
-                                 "open its log on kaggle.com, fix, and push it again")
+        if status in KERNEL_FINAL:
+            return status, failure
         if waited >= timeout:
             raise KaggleApiError(f"kernel {handle} is {status!r}" + (f" after {timeout:.0f}s" if timeout else "") +
                                  "; collect it when it has run (--wait SECONDS waits for it)")
@@ -236,11 +276,9 @@ def wait_kernel(handle: str, client=None, timeout: float = 0, poll: float = 60) 
 
 
 def download_kernel_output(handle: str, dest: Path, client=None) -> list[Path]:
-    """A kernel's output files (its working directory) under dest."""
+    """A kernel's output files (its working directory, and its log) under dest."""
     client = client or get_client()
     dest.mkdir(parents=True, exist_ok=True)
-    try:
+    with answering(f"downloading the output of kernel {handle}"):
         client.kernels_output(handle, path=str(dest), force=True, quiet=True)
-    except Exception as err:  # network and API errors come in many types
-        raise KaggleApiError(f"downloading the output of kernel {handle} failed ({type(err).__name__}: {err})") from None
     return sorted(p for p in dest.rglob("*") if p.is_file())

@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 # What inference needs of a run and of each finished fold (layout.RunPaths / layout.Fold attributes).
 RUN_FILES = ("config", "info", "model", "postprocess")
 FOLD_FILES = ("weights", "coding", "metrics", "finished")
-_SLUG = re.compile(r"^[A-Za-z0-9_-]+/[a-z0-9][a-z0-9-]{5,49}$")  # Kaggle slugs: 6-50 characters
+# Kaggle slugs: 6-50 of a-z 0-9 and single hyphens inside (the title <-> slug round trip loses a double hyphen).
+_SLUG = re.compile(r"^[A-Za-z0-9_-]+/(?=[a-z0-9-]{6,50}$)[a-z0-9]+(-[a-z0-9]+)*$")
 # The packages a kernel (and run.py on Kaggle) imports; pipeline/dev (generated data, tiny test models, the
 # exploration notebook's plots) stays home.
 SHIPPED_PACKAGES = ("core", "data", "text", "modeling", "run", "train", "evaluate", "kernel", "kaggle", "cli")
@@ -40,7 +41,7 @@ def dataset_metadata(handle: str, title: str) -> dict:
 
 def validate_dataset_metadata(meta: dict):
     if not _SLUG.match(meta.get("id", "")):
-        raise UsageError(f"dataset id {meta.get('id')!r}: expected 'owner/slug' (slug 6-50 of a-z 0-9 -)")
+        raise UsageError(f"dataset id {meta.get('id')!r}: expected 'owner/slug' (slug: 6-50 of a-z 0-9, words joined by single hyphens)")
     if not 6 <= len(meta.get("title", "")) <= 50:
         raise UsageError(f"dataset title {meta.get('title')!r}: Kaggle wants 6-50 characters")
     if not meta.get("licenses"):
@@ -95,21 +96,40 @@ def _stage_code(cfg, staging: Path, versions: dict[str, str]):
                    cfg.path(cfg.kaggle.wheel_dir), target.wheels)
 
 
-def _metadata(staging: Path, handle: str, title: str):
-    meta = dataset_metadata(handle or f"{PLACEHOLDER_OWNER}/quest-bundle", title)
+def _metadata(staging: Path, handle: str):
+    handle = handle or f"{PLACEHOLDER_OWNER}/quest-bundle"
+    meta = dataset_metadata(handle, dataset_title(handle))
     validate_dataset_metadata(meta)
     files.write_json(layout.Bundle(staging).metadata, meta)
 
 
-def _publish(out_dir: Path, handle: str, upload: bool, client) -> Path:
-    """The finished folder, uploaded when asked."""
+def _publish(cfg, out_dir: Path, handle: str, upload: bool, client) -> Path:
+    """The finished folder, uploaded when asked; the version made is recorded for `kernel --push` to wait for."""
     size = sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file())
     log.info("bundle %s: %.1f MiB", out_dir, size / 2**20)
     if upload:
         if not handle:
             raise UsageError("set kaggle.dataset (or kaggle.code_dataset for --code-only) = 'owner/slug' to upload")
-        log.info("dataset %s: %s", handle, api.upload_dataset(out_dir, client=client))
+        action, version = api.upload_dataset(out_dir, client=client)
+        record = layout.uploaded_datasets(cfg)
+        known = files.read_json(record) if record.is_file() else {}
+        known[handle] = {"version": version, "folder": str(out_dir)}
+        files.write_json(record, known)
+        log.info("dataset %s: %s, version %d (Kaggle processes it for a few minutes; `kernel --push` waits for it)",
+                 handle, action, version)
     return out_dir
+
+
+def uploaded_version(cfg, handle: str) -> int:
+    """The version of `handle` the last `package --upload` from here made (0: none recorded)."""
+    record = layout.uploaded_datasets(cfg)
+    return int((files.read_json(record) if record.is_file() else {}).get(handle, {}).get("version", 0))
+
+
+def dataset_title(handle: str) -> str:
+    """The dataset's title, derived from its slug: Kaggle refuses a title already in use by another of your
+    datasets, and turns the title back into the slug (so the two must agree)."""
+    return handle.split("/")[-1].replace("-", " ").title()
 
 
 def _out_dir(cfg, out: str | None, code_only: bool) -> Path:
@@ -147,10 +167,11 @@ def package(cfg, run_names: list[str], out: str | None = None, upload: bool = Fa
                     _copy(getattr(run.fold(k), attr), getattr(dst.fold(k), attr))
         blend, pp = _blend_for(cfg, members)
         files.write_json(target.manifest, {"kind": "inference", "runs": [r.name for r in members], **blend,
-                                           "git_commit": provenance.git_commit(), "versions": versions})
+                                           "git_commit": provenance.git_commit(), "versions": versions,
+                                           "time_budget": cfg.kaggle.time_budget})
         files.write_json(target.postprocess, pp)
-        _metadata(staging, cfg.kaggle.dataset, "QUEST pipeline bundle")
-    return [_publish(out_dir, cfg.kaggle.dataset, upload, client)]
+        _metadata(staging, cfg.kaggle.dataset)
+    return [_publish(cfg, out_dir, cfg.kaggle.dataset, upload, client)]
 
 
 def package_code(cfg, out: str | None = None, upload: bool = False, client=None) -> list[Path]:
@@ -162,8 +183,8 @@ def package_code(cfg, out: str | None = None, upload: bool = False, client=None)
         _stage_code(cfg, staging, versions)
         files.write_json(layout.Bundle(staging).manifest, {"kind": "code", "runs": [],
                                                            "git_commit": provenance.git_commit(), "versions": versions})
-        _metadata(staging, code_dataset(cfg), "QUEST pipeline code")
-    return [_publish(out_dir, code_dataset(cfg), upload, client)]
+        _metadata(staging, code_dataset(cfg))
+    return [_publish(cfg, out_dir, code_dataset(cfg), upload, client)]
 
 
 def code_dataset(cfg) -> str:

@@ -1,7 +1,8 @@
 """`python run.py collect`: folds trained by Kaggle training kernels, merged into this run as if trained here.
 
-For each kernel (--kernels, else those `kernel --train --push` recorded for this run): wait (bounded) until
-it has run, download its output and check the run it trained against this one: the same training settings
+For each kernel (--kernels, else those `kernel --train --push` recorded for this run, whose recorded version
+must still be the latest): wait (bounded) until it has ended, download its output (a failed kernel's too: the
+folds it finished before failing are kept, the others named) and check the run it trained against this one: the same training settings
 (only the places files live may differ), folds file (fingerprint), tokenizer (fingerprint), backbone
 weights (sha256), model description, keras / keras-hub versions and global batch; each fold's weights
 against their recorded sha256. A mismatch is refused with its reason, before anything is copied. A fold
@@ -36,21 +37,41 @@ def collect(cfg, kernel_handles: list[str] | None = None, wait: float = 0, clien
     with run.lock():
         run.check_compatible(cfg)
         for handle in handles:
-            api.wait_kernel(handle, client, timeout=wait)
-            staging = layout.collected(cfg, handle)
-            shutil.rmtree(staging, ignore_errors=True)
-            api.download_kernel_output(handle, staging, client)
-            src = Run(layout.KernelWork(staging).run(cfg.run_name))
-            if not src.config.is_file():
-                found = sorted(p.parent.name for p in staging.rglob(src.config.name))
-                raise RunError(f"kernel {handle} left no run {cfg.run_name!r} (runs in its output: {found or 'none'}); "
-                               "was it pushed for this config?")
-            folds = check(cfg, run, src, handle)
-            merge(cfg, run, src, folds, handle)
-            log.info("kernel %s: folds %s collected into %s", handle, folds or "(none new)", run.root)
+            _collect_one(cfg, run, handle, kernels.pushed_record(cfg).get(handle, {}), wait, client)
         if not run.finished_folds():
             return [run.root]
         return [run.root, run.summarize(tables.load(cfg, "train"))]
+
+
+def _collect_one(cfg, run: Run, handle: str, pushed: dict, wait: float, client):
+    """One kernel: the version pushed from here (refused when a newer one exists, whose status and output the API
+    would give instead), waited for, downloaded even when it failed, and every finished fold that passes the
+    checks merged; the folds asked of it that did not finish are named."""
+    if pushed.get("version"):
+        latest = api.kernel_version(handle, client)
+        if latest is not None and latest != pushed["version"]:
+            raise RunError(f"kernel {handle} is at version {latest}, but version {pushed['version']} was pushed from "
+                           f"here for run {pushed.get('run')}: Kaggle gives the status and output of the latest "
+                           "version only. Push it again from here (`python run.py kernel --train --push`)")
+    status, failure = api.wait_kernel(handle, client, timeout=wait)
+    staging = layout.collected(cfg, handle)
+    shutil.rmtree(staging, ignore_errors=True)
+    api.download_kernel_output(handle, staging, client)
+    ended = f"ended {status!r}" + (f" ({failure})" if failure else "")
+    src = Run(layout.KernelWork(staging).run(cfg.run_name))
+    if not src.config.is_file():
+        found = sorted(p.parent.name for p in staging.rglob(src.config.name))
+        why = "was it pushed for this config?" if status == "complete" else f"its log is in {staging}"
+        raise RunError(f"kernel {handle} {ended} and left no run {cfg.run_name!r} (runs in its output: "
+                       f"{found or 'none'}); {why}")
+    folds = check(cfg, run, src, handle)
+    merge(cfg, run, src, folds, handle)
+    log.info("kernel %s (%s): folds %s collected into %s", handle, status, folds or "(none new)", run.root)
+    missing = sorted(set(pushed.get("folds") or []) - set(src.finished_folds()))
+    if missing:
+        log.warning("kernel %s %s: folds %s did not finish and were not collected; train them again "
+                    "(`python run.py kernel --train --push --folds %s`)", handle, ended, missing,
+                    ",".join(map(str, missing)))
 
 
 def _differences(cfg, kernel_cfg) -> dict:
@@ -105,6 +126,8 @@ def check(cfg, run: Run, src: Run, handle: str) -> list[int]:
         src.verify_weights(k)
         m = files.read_json(src.fold(k).metrics)
         run.check_global_batch(m.get("global_batch"), m.get("replicas", 1), where)
+        if m.get("precision"):
+            run.check_precision(m["precision"], where)
         here = run.fold(k)
         if here.finished.is_file():
             ours, theirs = (files.read_json(f.finished)["weights_sha256"] for f in (here, src.fold(k)))

@@ -16,7 +16,7 @@ from pathlib import Path
 from pipeline.core import config as config_lib, files, layout
 from pipeline.core.errors import UsageError
 from pipeline.kaggle import api
-from pipeline.kaggle.bundle import _SLUG, PLACEHOLDER_OWNER, _copy, code_dataset
+from pipeline.kaggle.bundle import _SLUG, PLACEHOLDER_OWNER, _copy, code_dataset, uploaded_version
 
 log = logging.getLogger(__name__)
 PARAMETERS_TAG = "parameters"  # the training notebook's cell that `kernel --train` fills in
@@ -32,12 +32,14 @@ def _metadata(cfg, handle: str, code_file: str, datasets: list[str], models: lis
             "language": "python", "kernel_type": "notebook", "is_private": True,
             "enable_gpu": cfg.kaggle.accelerator == "gpu", "enable_tpu": cfg.kaggle.accelerator == "tpu",
             "enable_internet": False, "dataset_sources": datasets, "competition_sources": [cfg.kaggle.competition],
-            "kernel_sources": [], "model_sources": models}
+            "kernel_sources": [], "model_sources": models,
+            **({"machine_shape": cfg.kaggle.machine_shape} if cfg.kaggle.machine_shape and
+               cfg.kaggle.accelerator == "gpu" else {})}
 
 
 def validate_kernel_metadata(meta: dict):
     if not _SLUG.match(meta.get("id", "")):
-        raise UsageError(f"kernel id {meta.get('id')!r}: expected 'owner/slug' (slug 6-50 of a-z 0-9 -)")
+        raise UsageError(f"kernel id {meta.get('id')!r}: expected 'owner/slug' (slug: 6-50 of a-z 0-9, words joined by single hyphens)")
     if meta.get("enable_internet") is not False:
         raise UsageError("kernel must run with enable_internet = false (code competitions score offline)")
     if meta.get("kernel_type") != "notebook" or not meta.get("code_file", "").endswith(".ipynb"):
@@ -59,7 +61,8 @@ def kernel(cfg, out: str | None = None, push: bool = False, client=None, wait: f
     if push:
         if not cfg.kaggle.kernel or not cfg.kaggle.dataset:
             raise UsageError("set kaggle.kernel and kaggle.dataset ('owner/slug') to push the kernel")
-        api.wait_dataset_ready(cfg.kaggle.dataset, client=client, timeout=wait)
+        api.wait_dataset_ready(cfg.kaggle.dataset, client=client, timeout=wait,
+                               version=uploaded_version(cfg, cfg.kaggle.dataset))
         pushed = api.push_kernel(target.root, client=client)
         log.info("kernel %s version %s pushed: %s; when it has run, submit it with "
                  "`python run.py submit --version %s`", cfg.kaggle.kernel, pushed["version"], pushed["url"],
@@ -121,24 +124,28 @@ def train_kernel(cfg, out: str | None = None, push: bool = False, client=None, w
         if not cfg.kaggle.train_kernel or not code_dataset(cfg):
             raise UsageError("set kaggle.train_kernel ('owner/prefix') and kaggle.code_dataset (or kaggle.dataset) "
                              "to push a training kernel")
-        api.wait_dataset_ready(code_dataset(cfg), client=client, timeout=wait)
+        api.wait_dataset_ready(code_dataset(cfg), client=client, timeout=wait,
+                               version=uploaded_version(cfg, code_dataset(cfg)))
         pushed = api.push_kernel(target.root, client=client)
-        record = layout.pushed_kernels(cfg)
-        known = files.read_json(record) if record.is_file() else {}
+        known = pushed_record(cfg)
         known[handle] = {"run": cfg.run_name, "folds": folds, "version": pushed["version"],
                          "pushed": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-        files.write_json(record, known)
+        files.write_json(layout.pushed_kernels(cfg), known)
         log.info("training kernel %s version %s pushed (folds %s): %s; when it has run, "
                  "`python run.py collect --kernels %s` (add --wait SECONDS to wait for it)", handle,
                  pushed["version"], folds, pushed["url"], handle)
     return paths
 
 
+def pushed_record(cfg) -> dict:
+    """{handle: {run, folds, version, pushed}} of the training kernels pushed from here (pushed.json)."""
+    record = layout.pushed_kernels(cfg)
+    return files.read_json(record) if record.is_file() else {}
+
+
 def pushed_for_run(cfg) -> list[str]:
     """Training kernels pushed from here for this config's run (output/kaggle-train/pushed.json)."""
-    record = layout.pushed_kernels(cfg)
-    known = files.read_json(record) if record.is_file() else {}
-    return [h for h, v in known.items() if v.get("run") == cfg.run_name]
+    return [h for h, v in pushed_record(cfg).items() if v.get("run") == cfg.run_name]
 
 
 def submit(cfg, version: int, message: str = "", client=None) -> list[Path]:

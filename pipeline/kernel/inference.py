@@ -10,11 +10,14 @@ import time
 from pathlib import Path
 
 from pipeline.core import layout
+from pipeline.core.errors import PipelineError
 from pipeline.kernel import environment  # paths only: no heavy imports before the bundled wheels are installed
 from pipeline.kernel.environment import CACHE, KAGGLE_INPUT, InputsNotFound, install_wheels  # noqa: F401  (notebook)
 
 DATA_FILES = ("test.csv", "sample_submission.csv")
 HIDDEN_TEST_ROWS = 10_000  # the re-run's hidden test has at most this many rows
+TIME_BUDGET = 0.75  # default share of the limit a projection may use (bundle.json's time_budget)
+LIMIT_GPU, LIMIT_CPU = 2 * 3600, 9 * 3600  # Kaggle's run-time limits for a code competition's kernel, seconds
 
 
 def find_inputs(root: str | Path = KAGGLE_INPUT) -> tuple[Path, Path]:
@@ -23,8 +26,8 @@ def find_inputs(root: str | Path = KAGGLE_INPUT) -> tuple[Path, Path]:
 
 
 def projected_seconds(bundle: str | Path, data_dir: str | Path, rows: int = HIDDEN_TEST_ROWS) -> float:
-    """Seconds to predict `rows` rows of this test's length profile with every bundled run and fold,
-    from one timed batch per run on this device."""
+    """Seconds to predict `rows` rows of this test's length profile with every bundled run and fold on this
+    device: per run, loading and tracing each fold's model plus one timed batch per row."""
     import pandas as pd
 
     from pipeline.core import files
@@ -35,8 +38,27 @@ def projected_seconds(bundle: str | Path, data_dir: str | Path, rows: int = HIDD
     frame = tables.read_csv(Path(data_dir) / DATA_FILES[0], "predict")
     total = 0.0
     for name in files.read_json(bundle.manifest)["runs"]:
-        total += predict.Predictor.of(bundle.run(name), CACHE).seconds_per_row(pd.DataFrame(frame)) * rows
+        fixed, per_row = predict.Predictor.of(bundle.run(name), CACHE).cost(pd.DataFrame(frame))
+        total += fixed + per_row * rows
     return total
+
+
+class OverTime(PipelineError):
+    """The projected hidden-test run would not finish safely inside Kaggle's limit."""
+
+
+def check_time(seconds: float, accelerated: bool, budget: float, runs: int, folds: int) -> str:
+    """The projection against Kaggle's limit (2 h on GPU, 9 h on CPU): a line to print, or OverTime when it
+    passes `budget` (a share of the limit; 0 turns the check off) so the commit run fails, not the re-run."""
+    limit = LIMIT_GPU if accelerated else LIMIT_CPU
+    line = (f"projected time for a {HIDDEN_TEST_ROWS:,}-row hidden test on this device: {seconds / 60:.1f} min, "
+            f"{seconds / limit:.0%} of Kaggle's {limit / 3600:.0f} h limit (budget {budget:.0%})")
+    if budget and seconds > budget * limit:
+        raise OverTime(f"{line}: the re-run on the hidden test would likely time out (a time-out shows no message). "
+                       f"Cut the work: fewer runs ({runs} bundled), fewer folds ({folds} in all), a shorter "
+                       "encode.max_len, or a faster accelerator; or package with --set kaggle.time_budget=0 to "
+                       "skip this check")
+    return line
 
 
 def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Path) -> Path:
@@ -69,7 +91,11 @@ def main(root: str | Path = KAGGLE_INPUT, work_dir: str | Path | None = None) ->
     from pipeline.modeling import device
 
     print(f"device: {device.describe()}", flush=True)
+    from pipeline.core import files
+
+    manifest = files.read_json(layout.Bundle(bundle).manifest)
+    folds = sum(len(layout.Bundle(bundle).run(n).finished_folds()) for n in manifest["runs"])
     secs = projected_seconds(bundle, data_dir)
-    print(f"projected time for a {HIDDEN_TEST_ROWS:,}-row hidden test on this device: {secs / 60:.1f} min "
-          "(Kaggle allows 2 h on GPU, 9 h on CPU)", flush=True)
+    print(check_time(secs, device.accelerator_kind(device.strategy(quiet=True)) != "cpu",
+                     manifest.get("time_budget", TIME_BUDGET), len(manifest["runs"]), folds), flush=True)
     return predict_bundle(bundle, data_dir, work)

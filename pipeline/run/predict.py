@@ -81,9 +81,11 @@ class Predictor:
         """The fold models' mean."""
         return np.mean([p for _, p in self.fold_predictions(frame, folds)], 0)
 
-    def seconds_per_row(self, frame: pd.DataFrame, sample: int = 64) -> float:
-        """Measured cost of one row through every finished fold: one warm-up batch, then one timed batch of
-        rows drawn at random from frame (so their lengths follow its length profile)."""
+    def cost(self, frame: pd.DataFrame, sample: int = 64) -> tuple[float, float]:
+        """(fixed seconds, seconds per row), every finished fold included: fixed is loading a fold's model and
+        tracing its predict step (fold 0's, measured, times the folds); per row is one timed batch of rows
+        drawn at random from frame (so their lengths follow its length profile). Measured on the device
+        prediction uses: one device (on T4 x2, one GPU)."""
         import time
 
         import keras
@@ -95,15 +97,17 @@ class Predictor:
         device.set_precision(self.precision, device.accelerator_kind(device.strategy(quiet=True)))
         rows = np.random.default_rng(0).choice(len(frame), size=min(sample, len(frame)), replace=False)
         folds = self.run.finished_folds()
-        model = self.run.load_fold(folds[0])
         settings = self.rcfg.train.batching.unbucketed()  # one batch of exactly these rows
+        start = time.perf_counter()
+        model = self.run.load_fold(folds[0])
         args = (model.feed(enc, frame).rows(rows), len(rows), settings)
         feeding.predict(model, *args)
+        first = time.perf_counter() - start
         start = time.perf_counter()
         feeding.predict(model, *args)
-        seconds = (time.perf_counter() - start) / len(rows)
+        batch = time.perf_counter() - start
         keras.backend.clear_session()
-        return seconds * len(folds)
+        return max(first - batch, 0.0) * len(folds), batch / len(rows) * len(folds)
 
 
 def predict_run(run, csv_path: Path, out_dir: Path | None = None, cache_dir: Path | None = None,

@@ -219,6 +219,16 @@ class Run(layout.RunPaths):
                                "same kind of machine, --set train.strategy=default (one device) everywhere, or a "
                                "train.grad_accum that makes the products equal")
 
+    def check_precision(self, policy: str, where: str = "this machine"):
+        """A run's folds share one numeric precision, the one actually used (train.mixed_precision "auto" is
+        float16 on a P100/T4, bfloat16 on newer GPUs, float32 on a CPU)."""
+        for k in self.finished_folds():
+            used = files.read_json(self.fold(k).metrics).get("precision", policy)
+            if used != policy:
+                raise RunError(f"fold {k} of {self.name} was trained in {used}; {where} trains in {policy}. Its "
+                               "folds would not be one recipe: set train.mixed_precision to one value (none, "
+                               "float16, bfloat16) everywhere, or train the folds on the same kind of device")
+
     def model_sha256(self) -> str:
         """What a fold records of the run's model description (model.json, fold-specific parts left out)."""
         return files.sha256_text(json.dumps(self.architecture(), sort_keys=True))

@@ -223,7 +223,7 @@ def train_fold(cfg, k: int, inp: Inputs, info, strat, run: Run) -> dict:
     result = {"fold": k, "val_spearman": score.mean, "n_constant": score.n_constant,
               "best_epoch": callback.best_epoch if tcfg.keep == "best" else len(callback.rows),
               "epochs_run": len(callback.rows), "train_seconds": seconds, "pseudo_rows": n_pseudo,
-              "replicas": replicas, "global_batch": batch,
+              "replicas": replicas, "global_batch": batch, "precision": keras.mixed_precision.global_policy().name,
               "train_samples_per_s": len(feed) * len(callback.rows) / seconds, "per_column": score.per_column}
     files.write_json(out.metrics, result)
     files.write_json(out.finished, {"weights_sha256": weights_sha, "test_sha256": inp.test_sha,  # last
@@ -257,6 +257,7 @@ def _train_folds(cfg, run: Run, wanted: list[int]) -> list:
         extra["pseudo"] = inp.pseudo.record()
     replicas = strat.num_replicas_in_sync
     run.check_global_batch(global_batch(cfg.train, replicas), replicas)
+    run.check_precision(policy)
     run.record(cfg, info, encoder.tok, **extra)
     done = set(run.finished_folds())
     for k in wanted:
