@@ -218,6 +218,19 @@ def test_schedules_warm_up_and_decay():
     assert float(optim.WarmupSchedule(1.0, 10, 110, "one_cycle")(0)) == pytest.approx(1 / 25)
 
 
+def test_no_warm_up_starts_at_the_peak_and_a_too_long_one_is_scaled(caplog):
+    from pipeline.core import config
+
+    for kind in ("linear", "cosine", "one_cycle"):
+        assert float(optim.WarmupSchedule(1.0, 0, 100, kind)(0)) == pytest.approx(1.0), kind
+    tcfg = config.TrainConfig(warmup=0.1, warmup_steps=200, schedule="linear")  # a recipe's 200 steps, a 126-step run
+    assert optim.warmup_steps(tcfg, 126) == 13
+    assert "train.warmup_steps = 200 is not shorter than this stage's 126 optimizer steps" in caplog.text
+    schedule = optim.make(tcfg, 126, head_vars=[]).get_config()["learning_rate"]["config"]
+    s = optim.WarmupSchedule(**schedule)
+    assert float(s(13)) == pytest.approx(s.peak) and float(s(120)) < 0.1 * s.peak  # it peaks, then decays
+
+
 def test_warmup_in_steps_overrides_the_share(tiny_model_dir):
     from pipeline.core import config
 
@@ -249,6 +262,23 @@ def test_head_only_stage_leaves_the_backbone_unchanged(tiny_model_dir):
     assert any(not np.allclose(b, v.numpy()) for b, v in zip(head_before, model.head_variables(m)))
     m.freeze_backbones(False)  # the next stage trains it again (the unused BERT pooler stays frozen)
     assert m.backbone.trainable_variables and not any("pooled_dense" in v.path for v in m.trainable_variables)
+
+
+def test_a_frozen_backbone_runs_without_dropout(tiny_model_dir):
+    """Head-only stages read the backbone's features as at inference (6th place: eval-mode features)."""
+    import keras
+
+    backbone = model.load_backbone(tiny_model_dir, random_init=True)
+    m = model.QuestModel(backbone)
+    x = {"token_ids": np.random.default_rng(0).integers(5, 200, (4, 16)).astype("int32"),
+         "segment_ids": np.zeros((4, 16), "int32"), "padding_mask": np.ones((4, 16), "int32")}
+    features = lambda: keras.ops.convert_to_numpy(backbone(x, training=True)["sequence_output"])  # noqa: E731
+    rates = [layer.rate for layer in backbone._flatten_layers() if isinstance(layer, keras.layers.Dropout)]
+    assert rates and max(rates) > 0 and not np.allclose(features(), features())  # dropout while training
+    m.freeze_backbones(True)
+    assert np.array_equal(features(), features())
+    m.freeze_backbones(False)
+    assert [layer.rate for layer in backbone._flatten_layers() if isinstance(layer, keras.layers.Dropout)] == rates
 
 
 def test_layer_wise_decay_scales_lower_layers(backbone):

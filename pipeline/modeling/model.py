@@ -154,9 +154,15 @@ class QuestModel(keras.Model):
         return [b for b in (self.backbone, self.answer_backbone) if b is not None]
 
     def freeze_backbones(self, frozen: bool):
-        """Head-only stage: backbones out of the trainable variables (no gradients, no steps). Recompile after."""
+        """Head-only stage: backbones out of the trainable variables (no gradients, no steps) and run as at
+        inference (their dropout off, as the 6th place's head-only stage read eval-mode features); unfrozen,
+        both come back. Recompile after (the train step is traced again with the new rates)."""
         for b in self.backbones:
             b.trainable = not frozen
+            for layer in b._flatten_layers(include_self=False):
+                if isinstance(layer, keras.layers.Dropout):
+                    layer.training_rate = getattr(layer, "training_rate", layer.rate)
+                    layer.rate = 0.0 if frozen else layer.training_rate
         freeze_pooler(self.backbones)
 
     def decode(self, outputs) -> np.ndarray:

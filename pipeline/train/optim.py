@@ -6,12 +6,14 @@ train.warmup_steps: "linear" (warm-up, then linear to 0), "cosine" (warm-up, the
 """
 from __future__ import annotations
 
+import logging
 import math
 
 import keras
 from keras import ops
 
 SCHEDULES = ("linear", "cosine", "one_cycle")
+log = logging.getLogger(__name__)
 
 
 @keras.saving.register_keras_serializable(package="quest")
@@ -24,18 +26,18 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
     def __call__(self, step):
         step = ops.cast(step, "float32")
-        warm = float(max(self.warmup_steps, 1))
-        up = ops.clip(step / warm, 0.0, 1.0)
+        warming = step < float(self.warmup_steps)  # never true without a warm-up: step 0 is then at the peak
+        up = ops.clip(step / float(max(self.warmup_steps, 1)), 0.0, 1.0)
         down = ops.clip((step - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1), 0.0, 1.0)
         if self.kind == "linear":
-            shape = ops.where(step < warm, up, 1.0 - down)
+            shape = ops.where(warming, up, 1.0 - down)
         elif self.kind == "cosine":
-            shape = ops.where(step < warm, up, 0.5 * (1.0 + ops.cos(math.pi * down)))
+            shape = ops.where(warming, up, 0.5 * (1.0 + ops.cos(math.pi * down)))
         else:  # one_cycle
             start, end = 1.0 / 25, 1.0 / 25 / 1e4
             rise = start + (1.0 - start) * 0.5 * (1.0 - ops.cos(math.pi * up))
             fall = end + (1.0 - end) * 0.5 * (1.0 + ops.cos(math.pi * down))
-            shape = ops.where(step < warm, rise, fall)
+            shape = ops.where(warming, rise, fall)
         return self.peak * shape
 
     def get_config(self):
@@ -95,6 +97,21 @@ class GroupAdamW(keras.optimizers.AdamW):
                 "step_clipnorm": self.step_clipnorm}
 
 
+def warmup_steps(tcfg, total: int) -> int:
+    """The stage's warm-up in optimizer steps: train.warmup_steps when set, else the share train.warmup. A
+    warm-up as long as the stage or longer would climb for the whole run and never decay: it is scaled to the
+    share instead, with a warning naming both numbers."""
+    share = int(round(tcfg.warmup * total))
+    if not tcfg.warmup_steps:
+        return share
+    if tcfg.warmup_steps >= total:
+        log.warning("train.warmup_steps = %d is not shorter than this stage's %d optimizer steps (the learning rate "
+                    "would climb for the whole stage and never decay): warming up for %d steps instead "
+                    "(train.warmup = %g of the stage)", tcfg.warmup_steps, total, share, tcfg.warmup)
+        return share
+    return tcfg.warmup_steps
+
+
 def make(tcfg, optimizer_steps: int, head_vars, layer_factors=None, head_only: bool = False,
          reduced_by_step: bool = False) -> GroupAdamW:
     """The optimizer for one training stage of `optimizer_steps` steps (each of train.grad_accum micro-batches). The schedule
@@ -102,8 +119,7 @@ def make(tcfg, optimizer_steps: int, head_vars, layer_factors=None, head_only: b
     reduced_by_step: for QuestModel's train step, which sums the replicas' gradients and clips them itself."""
     total = max(1, optimizer_steps)
     base = tcfg.lr_head if head_only else (tcfg.lr_backbone or tcfg.lr_head)
-    warmup = min(tcfg.warmup_steps, total) if tcfg.warmup_steps else int(round(tcfg.warmup * total))
-    schedule = WarmupSchedule(base, warmup, total, tcfg.schedule)
+    schedule = WarmupSchedule(base, warmup_steps(tcfg, total), total, tcfg.schedule)
     opt = GroupAdamW(
         head_multiplier=tcfg.lr_head / base if base else 0.0,
         backbone_multiplier=0.0 if head_only or not base else tcfg.lr_backbone / base, learning_rate=schedule,
