@@ -140,3 +140,40 @@ def test_snap_levels_in_the_nested_scores_come_from_the_training_folds_only(monk
     assert seen and not any(seen)  # fold 2, held, never snapped to its own planted value
     leaky = cands(y, ("snap",), ())[1][1]  # levels from every label, the held fold's included
     assert 0.777 in np.round(leaky["values"], 3)  # so the planted value was there to leak
+
+
+def _rare_positive(seed: int, n: int = 1500):
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.05).astype(float)[:, None]  # like question_type_spelling: a handful of positives
+    p = np.where(y > 0, rng.normal(0.5, 0.2, y.shape), rng.normal(0.3, 0.2, y.shape))
+    return y, p, rng.integers(0, 5, n)
+
+
+def test_held_sets_are_whole_questions_of_the_size_that_will_be_scored():
+    y, p, fold = _rare_positive(4)
+    groups = np.arange(len(y)) // 3  # three answers per question
+    held_by = postprocess.Held(fold, groups, 120)
+    sets = held_by.sets(np.ones(len(y), bool))
+    assert len(sets) == postprocess.DRAWS and all(120 <= h.sum() < 123 for h in sets)
+    assert all(len(set(h[groups == g])) == 1 for h in sets[:3] for g in np.unique(groups))  # whole questions
+    assert all((a == b).all() for a, b in zip(sets, held_by.sets(np.ones(len(y), bool))))  # reproducible
+    report = postprocess.fit(y, p, fold, ["c"], y, methods=("round",), eval_rows=120, groups=groups)["c"]
+    assert report["before"] == pytest.approx(np.mean([postprocess.score_column(y[h, 0], p[h, 0]) for h in sets]))
+    folds = postprocess.fit(y, p, fold, ["c"], y, methods=("round",))["c"]  # no eval_rows: the folds, as before
+    assert folds["before"] == pytest.approx(np.mean([spearmanr(y[fold == k], p[fold == k]).statistic
+                                                     for k in range(5)]))
+
+
+def test_the_size_table_is_the_report_s_estimate_at_each_size():
+    """Each method's row of the by-size table is the nested gain `fit` reports with that method alone and held
+    sets of that size (0: the folds): one estimate, read at several sizes."""
+    y, p, fold = _rare_positive(5, n=2000)
+    y2 = np.column_stack([y[:, 0], np.round(np.clip(p[:, 0] + 0.2, 0, 1) * 3) / 3])  # a second, 4-level column
+    p2 = np.column_stack([p[:, 0], np.clip(p[:, 0] + 0.2, 0, 1) + np.random.default_rng(0).normal(0, 0.1, 2000)])
+    table = postprocess.gain_by_size(y2, p2, fold, ["a", "b"], [80, 400, 0], methods=("round", "clip"))
+    assert set(table) == {"round", "clip"} and set(table["round"]) == {"80", "400", "0"}
+    for method in ("round", "clip"):
+        for size in (80, 400, 0):
+            r = postprocess.fit(y2, p2, fold, ["a", "b"], methods=(method,), eval_rows=size)
+            gain = np.mean([c["after_nested"] - c["before"] for c in r.values()])
+            assert table[method][str(size)] == pytest.approx(gain), (method, size)

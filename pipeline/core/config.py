@@ -244,6 +244,10 @@ class PostprocessConfig:
     round_grids: list[int] = setting([2, 3, 4, 5, 6, 8, 10], "k in round(p*k)/k", check=at_least(1))
     kmeans_levels: list[int] = setting([3, 4, 5, 6, 8], "k of the kmeans candidates", check=at_least(2))
     blend: bool = setting(True, "fit it on the ensemble's OOF and apply it to the test blend (the submission)")
+    eval_rows: int = setting(476, "rows of each scored subset when estimating a transform's gain and deciding to "
+                             "keep it: a transform's gain depends on the size of the set it meets, and 476 is "
+                             "the competition's test.csv (the leaderboard's visible test); 0: all held rows",
+                             check=at_least(0))
 
 
 @dataclass

@@ -133,7 +133,8 @@ def ensemble(cfg, run_names: list[str] | None = None) -> list[Path]:
     pp = {}
     if cfg.postprocess.blend:
         pp = postprocess.fit(y, nested, fold, TARGETS, y, cfg.postprocess.methods, cfg.postprocess.round_grids,
-                             cfg.postprocess.kmeans_levels)
+                             cfg.postprocess.kmeans_levels, cfg.postprocess.eval_rows,
+                             truth[cfg.folds.group_key].to_numpy())
     test_blend = blend_members(tests, weights, method, pp)
     scores = {r.name: float(metrics.spearman(y, p).mean) for r, p in zip(members, oof_preds)}
     score = metrics.spearman(y, nested)

@@ -8,12 +8,14 @@ that tie the way labels tie can rank better. Candidate transforms (all monotone,
   lohi   - per-column low and high clipping: tie the lowest and the highest shares together (2nd place)
   kmeans - k levels per column from 1-D k-means on the predictions themselves (10th place; label-free)
 Honesty: for each fold, the candidates (snap's levels) and the transform are learnt on the other folds'
-OOF and labels and applied to the held fold; a column keeps its transform only when that nested fold-mean
-score beats the untouched one.
+OOF and labels and applied to the held fold; the held rows are scored on subsets of the size the transform
+will meet (postprocess.eval_rows: the competition's test); a column keeps its transform only when that
+nested score beats the untouched one.
 """
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import rankdata
@@ -32,7 +34,7 @@ SUB_FOLDS = 3
 
 
 def split_for_nesting(fold: np.ndarray, groups) -> tuple[np.ndarray, str]:
-    """Nested post-processing needs two held-out parts: the finished folds, or, with one fold finished,
+    """Nested post-processing by folds needs two held-out parts: the finished folds, or, with one fold finished,
     question-grouped sub-folds of it (answers to one question stay together), said so in the report."""
     if len(np.unique(fold)) >= 2:
         return fold, "finished folds"
@@ -111,71 +113,119 @@ def choose(y: np.ndarray, p: np.ndarray, cands) -> tuple[str, dict]:
     return best
 
 
-def _nested(y: np.ndarray, p: np.ndarray, fold: np.ndarray, cands_for) -> tuple[float, float]:
-    """Fold-mean Spearman of each held fold as it is (before) and after the transform chosen on the others.
-    cands_for(rows): the candidates, learnt (snap's levels) from those rows' labels only: never the held fold's."""
+DRAWS, INNER_DRAWS = 20, 5  # held sets drawn at a size; fewer inside the keep-or-not decision (honest score)
+
+
+@dataclass(frozen=True)
+class Held:
+    """How held sets are drawn for the nested estimates: the (sub-)folds (size 0), or random question-grouped
+    sets of `size` rows, the size of the set the transform will meet (postprocess.eval_rows), each scored after
+    the transform chosen on the rest. Draws are seeded by the pool, so a report is reproducible."""
+    fold: np.ndarray
+    groups: np.ndarray | None = None
+    size: int = 0
+
+    def sets(self, within: np.ndarray, draws: int = DRAWS) -> list[np.ndarray]:
+        """Masks over all rows of held sets inside `within` (a mask): the rest of `within` trains."""
+        if not self.size:
+            return [within & (self.fold == k) for k in np.unique(self.fold[within])]
+        idx = np.flatnonzero(within)
+        size = min(self.size, len(idx) // 2)  # the rest must still choose a transform
+        _, inv = np.unique(self.groups[idx] if self.groups is not None else idx, return_inverse=True)
+        counts = np.bincount(inv)
+        rng = np.random.default_rng([self.size, len(idx)])
+        out = []
+        for _ in range(draws):
+            order = rng.permutation(len(counts))
+            taken = order[:np.searchsorted(np.cumsum(counts[order]), size) + 1]  # whole questions, >= size rows
+            held = np.zeros(len(within), bool)
+            held[idx[np.isin(inv, taken)]] = True
+            out.append(held)
+        return out
+
+
+def _nested(y: np.ndarray, p: np.ndarray, within: np.ndarray, held_sets, cands_for) -> tuple[float, float]:
+    """Mean Spearman of the held sets before and after the transform chosen on the rest of `within`; the
+    transform meets each held set whole (its quantiles and levels come from the set, as at predict time).
+    cands_for(rows): the candidates, learnt (snap's levels) from those rows' labels only, never a held set's."""
     before, after = [], []
-    for k in np.unique(fold):
-        held = fold == k
-        method, params = choose(y[~held], p[~held], cands_for(~held))
+    for held in held_sets:
+        train = within & ~held
+        method, params = choose(y[train], p[train], cands_for(train))
         before.append(score_column(y[held], p[held]))
         after.append(score_column(y[held], apply_one(p[held], method, params)))
     return float(np.mean(before)), float(np.mean(after))
 
 
-def _honest(y: np.ndarray, p: np.ndarray, fold: np.ndarray, cands_for) -> float:
-    """Fold-mean Spearman when the keep-or-not decision is nested too: for each held fold, the candidates, the
-    transform and whether to keep it are decided on the other folds alone (nothing can favour the held fold)."""
+def _honest(y: np.ndarray, p: np.ndarray, held_by: Held, cands_for) -> float:
+    """The nested score when the keep-or-not decision is nested too: for each held set, the candidates, the
+    transform and whether to keep it are decided on the rest alone (nothing can favour the held set)."""
     scores = []
-    for k in np.unique(fold):
-        held = fold == k
-        outer = np.flatnonzero(~held)
-        inner = np.unique(fold[~held])
-        keep = len(inner) >= 2 and np.subtract(*_nested(y[~held], p[~held], fold[~held],
-                                                        lambda rows: cands_for(_within(len(y), outer, rows)))[::-1]) > 0
-        method, params = choose(y[~held], p[~held], cands_for(~held)) if keep else ("none", {})
+    everything = np.ones(len(y), bool)
+    for held in held_by.sets(everything):
+        train = ~held
+        inner = held_by.sets(train, INNER_DRAWS)
+        keep = len(inner) >= 2 and np.subtract(*_nested(y, p, train, inner, cands_for)[::-1]) > 0
+        method, params = choose(y[train], p[train], cands_for(train)) if keep else ("none", {})
         scores.append(score_column(y[held], apply_one(p[held], method, params)))
     return float(np.mean(scores))
 
 
-def _within(n: int, outer: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """A mask over all n rows for `rows`, a mask over the subset `outer` (row indices)."""
-    mask = np.zeros(n, bool)
-    mask[outer[rows]] = True
-    return mask
-
-
 def fit(y: np.ndarray, p: np.ndarray, fold: np.ndarray, columns, y_label_source: np.ndarray | None = None,
-        methods=("snap", "round", "clip"), round_grids=(2, 3, 4, 5, 6, 8, 10), kmeans_ks=(3, 4, 5, 6, 8)) -> dict:
+        methods=("snap", "round", "clip"), round_grids=(2, 3, 4, 5, 6, 8, 10), kmeans_ks=(3, 4, 5, 6, 8),
+        eval_rows: int = 0, groups=None) -> dict:
     """Per column: nested before/after and the transform to use at predict time.
 
-    Scores are fold means: each held fold is scored as it is (before) and after the transform chosen
-    on the other folds (after_nested), the way one transform meets one test set. Pooling held folds would
-    mix each fold's own ties and understate the gain. A column keeps its transform when after_nested beats
-    before; since that decision looks at the same held folds, after_honest also nests the decision (what
-    to expect on new data). Everything a candidate learns from labels (snap's levels) is learnt from the
-    training folds only inside both nested scores; the transform kept for predict time learns from all rows.
-    y_label_source: the labels, row for row with y, whose distribution `snap` copies (default y).
+    Held sets: with eval_rows, random question-grouped sets (groups) of that many rows, each transformed as chosen
+    on all the other rows; the size matters, because the gain of adding ties depends on the size of the set
+    they meet: on a few hundred rows a few rounded ties move a rare-positive column's Spearman far more than on
+    a larger test. Without eval_rows, the (sub-)folds in `fold`, as before. A column keeps its transform when
+    after_nested beats before; since that decision looks at the same held sets, after_honest also nests the
+    decision (what to expect on new data). Everything a candidate learns from labels (snap's levels) is learnt
+    from the training part only inside both nested scores; the transform kept for predict time learns from all
+    rows. y_label_source: the labels, row for row with y, whose distribution `snap` copies (default y).
     """
     report = {}
-    if len(np.unique(fold)) < 2:
+    if len(np.unique(fold)) < 2 and not eval_rows:
         raise ValueError("nested post-processing needs predictions from at least two folds (or sub-folds)")
     labels = y if y_label_source is None else y_label_source
     if len(labels) != len(y):
         raise ValueError(f"y_label_source has {len(labels)} rows; expected the {len(y)} rows of y (row for row)")
+    held_by = Held(np.asarray(fold), None if groups is None else np.asarray(groups), eval_rows)
+    everything = np.ones(len(y), bool)
+    held_sets = held_by.sets(everything)
     for j, col in enumerate(columns):
         def cands_for(rows, j=j):
             return candidates(labels[rows, j], methods, round_grids, kmeans_ks)
 
-        everything = np.ones(len(y), bool)
-        before, after = _nested(y[:, j], p[:, j], fold, cands_for)
+        before, after = _nested(y[:, j], p[:, j], everything, held_sets, cands_for)
         method, params = choose(y[:, j], p[:, j], cands_for(everything))
         applied = after > before and method != "none"
         report[col] = {"method": method if applied else "none", "params": params if applied else {},
                        "before": before, "after_nested": after, "applied": applied,
                        "gain": (after - before) if applied else 0.0,
-                       "after_honest": _honest(y[:, j], p[:, j], fold, cands_for)}
+                       "after_honest": _honest(y[:, j], p[:, j], held_by, cands_for)}
     return report
+
+
+def gain_by_size(y: np.ndarray, p: np.ndarray, fold: np.ndarray, columns, sizes, methods=("snap", "round", "clip"),
+                 round_grids=(2, 3, 4, 5, 6, 8, 10), kmeans_ks=(3, 4, 5, 6, 8), groups=None) -> dict:
+    """{method: {str(size): nested gain}}: each method alone (with "none" among its candidates), chosen per column
+    on the rest, its gain (after - before, mean over the columns) on held sets of each size (0: the folds).
+    How much of a method's gain a test set of that size shows."""
+    everything = np.ones(len(y), bool)
+    out = {}
+    for method in methods:
+        gains = np.zeros((len(columns), len(sizes)))
+        for i, size in enumerate(sizes):
+            held_sets = Held(np.asarray(fold), None if groups is None else np.asarray(groups), size).sets(everything)
+            for j in range(len(columns)):
+                def cands_for(rows, j=j):
+                    return candidates(y[rows, j], (method,), round_grids, kmeans_ks)
+
+                gains[j, i] = np.subtract(*_nested(y[:, j], p[:, j], everything, held_sets, cands_for)[::-1])
+        out[method] = {str(int(size)): float(g) for size, g in zip(sizes, gains.mean(0))}  # JSON's keys
+    return out
 
 
 def summary(report: dict) -> dict:

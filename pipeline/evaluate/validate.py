@@ -59,24 +59,42 @@ def _plots(run: Run, per_column: dict, pp: dict, base: dict) -> list[Path]:
     return paths
 
 
+POSTPROCESS_PROMISE = (
+    "What the post-processed number promises: the Spearman a test set of postprocess.eval_rows rows (476: the "
+    "competition's test.csv) can expect from the transforms, each random question-grouped held set transformed as "
+    "chosen on the other rows (snap's levels from their labels too). The gain of adding ties depends on the "
+    "size of the set they meet; each method's nested gain (mean over the 30 columns, each method alone) by the "
+    "size of the held sets:")
+
+
+def _size(n) -> str:
+    return f"{int(n)}-row held sets" if int(n) else "held (sub-)folds"
+
+
 def _markdown(run: Run, rep: dict) -> str:
+    sizes = [int(n) for n in next(iter(rep["postprocess_by_size"].values()), {})]
     lines = [f"# Validation report: {run.name}", "",
              f"- OOF Spearman (all {rep['n_rows']} rows): **{rep['oof_spearman']:.4f}**",
              f"- OOF Spearman (question targets once per question): {rep['oof_spearman_unique_questions']:.4f}",
              f"- Post-processed, nested: {rep['postprocess']['after_nested']:.4f} "
-             f"({rep['postprocess']['n_applied']} column(s) changed; nested over {rep['postprocess']['split']})",
+             f"({rep['postprocess']['n_applied']} column(s) changed; nested over {rep['postprocess']['split']}), "
+             f"against {rep['postprocess']['before']:.4f} untouched on the same held sets",
              f"- Post-processed, keep-or-not decision nested too (what to expect on new data): "
              f"{rep['postprocess']['after_honest']:.4f}",
              f"- Constant columns (scored 0): {rep['n_constant']} {rep['constant_columns'] or ''}",
              f"- Folds: {rep['folds_done']}", "", "| fold | Spearman | best epoch |", "|---|---|---|"]
     lines += [f"| {k} | {v['val_spearman']:.4f} | {v['best_epoch']} |" for k, v in rep["per_fold"].items()]
+    lines += ["", POSTPROCESS_PROMISE, "", "| method | " + " | ".join(_size(n) for n in sizes) + " |",
+              "|---|" + "---|" * len(sizes)]
+    lines += [f"| {m} | " + " | ".join(f"{g[str(n)]:+.4f}" for n in sizes) + " |"
+              for m, g in rep["postprocess_by_size"].items()]
     lines += ["", "Token lengths per field before truncation (train rows), against the field's budget:", "",
               "| field | budget | median | p75 | p90 | rows truncated |", "|---|---|---|---|---|---|"]
     lines += [f"| {t['field']} | {t['budget']} | {t['median']:.0f} | {t['p75']:.0f} | {t['p90']:.0f} | "
               f"{100 * t['truncated_share']:.0f}% |" for t in rep["truncation"]]
     lines += ["", f"TF-IDF + ridge baseline on the same folds; **{len(rep['below_baseline'])}** target(s) score below it "
               "(marked ⚠).", "",
-              "| target | OOF | TF-IDF ridge | post-processing | fold mean before | nested after |",
+              "| target | OOF | TF-IDF ridge | post-processing | before (scored subsets) | nested after |",
               "|---|---|---|---|---|---|"]
     for c in TARGETS:
         p = rep["postprocess_columns"][c]
@@ -89,7 +107,7 @@ def _markdown(run: Run, rep: dict) -> str:
     return "\n".join(lines)
 
 
-REPORT_VERSION = 2  # bump when the report gains content, so current-looking old reports are rebuilt
+REPORT_VERSION = 3  # bump when the report gains content, so current-looking old reports are rebuilt
 
 
 def _truncation(cfg, run: Run, train: pd.DataFrame) -> list[dict]:
@@ -103,7 +121,7 @@ def validate_run(cfg, run: Run) -> list[Path]:
     for k in run.finished_folds():
         run.verify_weights(k)
     stamp = files.sha256_text(oof.to_csv(index=False), cfg.postprocess.methods, cfg.postprocess.round_grids,
-                              cfg.postprocess.kmeans_levels, REPORT_VERSION)
+                              cfg.postprocess.kmeans_levels, cfg.postprocess.eval_rows, REPORT_VERSION)
     if files.is_current(run.report_json, stamp, run.report_md):
         return [run.report_json, run.report_md, run.postprocess]
     train = tables.load(cfg, "train")
@@ -112,9 +130,17 @@ def validate_run(cfg, run: Run) -> list[Path]:
     score = metrics.spearman(y, p)
     unique = metrics.score_unique_questions(truth, oof, cfg.folds.group_key)
     fold_of = folds.by_id(cfg, train)  # read folds.csv once: nesting below, the baseline further down
-    fold, split_note = postprocess.split_for_nesting(fold_of.loc[truth[ID]].to_numpy(), truth[cfg.folds.group_key])
-    pp = postprocess.fit(y, p, fold, TARGETS, y, cfg.postprocess.methods, cfg.postprocess.round_grids,
-                         cfg.postprocess.kmeans_levels)
+    groups = truth[cfg.folds.group_key].to_numpy()
+    fold, split_note = postprocess.split_for_nesting(fold_of.loc[truth[ID]].to_numpy(), groups)
+    pp_cfg = cfg.postprocess
+    if pp_cfg.eval_rows:
+        split_note = (f"random question-grouped sets of {min(pp_cfg.eval_rows, len(y) // 2)} held rows, each "
+                      f"transformed as chosen on the other rows ({postprocess.DRAWS} draws)")
+    pp = postprocess.fit(y, p, fold, TARGETS, y, pp_cfg.methods, pp_cfg.round_grids, pp_cfg.kmeans_levels,
+                         pp_cfg.eval_rows, groups)
+    sizes = sorted({s for s in (100, 250, pp_cfg.eval_rows, 1000) if 0 < s <= len(y) // 2}) + [0]
+    by_size = postprocess.gain_by_size(y, p, fold, TARGETS, sizes, pp_cfg.methods, pp_cfg.round_grids,
+                                       pp_cfg.kmeans_levels, groups)
     truncation = _truncation(cfg, run, train)
     base = baseline.oof_scores(train, tables.targets(train).astype(float), fold_of.loc[train[ID]].to_numpy(),
                                run.finished_folds())
@@ -124,7 +150,8 @@ def validate_run(cfg, run: Run) -> list[Path]:
            "oof_spearman": score.mean, "oof_spearman_unique_questions": unique.mean,
            "n_constant": score.n_constant, "constant_columns": score.constant_columns, "per_fold": per_fold,
            "per_column": score.per_column, "postprocess": {**postprocess.summary(pp), "split": split_note},
-           "postprocess_columns": pp, "baseline_per_column": base, "truncation": truncation,
+           "postprocess_columns": pp, "postprocess_by_size": by_size, "eval_rows": cfg.postprocess.eval_rows,
+           "baseline_per_column": base, "truncation": truncation,
            "below_baseline": [c for c in TARGETS if score.per_column[c] < base[c]]}
     paths = _plots(run, score.per_column, pp, base)
     paths.append(files.write_json(run.postprocess, pp))
