@@ -91,7 +91,7 @@ def test_roberta_style_bpe_vocabulary_gets_its_own_specials(tmp_path, layout):
     tok = tokenizer.load(tmp_path)
     assert tok.double_sep and tok.decode([tok.cls_id]) == "<s>" and tok.decode([tok.sep_id]) == "</s>"
     settings = type("S", (), dict(inputs="joint", mode="triple", max_len=40, title_weight=5, question_weight=15,
-                                  answer_weight=15, head_share=0.5))
+                                  answer_weight=15, head_share=0.5, title_floor=0))
     fields = [tok.encode_batch(["the question"]), tok.encode_batch(["and here"]), tok.encode_batch(["the answer"])]
     spec, = encode.sequence_specs(settings)
     row = encode.assemble(fields, tok, spec, 0.5, uses_segments=False)[0]["token_ids"][0].tolist()

@@ -32,7 +32,7 @@ def _fake_tok(double_sep=False):
 
 def _settings(**kw):
     base = dict(inputs="joint", mode="triple", max_len=16, answer_max_len=16, title_weight=2, question_weight=5,
-                answer_weight=5, head_share=0.5)
+                answer_weight=5, head_share=0.5, title_floor=0)
     return SimpleNamespace(**{**base, **kw})
 
 
@@ -132,3 +132,17 @@ def test_full_size_train_set_encodes_in_seconds(minilm_dir):
     assert enc.arrays["token_ids"].shape == (6079, 512)
     share_long = (enc.field_lengths.sum(1) > 508).mean()
     assert 0.15 < share_long < 0.45  # generated lengths follow the real shape (~28% over 512)
+
+
+def test_a_title_floor_keeps_the_title_at_any_max_len():
+    from pipeline.text.encode import SequenceSpec, allocate, budgets
+
+    question = SequenceSpec("question_", ((0,), (1,)), (30, 239), 64, title_floor=26)
+    assert budgets(SequenceSpec("question_", ((0,), (1,)), (30, 239), 64), 61) == [6, 55]  # weights alone
+    assert budgets(question, 61) == [26, 35]
+    assert allocate([11, 400], budgets(question, 61), 61) == [11, 50]  # the median title whole, the rest to the body
+    assert budgets(question, 30)[0] == 15  # never more than half the sequence
+    joint = SequenceSpec("", ((0,), (1,), (2,)), (30, 239, 239), 512, title_floor=26)
+    assert budgets(joint, 508) == budgets(SequenceSpec("", ((0,), (1,), (2,)), (30, 239, 239), 512), 508)  # 30 > 26
+    pair = SequenceSpec("", ((0, 1), (2,)), (269, 239), 128, title_floor=26)
+    assert budgets(pair, 125) == budgets(SequenceSpec("", ((0, 1), (2,)), (269, 239), 128), 125)  # no title field

@@ -39,6 +39,7 @@ class SequenceSpec:
     fields: tuple[tuple[int, ...], ...]  # per segment field: the TEXT_COLUMNS it concatenates
     weights: tuple[int, ...]  # field weights -> budgets
     max_len: int
+    title_floor: int = 0  # tokens the title field (when it is a field of its own) keeps before the others share
 
     def names(self) -> list[str]:
         return ["+".join(TEXT_COLUMNS[i] for i in f) for f in self.fields]
@@ -48,12 +49,13 @@ def sequence_specs(settings) -> list[SequenceSpec]:
     s = settings
     if s.inputs == "dual":
         question, answer = SEQUENCE_PREFIXES["dual"]
-        return [SequenceSpec(question, ((0,), (1,)), (s.title_weight, s.question_weight), s.max_len),
-                SequenceSpec(answer, ((0,), (2,)), (s.title_weight, s.answer_weight), s.answer_max_len)]
+        return [SequenceSpec(question, ((0,), (1,)), (s.title_weight, s.question_weight), s.max_len, s.title_floor),
+                SequenceSpec(answer, ((0,), (2,)), (s.title_weight, s.answer_weight), s.answer_max_len, s.title_floor)]
     (joint,) = SEQUENCE_PREFIXES["joint"]
     if s.mode == "pair":
         return [SequenceSpec(joint, ((0, 1), (2,)), (s.title_weight + s.question_weight, s.answer_weight), s.max_len)]
-    return [SequenceSpec(joint, ((0,), (1,), (2,)), (s.title_weight, s.question_weight, s.answer_weight), s.max_len)]
+    return [SequenceSpec(joint, ((0,), (1,), (2,)), (s.title_weight, s.question_weight, s.answer_weight), s.max_len,
+                         s.title_floor)]
 
 
 @dataclass
@@ -117,8 +119,17 @@ def n_special(tok, spec: SequenceSpec) -> int:
 
 
 def budgets(spec: SequenceSpec, available: int) -> list[int]:
+    """Token budgets per field: `available` shared by weight; with a title floor, the title (a field of its own,
+    with a positive weight) gets at least min(floor, available // 2) and the others share the rest by weight.
+    A field shorter than its budget passes what it leaves to the others (allocate)."""
     scaled = [int(w * available / sum(spec.weights)) for w in spec.weights]
     scaled[-1] += available - sum(scaled)
+    floor = min(spec.title_floor, available // 2)
+    others = spec.weights[1:]
+    if spec.fields[0] == (0,) and spec.weights[0] and scaled[0] < floor and sum(others):
+        rest = available - floor
+        scaled = [floor] + [int(w * rest / sum(others)) for w in others]
+        scaled[-1] += available - sum(scaled)
     return scaled
 
 
