@@ -9,12 +9,15 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT
-from kaggle_fakes import SOCKET_GUARD, FakeApi, KaggleServer, make_wheel, mount, read_only, run_notebook, snapshot
+from kaggle_fakes import HAS_CLIENT, SOCKET_GUARD, make_wheel, mount, read_only, requires_client, run_notebook, snapshot
 from pipeline.cli import stages
 from pipeline.core import config, files, layout
 from pipeline.core.columns import ID, TARGETS
 from pipeline.kaggle import api, bundle, kernels, wheels
 from pipeline.kernel import inference
+
+if HAS_CLIENT:
+    from kaggle_server import FakeApi, KaggleServer
 
 # ---- input discovery (no TensorFlow) ----
 
@@ -248,6 +251,7 @@ def test_notebook_on_the_kaggle_image(bundled, tmp_path, layout):
 
 # ---- the Kaggle API, through an injected client ----
 
+@requires_client
 def test_upload_creates_then_versions_and_reports_failures(bundled, tmp_path):
     cfg, run_dirs, out, _ = bundled
     cfg.kaggle.dataset = "someone/quest-bundle"
@@ -269,6 +273,7 @@ def test_upload_creates_then_versions_and_reports_failures(bundled, tmp_path):
         layout.uploaded_datasets(cfg).unlink(missing_ok=True)  # the shared run's output: later pushes wait for none
 
 
+@requires_client
 def test_kernel_push_waits_for_the_dataset_and_checks_the_answer(tmp_path, trained, monkeypatch):
     cfg, _ = trained
     monkeypatch.setattr(api.time, "sleep", lambda s: None)
@@ -300,6 +305,7 @@ def test_kernel_push_waits_for_the_dataset_and_checks_the_answer(tmp_path, train
         cfg.kaggle.kernel = cfg.kaggle.dataset = ""
 
 
+@requires_client
 def test_submit_sends_the_kernel_version_and_reports_refusals(trained):
     cfg, _ = trained
     cfg.kaggle.kernel = "someone/quest-inference"

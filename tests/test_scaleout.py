@@ -10,12 +10,15 @@ import pandas as pd
 import pytest
 
 from conftest import tiny_train_config
-from kaggle_fakes import FakeApi, KernelCloud, KernelOutput
+from kaggle_fakes import HAS_CLIENT, requires_client
 from pipeline.cli import stages
 from pipeline.core import config, files, layout, provenance
 from pipeline.core.columns import ID, TARGETS
 from pipeline.kaggle import api, kernels
 from pipeline.run.rundir import Run, RunError
+
+if HAS_CLIENT:
+    from kaggle_server import FakeApi, KernelCloud, KernelOutput
 
 
 def _kernel_output(tmp_path, run_dir):
@@ -25,7 +28,7 @@ def _kernel_output(tmp_path, run_dir):
     return out, layout.KernelWork(out).run(run_dir.name)
 
 
-def _kaggle(out, *handles, **kw) -> FakeApi:
+def _kaggle(out, *handles, **kw) -> "FakeApi":
     """The kaggle client, on a Kaggle where each of handles is a kernel that has run and left `out`."""
     return FakeApi(KernelOutput(out, handles, **kw))
 
@@ -40,6 +43,7 @@ def _collector(trained, tmp_path):
     return config.validate(here)
 
 
+@requires_client
 def test_collected_folds_join_the_run_and_are_checked(trained, tmp_path):
     cfg, (run_dir, _) = trained
     here = _collector(trained, tmp_path)
@@ -70,6 +74,7 @@ def test_collected_folds_join_the_run_and_are_checked(trained, tmp_path):
     (lambda src: files.write_json(src.fold(0).metrics, {**files.read_json(src.fold(0).metrics),
                                                         "precision": "mixed_float16"}), None),  # a P100's "auto"
 ])
+@requires_client
 def test_mismatched_kernel_runs_are_refused_before_anything_is_copied(trained, tmp_path, tamper, message):
     cfg, (run_dir, _) = trained
     here = _collector(trained, tmp_path)
@@ -89,6 +94,7 @@ def test_mismatched_kernel_runs_are_refused_before_anything_is_copied(trained, t
     assert [p for p in after if p.name != ".lock"] == [p for p in before if p.name != ".lock"]
 
 
+@requires_client
 def test_a_kernel_that_used_another_tokenizer_is_refused(trained, tmp_path, synth_dir):
     from pipeline.core.columns import TEXT_COLUMNS
     from pipeline.dev import synth, tinymodel
@@ -106,6 +112,7 @@ def test_a_kernel_that_used_another_tokenizer_is_refused(trained, tmp_path, synt
         stages.collect(here, kernels=["someone/quest-a"], client=_kaggle(out, "someone/quest-a"))
 
 
+@requires_client
 def test_a_local_fold_with_other_weights_is_kept(trained, tmp_path):
     cfg, (run_dir, _) = trained
     here = _collector(trained, tmp_path)
@@ -123,6 +130,7 @@ def _pushed(cfg, handle: str, folds: list[int], version: int):
         "run": cfg.run_name, "folds": folds, "version": version, "pushed": "2026-12-02T00:00:00+00:00"}})
 
 
+@requires_client
 def test_a_kernel_that_failed_keeps_the_folds_it_finished(trained, tmp_path, caplog):
     cfg, (run_dir, _) = trained
     here = _collector(trained, tmp_path)
@@ -136,6 +144,7 @@ def test_a_kernel_that_failed_keeps_the_folds_it_finished(trained, tmp_path, cap
     assert "folds [1] did not finish and were not collected" in caplog.text and "OOM" in caplog.text
 
 
+@requires_client
 def test_collect_takes_the_version_pushed_from_here_or_refuses(trained, tmp_path):
     cfg, (run_dir, _) = trained
     here = _collector(trained, tmp_path)
@@ -150,6 +159,7 @@ def test_collect_takes_the_version_pushed_from_here_or_refuses(trained, tmp_path
     assert Run(here.run_dir).finished_folds() == [0, 1]
 
 
+@requires_client
 def test_status_polling_is_bounded_and_reports_failures(monkeypatch):
     monkeypatch.setattr(api.time, "sleep", lambda s: None)
     client = _kaggle(".", "someone/quest-k", statuses=["queued", "running", "running", "complete"])
@@ -167,6 +177,7 @@ def test_status_polling_is_bounded_and_reports_failures(monkeypatch):
         api.wait_kernel("someone/quest-typo", client)
 
 
+@requires_client
 def test_training_kernel_metadata_and_notebook(trained, tmp_path):
     cfg, _ = trained
     k = copy.deepcopy(cfg)
@@ -206,6 +217,7 @@ def _train_on_kernels(tmp_path, synth_dir, tiny_model_dir, fold_groups, python=N
 
 
 @pytest.mark.slow
+@requires_client
 def test_two_kernels_train_the_folds_and_the_run_is_as_if_trained_here(tmp_path, synth_dir, tiny_model_dir,
                                                                       monkeypatch):
     monkeypatch.setattr(api.time, "sleep", lambda s: None)
@@ -234,6 +246,7 @@ KAGGLE_PYTHON = os.environ.get("QUEST_KAGGLE_PYTHON", "")
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.isfile(KAGGLE_PYTHON), reason="no Kaggle-image environment: run `make kaggle-check` "
                     "(builds .venv-kaggle from configs/kaggle-image-constraints.txt)")
+@requires_client
 def test_training_kernel_on_the_kaggle_image(tmp_path, synth_dir, tiny_model_dir, monkeypatch):
     """The training notebook run by Kaggle's versions (Python 3.12, TF 2.20, keras 3.13, keras-hub 0.26 ...) with
     the network blocked: it installs the bundled keras / keras-hub, trains its fold, and the fold collects."""
