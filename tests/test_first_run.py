@@ -10,7 +10,7 @@ import pytest
 
 from conftest import ROOT, tiny_train_config
 from pipeline.cli import stages
-from pipeline.core import files, layout
+from pipeline.core import config, files, layout
 from pipeline.core.columns import ID, TARGETS, TEXT_COLUMNS
 from pipeline.data import tables
 from pipeline.modeling import feeding
@@ -46,13 +46,19 @@ def test_validation_rows_are_predicted_once_per_epoch_not_again(one_fold):
     assert len(oof) == n_val and saved["val_spearman"] == pytest.approx(history["val_spearman"].max())
 
 
-def test_one_finished_fold_validates_with_nested_sub_folds(one_fold):
+def test_one_finished_fold_validates_with_nested_held_sets(one_fold):
     cfg, run_dir, _ = one_fold
     paths = stages.validate(cfg)
     rep = files.read_json(run_dir / "report" / "report.json")
     assert rep["folds_done"] == [0] and np.isfinite(rep["oof_spearman"])
     assert "only fold 0 is finished" in rep["postprocess"]["split"] and (run_dir / "postprocess.json") in paths
-    assert "question-grouped sub-folds" in (run_dir / "report" / "report.md").read_text()
+    assert "random question-grouped sets of" in (run_dir / "report" / "report.md").read_text()
+    config.override(cfg, "postprocess.eval_rows=0")  # the folds' way: 3 sub-folds of the one fold
+    try:
+        stages.validate(cfg)
+        assert "question-grouped sub-folds" in (run_dir / "report" / "report.md").read_text()
+    finally:
+        config.override(cfg, "postprocess.eval_rows=476")
 
 
 def test_report_shows_truncation_per_field_and_a_text_baseline(one_fold):

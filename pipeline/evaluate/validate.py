@@ -134,7 +134,9 @@ def validate_run(cfg, run: Run) -> list[Path]:
     fold, split_note = postprocess.split_for_nesting(fold_of.loc[truth[ID]].to_numpy(), groups)
     pp_cfg = cfg.postprocess
     if pp_cfg.eval_rows:
-        split_note = (f"random question-grouped sets of {min(pp_cfg.eval_rows, len(y) // 2)} held rows, each "
+        done = run.finished_folds()
+        split_note = (("" if len(done) > 1 else f"only fold {done[0]} is finished: ") +
+                      f"random question-grouped sets of {min(pp_cfg.eval_rows, len(y) // 2)} held rows, each "
                       f"transformed as chosen on the other rows ({postprocess.DRAWS} draws)")
     pp = postprocess.fit(y, p, fold, TARGETS, y, pp_cfg.methods, pp_cfg.round_grids, pp_cfg.kmeans_levels,
                          pp_cfg.eval_rows, groups)
