@@ -163,7 +163,8 @@ def worker(args) -> dict:
         predict()
         infer_s.append(time.perf_counter() - start)
     widths = [feed.widths(b, t.dynamic_padding, t.pad_multiple).sum() * len(b)
-              for b in batching.plan(feed.lengths, t.batch_size, np.random.default_rng(0), t.bucketing)]
+              for b in batching.plan(feed.seq_lengths, t.batch_size, np.random.default_rng(0), t.bucketing,
+                                     t.pad_multiple)]
     out = {"arm": args.arm, "precision": policy, "train_rows": len(rows), "infer_rows": len(infer_rows),
            "warm_shapes_s": warm_s, "first_epoch_s": epoch_s[0], "train_samples_per_s": stats([len(rows) / s for s in epoch_s[1:]]),
            "infer_samples_per_s": stats([len(infer_rows) / s for s in infer_s]),

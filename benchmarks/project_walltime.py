@@ -56,7 +56,7 @@ def batches(seq_lengths: np.ndarray, batch_size: int, multiple: int, max_lens: l
 
     rng = np.random.default_rng(0) if train else None
     out = []
-    for rows in batching.plan(seq_lengths.sum(1), batch_size, rng, True):
+    for rows in batching.plan(seq_lengths, batch_size, rng, True, multiple):
         longest = seq_lengths[rows].max(0)
         out += [(len(rows), batching.padded_length(int(n), multiple, m)) for n, m in zip(longest, max_lens)]
     return out

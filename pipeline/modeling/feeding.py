@@ -33,11 +33,12 @@ def train_dataset(feed: Feed, y: np.ndarray, batch_size: int, seed: int, shape: 
     tensors = {k: tf.constant(v, tf.int32) for k, v in feed.arrays.items()}
     targets = tf.constant(y, tf.float32)
     row_weights = None if weights is None else tf.constant(np.asarray(weights, np.float32))
-    lengths = feed.lengths
+    lengths = feed.seq_lengths
 
     def plans():
         for epoch in itertools.count(first_epoch):
-            for rows in plan(lengths, batch_size, np.random.default_rng([seed, epoch]), shape.bucketing):
+            for rows in plan(lengths, batch_size, np.random.default_rng([seed, epoch]), shape.bucketing,
+                             shape.pad_multiple):
                 yield rows.astype(np.int32), feed.widths(rows, shape.dynamic_padding, shape.pad_multiple)
 
     def gather(rows, widths):
@@ -72,15 +73,16 @@ def auto_eval_batch() -> int:
     return 64 if tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU") else 16
 
 
-def predict(model, feed: Feed, batch_size: int, shape: Batching = Batching()) -> np.ndarray:
+def predict(model, feed: Feed, batch_size: int, shape: Batching = Batching(), desc: str | None = None) -> np.ndarray:
     """Predictions in the original row order, computed over length-sorted batches (batch_size 0: auto_eval_batch);
     a model with a target coding (QuestModel.decode) gives its 30 columns in [0, 1]. shape: train.batching
-    (bucketing sorts the rows by length; dynamic padding cuts each batch)."""
+    (bucketing sorts the rows by length; dynamic padding cuts each batch). desc: a progress bar over the batches
+    (on a terminal)."""
     import tensorflow as tf
 
     feed = feed.only(model.input)
     batch_size = batch_size or auto_eval_batch()
-    batches = plan(feed.lengths, batch_size, None, shape.bucketing)
+    batches = plan(feed.seq_lengths, batch_size, None, shape.bucketing, shape.pad_multiple)
     if tf.distribute.has_strategy():  # under a strategy, let Keras spread batches over the replicas
         def generate():
             for rows in batches:
@@ -90,7 +92,12 @@ def predict(model, feed: Feed, batch_size: int, shape: Batching = Batching()) ->
         out = np.asarray(model.predict(ds.apply(tf.data.experimental.assert_cardinality(len(batches))), verbose=0))
     else:
         fn = _predict_fn(model, feed)
-        out = np.concatenate([np.asarray(fn(feed.batch(rows, shape.dynamic_padding, shape.pad_multiple))) for rows in batches])
+        if desc:
+            from tqdm.auto import tqdm
+
+            batches_shown = tqdm(batches, desc=desc, unit="batch", disable=None, leave=False)
+        out = np.concatenate([np.asarray(fn(feed.batch(rows, shape.dynamic_padding, shape.pad_multiple)))
+                              for rows in (batches_shown if desc else batches)])
     out = out.astype(np.float64)
     result = np.empty_like(out)
     result[np.concatenate(batches)] = out

@@ -78,22 +78,38 @@ class Feed:
         return {k: (v[rows] if (s := self.sequence_of(k)) is None else v[rows, :w[s]]) for k, v in self.arrays.items()}
 
 
-def plan(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None, bucketing: bool) -> list[np.ndarray]:
-    """Row-index batches covering every row once. rng=None keeps order (inference sorts by length)."""
+def plan(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None, bucketing: bool,
+         multiple: int = 32) -> list[np.ndarray]:
+    """Row-index batches covering every row once. rng=None keeps order (inference sorts by length). lengths: one
+    per row, or one per row and sequence (N, S): dual rows are bucketed on both sequences (see _by_length);
+    multiple: the pad multiple their widths are rounded to."""
+    lengths = np.asarray(lengths)
     n = len(lengths)
     order = rng.permutation(n) if rng is not None else np.arange(n)
     if not bucketing:
         return [order[i:i + batch_size] for i in range(0, n, batch_size)]
     if rng is None:
-        order = np.argsort(lengths, kind="stable")
+        order = _by_length(lengths, order, multiple)
         return [order[i:i + batch_size] for i in range(0, n, batch_size)]
     chunk = batch_size * CHUNK_BATCHES
     batches = []
     for start in range(0, n, chunk):
-        part = order[start:start + chunk]
-        part = part[np.argsort(lengths[part], kind="stable")]
+        part = _by_length(lengths, order[start:start + chunk], multiple)
         batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
     return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def _by_length(lengths: np.ndarray, rows: np.ndarray, multiple: int) -> np.ndarray:
+    """rows in an order where neighbours have similar lengths. One sequence: by length. Two or more: by the
+    first sequence's padded width, then by the others' length, in alternating directions from one width to
+    the next (a snake), so a batch that spans two widths stays short in both. Sorting dual rows by their
+    total instead pairs a long question with a short answer and the reverse: 1.39x the true tokens computed
+    at 256 + 256 on the real rows, 1.13x with the snake (tests/test_model.py)."""
+    if lengths.ndim == 1 or lengths.shape[1] == 1:
+        return rows[np.argsort(lengths[rows].reshape(len(rows), -1).sum(axis=1), kind="stable")]
+    width = -(-lengths[rows, 0] // multiple)
+    rest = lengths[rows, 1:].sum(axis=1)
+    return rows[np.lexsort((np.where(width % 2 == 0, rest, -rest), width))]
 
 
 def padded_length(longest: int, multiple: int, max_len: int) -> int:
