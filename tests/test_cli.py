@@ -55,7 +55,8 @@ def test_demo_runs_offline_and_reruns_as_a_no_op(tmp_path):
     offline = {"HF_HUB_OFFLINE": "1", "NO_PROXY": "", "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
     out = run_cli("demo", *args, env_extra=offline)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "== demo summary ==" in out.stdout and "pooled OOF Spearman" in out.stdout
+    assert "== demo summary ==" in out.stdout and "OOF Spearman (all rows)" in out.stdout
+    assert re.search(r"untouched [0-9.]+ -> post-processed, nested [0-9.]+; keep decision nested too", out.stdout)
     # A quiet terminal: no TensorFlow start-up lines, each data warning once, one display per epoch (3 folds x 1)
     assert not re.search(r"^[IWE]\d{4} |oneDNN|absl::InitializeLog", out.stderr, re.M), out.stderr[:2000]
     warnings = [line for line in out.stderr.splitlines() if "empty value(s)" in line]
@@ -124,7 +125,7 @@ def test_stage_help_lists_the_settings_it_reads():
 
     text = table.BY_NAME["train"].settings_help()
     assert "train.lr_backbone = 3e-05\n      peak learning rate of the pretrained backbone" in text
-    assert "model.pooling = \"mean\"" in text and "[mean | cls | weighted | cls_all_layers]" in text
+    assert "model.pooling = \"mean\"" in text and "[mean | cls | weighted | cls_all_layers | cls_all_states]" in text
     assert "ensemble." not in text and table.BY_NAME["demo"].settings_help() == ""
     out = run_cli("validate", "--help")
     assert "postprocess.round_grids = [2, 3, 4, 5, 6, 8, 10]" in out.stdout and "train.epochs = " not in out.stdout
@@ -149,3 +150,9 @@ def test_what_the_file_system_says_is_one_line_naming_the_path(monkeypatch, caps
     monkeypatch.setattr(table, "run_stage", lambda args: (_ for _ in ()).throw(OSError(errno.EBADF, "Bad fd")))
     with pytest.raises(OSError, match="Bad fd"):  # not a path the user chose: a bug, with its traceback
         run.main(["folds"])
+
+
+def test_readme_and_report_state_the_score_meanings_from_one_place():
+    from pipeline.evaluate import scores
+
+    assert scores.markdown() in (ROOT / "README.md").read_text()

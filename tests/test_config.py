@@ -21,7 +21,7 @@ def test_overrides_are_typed():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("train.epochz=3", "valid keys: run_name, seed, folds, epochs"),
+    ("train.epochz=3", "valid keys: run_name, seed, folds, kind, ridge_alphas"),
     ("trian.epochs=3", "valid sections: data, folds"),
     ("train.epochs=three", "train.epochs: expected int"),
     ("train.xla=1", "train.xla: expected bool"),

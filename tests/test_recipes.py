@@ -11,7 +11,8 @@ from pipeline.core import config, files, layout
 from pipeline.core.columns import TARGETS
 
 RECIPES = sorted((ROOT / "configs" / "recipes").glob("*.toml"))
-# Only size is shrunk: folds, sequence lengths, epochs, batch; every modelling choice stays the recipe's.
+# Only size is shrunk: folds, sequence lengths, epochs (a head-only stage to 1 epoch), batch; every modelling
+# choice stays the recipe's.
 SMALL = {"folds.n_folds": 2, "encode.max_len": 64, "encode.answer_max_len": 48, "train.epochs": 1,
          "train.batch_size": 16, "train.verbose": 0, "model.random_init": "true", "model.head_hidden": 16}
 
@@ -32,15 +33,16 @@ def test_recipe_runs_end_to_end(tmp_path, synth_dir, tiny_model_dir, recipe):
     overrides = [f"{k}={v}" for k, v in {
         "data.dir": synth_dir, "folds.file": base.folds.file, "encode.cache_dir": base.encode.cache_dir,
         "output.dir": base.output.dir, "output.submission": base.output.submission, "model.path": tiny_model_dir,
-        **SMALL}.items()]
+        **SMALL, **({"train.head_only_epochs": 1} if full.train.head_only_epochs else {})}.items()]
     cfg = config.load(recipe, overrides)
     stages.run_all(cfg)
     run = layout.RunPaths(cfg.run_dir)
     assert run.name == f"{recipe.stem}-s{full.train.seed}" and len(run.finished_folds()) == 2
     recorded = config.from_toml_text(run.config.read_text())
     for section in ("model", "train", "encode"):  # the recipe's choices, not the defaults, were trained
-        for key in ("inputs", "towers", "pooling", "head", "targets", "schedule", "head_only_epochs",
-                    "lr_layer_decay", "pos_weight", "category", "host_dim", "head_share"):
+        for key in ("inputs", "towers", "pooling", "head", "targets", "schedule", "head_only_stage", "head_only_lr",
+                    "lr_layer_decay", "pos_weight", "category", "host_dim", "head_share", "layer_dropout",
+                    "weight_decay", "clipnorm", "dropout"):
             if hasattr(getattr(full, section), key):
                 assert getattr(getattr(recorded, section), key) == getattr(getattr(full, section), key), key
     description = json.loads(run.model.read_text())["config"]

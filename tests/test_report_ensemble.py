@@ -10,7 +10,7 @@ from pipeline.core import files, layout
 from pipeline.core.columns import ID, SUBMISSION_COLUMNS, TARGETS, TEXT_COLUMNS
 from pipeline.data import metrics, submission, tables
 from pipeline.dev import tinymodel
-from pipeline.evaluate import ensemble
+from pipeline.evaluate import ensemble, scores
 
 
 def assert_postprocess_consistent(summary: dict, columns: dict):
@@ -32,7 +32,9 @@ def test_validate_writes_report_and_plots(trained):
     assert_postprocess_consistent(rep["postprocess"], rep["postprocess_columns"])
     assert rep["oof_spearman"] == pytest.approx(files.read_json(run_dir / "summary.json")["oof_spearman"])
     md = (run_dir / "report" / "report.md").read_text()
-    assert "once per question" in md and "question_type_spelling" in md and "nested" in md
+    assert "question_type_spelling" in md and scores.markdown() in md  # every score named, and what it means
+    for name, _ in scores.SCORE_MEANINGS:
+        assert f"- {name}" in md, name
     assert (run_dir / "postprocess.json") in paths
 
 

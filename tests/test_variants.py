@@ -213,9 +213,41 @@ def test_schedules_warm_up_and_decay():
     for kind in ("linear", "cosine", "one_cycle"):
         s = optim.WarmupSchedule(1.0, 10, 110, kind)
         values = [float(s(i)) for i in (0, 10, 60, 110)]
-        assert values[1] == pytest.approx(1.0) and values[0] < 0.05 and values[-1] < 1e-3, kind
+        assert values[1] == pytest.approx(1.0) and values[0] < 0.05 and values[-1] < 0.05, kind
     assert float(optim.WarmupSchedule(1.0, 10, 110, "cosine")(60)) == pytest.approx(0.5, abs=1e-6)
-    assert float(optim.WarmupSchedule(1.0, 10, 110, "one_cycle")(0)) == pytest.approx(1 / 25)
+    one_cycle = optim.WarmupSchedule(1.0, 10, 110, "one_cycle")  # 6th place's cycle: peak/25 at both ends
+    assert float(one_cycle(0)) == pytest.approx(1 / 25) and float(one_cycle(110)) == pytest.approx(1 / 25)
+    constant = optim.WarmupSchedule(1.0, 10, 110, "constant")
+    assert [float(constant(i)) for i in (5, 10, 60, 110)] == pytest.approx([0.5, 1.0, 1.0, 1.0])
+
+
+def test_head_only_stage_at_its_own_constant_rate():
+    from pipeline.core import config
+
+    tcfg = config.TrainConfig(lr_backbone=2e-5, lr_head=1e-3, head_only_lr=1e-5, schedule="one_cycle", warmup=0.3)
+    s = optim.WarmupSchedule(**optim.make(tcfg, 50, head_vars=[], head_only=True).get_config()["learning_rate"]["config"])
+    assert [float(s(i)) for i in (0, 25, 50)] == pytest.approx([1e-5] * 3)
+    s = optim.WarmupSchedule(**optim.make(tcfg, 50, head_vars=[]).get_config()["learning_rate"]["config"])
+    assert s.kind == "one_cycle" and s.peak == 2e-5  # the fine-tuning stage keeps the recipe's schedule
+
+
+def test_weight_decay_follows_each_groups_learning_rate(backbone):
+    """PyTorch's AdamW decays each parameter group at its own rate; Keras' at the base rate for every variable."""
+    import keras
+
+    from pipeline.core import config
+
+    m = model.QuestModel(backbone)
+    tcfg = config.TrainConfig(lr_backbone=1e-3, lr_head=1e-1, weight_decay=0.5, warmup=0.0, schedule="constant")
+    opt = optim.make(tcfg, 10, model.head_variables(m))
+    head = m.get_layer("head").dense.kernel
+    body = model.hidden_state_layers(backbone)[-1].trainable_variables[0]
+    assert "bias" not in body.path and "norm" not in body.path
+    opt.build(m.trainable_variables)
+    before = {"head": head.numpy().copy(), "body": body.numpy().copy()}
+    opt.apply([keras.ops.zeros_like(v) for v in m.trainable_variables], m.trainable_variables)  # decay alone
+    assert head.numpy() == pytest.approx(before["head"] * (1 - 0.1 * 0.5), rel=1e-5)
+    assert body.numpy() == pytest.approx(before["body"] * (1 - 1e-3 * 0.5), rel=1e-5)
 
 
 def test_no_warm_up_starts_at_the_peak_and_a_too_long_one_is_scaled(caplog):
@@ -279,6 +311,24 @@ def test_a_frozen_backbone_runs_without_dropout(tiny_model_dir):
     assert np.array_equal(features(), features())
     m.freeze_backbones(False)
     assert [layer.rate for layer in backbone._flatten_layers() if isinstance(layer, keras.layers.Dropout)] == rates
+
+
+def test_first_place_pooling_weighs_every_hidden_state_with_its_own_cls_dropout(backbone):
+    """cls_all_states: the embeddings' output and every layer (13 states in BERT-base, 3 here), weights starting
+    at -3 with the top layer's at 0, each state's [CLS] dropped out on its own; rebuilt from its description."""
+    m = model.QuestModel(backbone, pooling="cls_all_states", layer_dropout=0.2)
+    logits = m.get_layer("layer_weights").get_weights()[0]
+    assert logits.tolist() == [-3.0] * len(model.hidden_state_layers(backbone)) + [0.0]
+    drops = [layer for layer in m.layers if layer.name.startswith("layer_dropout_")]
+    assert len(drops) == len(logits) and {d.rate for d in drops} == {0.2}
+    x = {"token_ids": np.random.default_rng(0).integers(5, 200, (2, 12)).astype("int32"),
+         "segment_ids": np.zeros((2, 12), "int32"), "padding_mask": np.ones((2, 12), "int32")}
+    rebuilt = model.model_from_json(model.model_to_json(m))
+    rebuilt.set_weights(m.get_weights())
+    np.testing.assert_allclose(np.asarray(rebuilt(x)), np.asarray(m(x)), atol=1e-6)
+    equal = model.QuestModel(backbone, pooling="cls_all_layers")
+    assert equal.get_layer("layer_weights").get_weights()[0].tolist() == [0.0] * len(model.hidden_state_layers(backbone))
+    assert "layer_dropout" not in equal.settings  # descriptions of runs from before it stay as they were
 
 
 def test_layer_wise_decay_scales_lower_layers(backbone):

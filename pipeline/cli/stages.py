@@ -100,9 +100,11 @@ def demo(cfg) -> list[Path]:
     print("\n== demo summary ==")
     for k, v in summary["per_fold"].items():
         print(f"fold {k}: OOF Spearman {v:.4f}")
-    print(f"mean of folds {summary['mean_fold_spearman']:.4f}; pooled OOF Spearman {summary['oof_spearman']:.4f}; "
-          f"post-processed (nested) {ens['postprocess']['after_nested']:.4f}, "
-          f"with the keep decision nested too {ens['postprocess']['after_honest']:.4f}")
+    pp = ens["postprocess"]
+    print(f"mean of folds {summary['mean_fold_spearman']:.4f}; OOF Spearman (all rows) {summary['oof_spearman']:.4f}")
+    print(f"on held sets of {cfg.postprocess.eval_rows or 'a fold'} rows: untouched {pp['before']:.4f} -> "
+          f"post-processed, nested {pp['after_nested']:.4f}; keep decision nested too (honest) "
+          f"{pp['after_honest']:.4f}  (what each score means: README.md, 'What each score means')")
     print(f"submission: {cfg.submission_file}")
     print(f"report: {layout.RunPaths(cfg.run_dir).report_md}")
     return paths

@@ -78,7 +78,8 @@ STAGES = (
                       "directory for model.path; text only, never labels; resumable",
           lambda s, cfg, a: s.pretrain(cfg),
           sections=("data", "model", "pretrain")),
-    Stage("train", "K-fold fine-tuning; resumable: finished folds are skipped; --folds trains a subset",
+    Stage("train", "K-fold fine-tuning (train.kind = ridge: a ridge per target on frozen backbone features); "
+                   "resumable: finished folds are skipped; --folds trains a subset",
           lambda s, cfg, a: s.train(cfg),
           sections=("data", "folds", "encode", "model", "train")),
     Stage("validate", "OOF report for the run: per target/fold scores, truncation, TF-IDF baseline, plots, nested "

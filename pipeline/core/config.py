@@ -93,14 +93,18 @@ class ModelConfig:
     towers: str = setting("shared", "dual: shared (siamese, one backbone for both sequences) or separate (two)",
                           choices=("shared", "separate"))
     pooling: str = setting("mean", "mean (masked), cls, weighted (learned sum of the last pool_layers layers, "
-                           "mean-pooled) or cls_all_layers (softmax-weighted sum of every layer's first token: 1st)",
-                           choices=("mean", "cls", "weighted", "cls_all_layers"))
+                           "mean-pooled), cls_all_layers (softmax-weighted sum of every transformer layer's first "
+                           "token, equal weights to start) or cls_all_states (1st place: the embeddings' output too, "
+                           "13 states in BERT-base, weights starting at -3 with the top layer's at 0)",
+                           choices=("mean", "cls", "weighted", "cls_all_layers", "cls_all_states"))
     pool_layers: int = setting(4, "layers summed by weighted pooling", check=at_least(1))
     head: str = setting("linear", "linear (one layer for all targets) or per_target (a small two-layer head each: 2nd)",
                         choices=("linear", "per_target"))
     head_hidden: int = setting(256, "hidden units of each per-target head", check=at_least(1))
     split_heads: bool = setting(False, "dual: question targets from the question side only, answer targets from both")
     dropout: float = setting(0.1, "dropout before the output layer", check=between(0, 1, high_open=True))
+    layer_dropout: float = setting(0.0, "cls_all_layers / cls_all_states: dropout on each state's [CLS] before the "
+                                   "weighted sum (1st place: 0.2)", check=between(0, 1, high_open=True))
     backbone_dropout: float = setting(-1.0, "<0 keeps the backbone's own rate (BERT: 0.1); >=0 sets it (0: exact "
                                       "replays)", check=(lambda v: v < 1, "-1 (the backbone's own) or a value in [0, 1)"))
     dropout_samples: int = setting(1, ">1 turns on multi-sample dropout (averaged logits)", check=at_least(1))
@@ -112,6 +116,10 @@ class ModelConfig:
         joint = cfg.encode.inputs != "dual"
         if joint and self.split_heads:
             raise ConfigError("model.split_heads = true needs encode.inputs = 'dual' (a question side to read)")
+        if self.layer_dropout and self.pooling not in ("cls_all_layers", "cls_all_states"):
+            raise ConfigError(f"model.layer_dropout = {self.layer_dropout} drops each layer's [CLS] before their "
+                              f"weighted sum: it needs model.pooling = 'cls_all_layers' or 'cls_all_states', not "
+                              f"{self.pooling!r}")
         if joint and self.towers == "separate":
             raise ConfigError("model.towers = 'separate' needs encode.inputs = 'dual' (two sequences, one tower each); "
                               "joint inputs have one sequence and one backbone")
@@ -134,15 +142,27 @@ class TrainConfig:
     seed: int = setting(42, "run seed; per-fold seeds derive from it so a resumed fold repeats exactly",
                         check=between(0, 2**32 // 1000 - 1))  # fold k's seed is seed * 1000 + k
     folds: list[int] = setting([], "folds to train; empty means all", resumable=True)
+    kind: str = setting("finetune", "finetune: train backbone and head by gradient descent; ridge: the backbone "
+                        "frozen (its features pooled by model.pooling / model.pool_layers at their starting weights: "
+                        "weighted = the mean of the last pool_layers layers) and one ridge per target, its penalty "
+                        "chosen by inner CV on the training folds (minutes on a CPU: the floor a fine-tuned recipe "
+                        "must clear, and a blend member)", choices=("finetune", "ridge"))
+    ridge_alphas: list[float] = setting([1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0],
+                                        "kind = ridge: the penalties tried per target (features standardised on the "
+                                        "training rows)", check=POSITIVE)
+    ridge_inner_folds: int = setting(3, "kind = ridge: question-grouped inner folds of the training rows that choose "
+                                     "each target's penalty", check=at_least(2))
     epochs: int = setting(3, "passes over the training folds", check=at_least(0))
     batch_size: int = setting(8, "rows per micro-batch (per replica under a distribution strategy)", check=at_least(1))
     grad_accum: int = setting(1, "micro-batches per optimizer step (accumulated in one step: works on several GPUs "
                               "too)", check=at_least(1))
     lr_backbone: float = setting(3e-5, "peak learning rate of the pretrained backbone", check=at_least(0))
     lr_head: float = setting(1e-3, "peak learning rate of the freshly initialised head", check=at_least(0))
-    weight_decay: float = setting(0.01, "AdamW decoupled decay (not on biases and norms)", check=at_least(0))
-    schedule: str = setting("linear", "learning-rate shape after warm-up (see train/optim.py)",
-                            choices=("linear", "cosine", "one_cycle"))
+    weight_decay: float = setting(0.01, "AdamW decoupled decay (not on biases and norms), at each group's own "
+                                  "learning rate (as PyTorch's AdamW with parameter groups)", check=at_least(0))
+    schedule: str = setting("linear", "learning-rate shape after warm-up (see train/optim.py): linear or cosine to 0, "
+                            "one_cycle (peak/25 -> peak -> peak/25: 6th place), constant (public baseline)",
+                            choices=("linear", "cosine", "one_cycle", "constant"))
     warmup: float = setting(0.1, "share of each stage's optimizer steps spent warming up", check=between(0, 1))
     warmup_steps: int = setting(0, ">0: warm-up in optimizer steps instead of a share (1st place: 200)",
                                 check=at_least(0))
@@ -150,6 +170,8 @@ class TrainConfig:
                                     check=at_least(0))
     head_only_stage: str = setting("first", "when those run: first (10th place) or last (6th place)",
                                    choices=("first", "last"))
+    head_only_lr: float = setting(0.0, ">0: the head-only stage's learning rate, constant (6th place: 1e-5 for 10 "
+                                  "epochs); 0: lr_head on train.schedule", check=at_least(0))
     lr_layer_decay: float = setting(1.0, "layer-wise LR decay: each lower backbone layer's rate times this (1 = off)",
                                     check=between(0, 1, low_open=True))
     ema: float = setting(0.0, ">0: momentum of an exponential moving average of the weights, evaluated and saved "
@@ -195,6 +217,20 @@ class TrainConfig:
         bad = [f for f in self.folds if not 0 <= f < cfg.folds.n_folds]
         if bad:
             raise ConfigError(f"train.folds = {self.folds}: folds {bad} outside 0..{cfg.folds.n_folds - 1}")
+        if self.kind == "ridge":
+            clash = {f"{where}.{k}": v for where, k, v, plain in (
+                ("model", "head", cfg.model.head, "linear"), ("model", "split_heads", cfg.model.split_heads, False),
+                ("train", "pseudo", self.pseudo, ""), ("train", "pos_weight", self.pos_weight, []),
+                ("train", "max_steps", self.max_steps, 0)) if v != plain}
+            if clash:
+                raise ConfigError(f"train.kind = 'ridge' fits one linear map per target on frozen features: it "
+                                  f"cannot take {clash}; leave them at their defaults (model.head = 'linear', "
+                                  "split_heads false, no pseudo, pos_weight or max_steps)")
+            if self.targets == "ordinal":
+                raise ConfigError("train.kind = 'ridge' with train.targets = 'ordinal': the ridge's head has one unit "
+                                  "per target; use targets = 'raw' or 'rank'")
+            if not self.ridge_alphas:
+                raise ConfigError("train.ridge_alphas is empty: expected at least one penalty > 0")
         if self.epochs + self.head_only_epochs < 1:
             raise ConfigError(f"train.epochs = {self.epochs}, train.head_only_epochs = {self.head_only_epochs}: "
                               "expected at least one epoch in all")

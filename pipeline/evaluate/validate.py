@@ -11,7 +11,7 @@ import pandas as pd
 from pipeline.core import files, layout
 from pipeline.core.columns import ID, TARGETS
 from pipeline.data import folds, metrics, tables
-from pipeline.evaluate import baseline, postprocess
+from pipeline.evaluate import baseline, postprocess, scores
 from pipeline.run.rundir import Run
 from pipeline.text import encode
 
@@ -73,17 +73,19 @@ def _size(n) -> str:
 
 def _markdown(run: Run, rep: dict) -> str:
     sizes = [int(n) for n in next(iter(rep["postprocess_by_size"].values()), {})]
+    pp, names = rep["postprocess"], [name for name, _ in scores.SCORE_MEANINGS]
+    fold_mean = float(np.mean([v["val_spearman"] for v in rep["per_fold"].values()]))
     lines = [f"# Validation report: {run.name}", "",
-             f"- OOF Spearman (all {rep['n_rows']} rows): **{rep['oof_spearman']:.4f}**",
-             f"- OOF Spearman (question targets once per question): {rep['oof_spearman_unique_questions']:.4f}",
-             f"- Post-processed, nested: {rep['postprocess']['after_nested']:.4f} "
-             f"({rep['postprocess']['n_applied']} column(s) changed; nested over {rep['postprocess']['split']}), "
-             f"against {rep['postprocess']['before']:.4f} untouched on the same held sets",
-             f"- Post-processed, keep-or-not decision nested too (what to expect on new data): "
-             f"{rep['postprocess']['after_honest']:.4f}",
+             f"- {names[0]}, {rep['n_rows']} rows: **{rep['oof_spearman']:.4f}**",
+             f"- {names[1]}: {fold_mean:.4f}",
+             f"- {names[2]}: {rep['oof_spearman_unique_questions']:.4f}",
+             f"- {names[3]}: {pp['before']:.4f}; held sets: {pp['split']}",
+             f"- {names[4]}: {pp['after_nested']:.4f} ({pp['n_applied']} column(s) changed)",
+             f"- {names[5]}: **{pp['after_honest']:.4f}**",
              f"- Constant columns (scored 0): {rep['n_constant']} {rep['constant_columns'] or ''}",
              f"- Folds: {rep['folds_done']}", "", "| fold | Spearman | best epoch |", "|---|---|---|"]
     lines += [f"| {k} | {v['val_spearman']:.4f} | {v['best_epoch']} |" for k, v in rep["per_fold"].items()]
+    lines += ["", "What each score means:", "", scores.markdown()]
     lines += ["", POSTPROCESS_PROMISE, "", "| method | " + " | ".join(_size(n) for n in sizes) + " |",
               "|---|" + "---|" * len(sizes)]
     lines += [f"| {m} | " + " | ".join(f"{g[str(n)]:+.4f}" for n in sizes) + " |"
@@ -107,7 +109,7 @@ def _markdown(run: Run, rep: dict) -> str:
     return "\n".join(lines)
 
 
-REPORT_VERSION = 3  # bump when the report gains content, so current-looking old reports are rebuilt
+REPORT_VERSION = 4  # bump when the report gains content, so current-looking old reports are rebuilt
 
 
 def _truncation(cfg, run: Run, train: pd.DataFrame) -> list[dict]:

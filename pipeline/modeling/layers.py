@@ -19,10 +19,20 @@ class MaskedMeanPooling(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="quest")
 class WeightedLayerSum(keras.layers.Layer):
-    """Softmax-weighted sum of the last k hidden states (weights learned, start equal)."""
+    """Softmax-weighted sum of hidden states (weights learned). init "equal": every logit 0 (equal weights);
+    "last": -3 with the last state's at 0 (1st place: the top layer starts with most of the weight)."""
+
+    def __init__(self, init="equal", **kwargs):
+        super().__init__(**kwargs)
+        self.init = init
 
     def build(self, input_shape):
-        self.logits = self.add_weight(shape=(len(input_shape),), initializer="zeros", name="layer_logits")
+        n = len(input_shape)
+        start = [0.0] * n if self.init == "equal" else [-3.0] * (n - 1) + [0.0]
+        self.logits = self.add_weight(shape=(n,), initializer=keras.initializers.Constant(start), name="layer_logits")
+
+    def get_config(self):
+        return {**super().get_config(), "init": self.init}
 
     def call(self, states):
         w = ops.softmax(self.logits)

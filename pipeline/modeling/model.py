@@ -59,18 +59,36 @@ def freeze_pooler(backbones):
                 layer.trainable = False
 
 
-def _pool(backbone, feed: dict, padding_mask, pooling: str, pool_layers: int, prefix: str, states_models: dict):
+def embedding_output(first_layer):
+    """The embeddings' output: what the first transformer layer reads (its first input)."""
+    x = first_layer.input
+    return x[0] if isinstance(x, (list, tuple)) else x
+
+
+ALL_LAYERS_POOLING = ("cls_all_layers", "cls_all_states")
+
+
+def _pool(backbone, feed: dict, padding_mask, pooling: str, pool_layers: int, layer_dropout: float, prefix: str,
+          states_models: dict):
     """One sequence's pooled vector. states_models caches one hidden-state model per backbone (a shared
     tower is called on both sequences with the same weights)."""
-    if pooling in ("weighted", "cls_all_layers"):
+    if pooling in ("weighted", *ALL_LAYERS_POOLING):
         if id(backbone) not in states_models:
             layers = hidden_state_layers(backbone)
-            layers = layers if pooling == "cls_all_layers" else layers[-pool_layers:]
-            states_models[id(backbone)] = keras.Model(backbone.input, [l.output for l in layers],
-                                                      name=f"hidden_states_{len(states_models)}")
+            outputs = [l.output for l in layers]
+            if pooling == "weighted":
+                outputs = outputs[-pool_layers:]
+            elif pooling == "cls_all_states":  # the embeddings' output too: BERT-base's 13 hidden states
+                outputs = [embedding_output(layers[0])] + outputs
+            states_models[id(backbone)] = keras.Model(backbone.input, outputs, name=f"hidden_states_{len(states_models)}")
         states = states_models[id(backbone)](feed)
-        if pooling == "cls_all_layers":  # softmax-weighted sum of every layer's first token (1st place)
-            return WeightedLayerSum(name=f"{prefix}layer_weights")([h[:, 0, :] for h in states])
+        if pooling in ALL_LAYERS_POOLING:  # softmax-weighted sum of every state's first token (1st place)
+            firsts = [h[:, 0, :] for h in states]
+            if layer_dropout:  # each state's [CLS] dropped out on its own (1st place: 0.2)
+                firsts = [keras.layers.Dropout(layer_dropout, name=f"{prefix}layer_dropout_{i}")(f)
+                          for i, f in enumerate(firsts)]
+            return WeightedLayerSum("last" if pooling == "cls_all_states" else "equal",
+                                    name=f"{prefix}layer_weights")(firsts)
         sequence = WeightedLayerSum(name=f"{prefix}layer_weights")(states)
     else:
         out = backbone(feed)
@@ -91,12 +109,14 @@ class QuestModel(keras.Model):
     answer_backbone is given, by two; their pooled vectors are concatenated. split_heads (dual): question
     targets read the question side only, answer targets both. Side features (category one-hot, host
     embedding; unknown values share bucket 0) are concatenated before the head. The outputs are the target
-    coding's units (sigmoid); decode() turns them into the 30 target columns."""
+    coding's units: sigmoid of the head's logits, or (output="linear", the frozen-feature ridge run kind) the
+    head's linear values themselves; decode() turns them into the 30 target columns in [0, 1]."""
 
     def __init__(self, backbone: keras.Model, answer_backbone: keras.Model | None = None, inputs: str = "joint",
                  pooling: str = "mean", pool_layers: int = 4, head: str = "linear", head_hidden: int = 256,
                  split_heads: bool = False, dropout: float = 0.1, dropout_samples: int = 1,
-                 categories=(), host_vocab=(), host_dim: int = 16, coding: dict | None = None, **kwargs):
+                 categories=(), host_vocab=(), host_dim: int = 16, coding: dict | None = None,
+                 output: str = "sigmoid", layer_dropout: float = 0.0, **kwargs):
         kwargs.pop("n_outputs", None)
         towers = [backbone] + ([answer_backbone] if answer_backbone is not None else [])
         freeze_pooler(towers)
@@ -111,7 +131,7 @@ class QuestModel(keras.Model):
                    if n in tower.input or n == "padding_mask"}
             tensors.update({prefix + n: t for n, t in seq.items()})
             pooled.append(_pool(tower, {n: seq[n] for n in tower.input}, seq["padding_mask"], pooling, pool_layers,
-                                prefix, states_models))
+                                layer_dropout, prefix, states_models))
         side = []
         if categories:
             tensors["category_ids"] = keras.Input(shape=(1,), dtype="int32", name="category_ids")
@@ -133,13 +153,16 @@ class QuestModel(keras.Model):
                              dropout_samples, name="head" if len(groups) == 1 else f"head_{g}")(x)
                   for g, (x, cols) in enumerate(groups)]
         logits = join(logits, "head_logits")
-        outputs = keras.layers.Activation("sigmoid", dtype="float32", name="targets")(logits)
+        outputs = keras.layers.Activation(output, dtype="float32", name="targets")(logits)
         super().__init__(inputs=tensors, outputs=outputs, **{"name": "quest_model", **kwargs})
         self.backbone, self.answer_backbone, self.coding = backbone, answer_backbone, the_coding
         self.settings = {"inputs": inputs, "pooling": pooling, "pool_layers": pool_layers, "head": head,
                          "head_hidden": head_hidden, "split_heads": split_heads, "dropout": dropout,
                          "dropout_samples": dropout_samples, "categories": list(categories),
                          "host_vocab": list(host_vocab), "host_dim": host_dim}
+        # written only when not the default, so runs described before they existed still resume
+        self.settings.update({k: v for k, v, default in (("output", output, "sigmoid"),
+                                                         ("layer_dropout", layer_dropout, 0.0)) if v != default})
 
     micro_batches = 1  # set by the trainer (train.grad_accum): each training step is this many micro-batches
 
@@ -209,7 +232,13 @@ def build(cfg, model_path, coding: targets.TargetCoding, host_vocab=()) -> Quest
         else None
     return QuestModel(backbone, answer_backbone, cfg.encode.inputs, m.pooling, m.pool_layers, m.head, m.head_hidden,
                       m.split_heads, m.dropout, m.dropout_samples, list(CATEGORIES) if m.category else [],
-                      list(host_vocab) if m.host_dim else [], m.host_dim, coding.to_dict())
+                      list(host_vocab) if m.host_dim else [], m.host_dim, coding.to_dict(),
+                      "linear" if cfg.train.kind == "ridge" else "sigmoid", m.layer_dropout)
+
+
+def head_features(model: QuestModel) -> keras.Model:
+    """The model up to its head's input: the pooled vector(s) plus side features the head reads (one head)."""
+    return keras.Model(model.input, model.get_layer("head").input, name="head_features")
 
 
 def host_vocabulary(frame, min_rows: int = 1) -> list[str]:

@@ -1,7 +1,7 @@
-"""K-fold fine-tuning. One fold = one call of train_fold; finished folds are skipped on re-runs."""
+"""K-fold training. One fine-tuned fold = one call of train_fold (train.kind = "ridge": train/ridge.py);
+finished folds are skipped on re-runs."""
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core import files
-from pipeline.core.columns import ID, TARGETS
-from pipeline.data import folds as folds_lib, metrics, submission, tables
+from pipeline.core.columns import TARGETS
+from pipeline.data import folds as folds_lib, metrics, tables
 from pipeline.modeling import device, feeding
-from pipeline.run.rundir import Run, RunError, architecture, describe_differences
+from pipeline.run.rundir import Run
 from pipeline.text import batching, encode
-from pipeline.train import progress
+from pipeline.train import finish, progress, ridge
 
 log = logging.getLogger(__name__)
 
@@ -179,15 +179,9 @@ def train_fold(cfg, k: int, inp: Inputs, info, strat, run: Run) -> dict:
         steps = batching.batches_per_epoch(len(feed), batch)
     dataset = lambda first_epoch: feeding.train_dataset(  # noqa: E731  (endless: fit takes steps_per_epoch)
         feed, y_train, batch, tcfg.seed * 1000 + k, tcfg.batching, first_epoch, weights)
-    description = model_lib.model_to_json(model)
-    if not run.model.is_file():
-        files.write_text(run.model, description)
-    elif differences := describe_differences(run.architecture(), architecture(json.loads(description))):
-        raise RunError(f"{run.model} describes another model than these settings build ({differences}; the backbone "
-                       "at model.path changed?); a run keeps one model description: train a new train.run_name")
+    finish.describe(run, model)
     log.info("fold %d: %d train rows, %d validation rows, %d steps/epoch, phases %s", k, len(tr), len(va), steps,
              phases(tcfg))
-    out = run.fold(k)
     if tcfg.max_steps:
         with strat.scope():
             model.compile(optimizer=optim.make(tcfg, tcfg.max_steps, model_lib.head_variables(model), factors,
@@ -211,23 +205,11 @@ def train_fold(cfg, k: int, inp: Inputs, info, strat, run: Run) -> dict:
     callback.restore()
     seconds = time.perf_counter() - start
     oof = callback.best_pred if tcfg.keep == "best" else callback.last_pred
-    score = metrics.spearman(inp.y[va], oof)
-    files.write_json(out.coding, coding.to_dict())
-    with files.atomic_path(out.weights, suffix=".weights.h5") as tmp:
-        model.save_weights(tmp)
-        weights_sha = files.sha256_file(tmp)
     test_pred = feeding.predict(model, test_feed, tcfg.eval_batch_size, tcfg.batching)
-    files.write_csv(out.oof, submission.predictions_frame(inp.train[ID].to_numpy()[va], oof))
-    files.write_csv(out.test, submission.predictions_frame(inp.test[ID], test_pred))
-    files.write_csv(out.history, pd.DataFrame(callback.rows))
-    result = {"fold": k, "val_spearman": score.mean, "n_constant": score.n_constant,
-              "best_epoch": callback.best_epoch if tcfg.keep == "best" else len(callback.rows),
-              "epochs_run": len(callback.rows), "train_seconds": seconds, "pseudo_rows": n_pseudo,
-              "replicas": replicas, "global_batch": batch, "precision": keras.mixed_precision.global_policy().name,
-              "train_samples_per_s": len(feed) * len(callback.rows) / seconds, "per_column": score.per_column}
-    files.write_json(out.metrics, result)
-    files.write_json(out.finished, {"weights_sha256": weights_sha, "test_sha256": inp.test_sha,  # last
-                                    "model_sha256": run.model_sha256(), "coding_sha256": files.sha256_file(out.coding)})
+    result = finish.save_fold(run, k, model, coding, inp, va, oof, test_pred, callback.rows, {
+        "best_epoch": callback.best_epoch if tcfg.keep == "best" else len(callback.rows),
+        "epochs_run": len(callback.rows), "train_seconds": seconds, "pseudo_rows": n_pseudo, "replicas": replicas,
+        "global_batch": batch, "train_samples_per_s": len(feed) * len(callback.rows) / seconds})
     keras.backend.clear_session()
     return result
 
@@ -260,10 +242,13 @@ def _train_folds(cfg, run: Run, wanted: list[int]) -> list:
     run.check_precision(policy)
     run.record(cfg, info, encoder.tok, **extra)
     done = set(run.finished_folds())
-    for k in wanted:
-        if k in done:
-            log.info("fold %d: already finished, skipped", k)
-            continue
+    for k in sorted(done & set(wanted)):
+        log.info("fold %d: already finished, skipped", k)
+    todo = [k for k in wanted if k not in done]
+    if cfg.train.kind == "ridge":
+        ridge.train_folds(cfg, inp, info, strat, run, todo, global_batch(cfg.train, replicas))
+        todo = []
+    for k in todo:
         device.set_precision(cfg.train.mixed_precision, kind)  # per fold: each fold ends with clear_session
         r = train_fold(cfg, k, inp, info, strat, run)
         if not r.get("probe"):

@@ -2,7 +2,9 @@
 
 Schedules (train.schedule), all in optimizer steps with a warm-up of train.warmup (share) or
 train.warmup_steps: "linear" (warm-up, then linear to 0), "cosine" (warm-up, then half a cosine to 0),
-"one_cycle" (cosine up from peak/25, cosine down to peak/25/1e4: 6th place).
+"one_cycle" (cosine up from peak/25, cosine down to peak/25 again: 6th place's cycle, not PyTorch's OneCycleLR
+default that ends at peak/25/1e4), "constant" (warm-up, then the peak: the public baseline). A head-only stage
+with train.head_only_lr runs at that rate, constant. Weight decay is decoupled and follows each group's rate.
 """
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import math
 import keras
 from keras import ops
 
-SCHEDULES = ("linear", "cosine", "one_cycle")
+SCHEDULES = ("linear", "cosine", "one_cycle", "constant")
+ONE_CYCLE_FLOOR = 1.0 / 25  # one_cycle starts and ends at peak * this
 log = logging.getLogger(__name__)
 
 
@@ -33,10 +36,12 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
             shape = ops.where(warming, up, 1.0 - down)
         elif self.kind == "cosine":
             shape = ops.where(warming, up, 0.5 * (1.0 + ops.cos(math.pi * down)))
+        elif self.kind == "constant":
+            shape = ops.where(warming, up, 1.0)
         else:  # one_cycle
-            start, end = 1.0 / 25, 1.0 / 25 / 1e4
-            rise = start + (1.0 - start) * 0.5 * (1.0 - ops.cos(math.pi * up))
-            fall = end + (1.0 - end) * 0.5 * (1.0 + ops.cos(math.pi * down))
+            low = ONE_CYCLE_FLOOR
+            rise = low + (1.0 - low) * 0.5 * (1.0 - ops.cos(math.pi * up))
+            fall = low + (1.0 - low) * 0.5 * (1.0 + ops.cos(math.pi * down))
             shape = ops.where(warming, rise, fall)
         return self.peak * shape
 
@@ -88,6 +93,22 @@ class GroupAdamW(keras.optimizers.AdamW):
     def _all_reduce_sum_gradients(self, grads_and_vars):
         return list(grads_and_vars) if self.reduced_by_step else super()._all_reduce_sum_gradients(grads_and_vars)
 
+    def _apply_weight_decay(self, variables):
+        """Decoupled decay at each variable's own rate (the schedule's rate times its group's multiplier), as
+        PyTorch's AdamW does per parameter group; Keras would decay every variable at the base rate."""
+        if self.weight_decay is None:
+            return
+        groups: dict[float, list] = {}
+        for v in variables:
+            groups.setdefault(self._multiplier(v), []).append(v)
+        decay = self.weight_decay
+        try:
+            for multiplier, group in groups.items():  # a Python constant in the traced step, per group
+                self.weight_decay = decay * multiplier
+                super()._apply_weight_decay(group)
+        finally:
+            self.weight_decay = decay
+
     def _use_weight_decay(self, variable):
         return self._multiplier(variable) != 0.0 and super()._use_weight_decay(variable)
 
@@ -119,9 +140,12 @@ def make(tcfg, optimizer_steps: int, head_vars, layer_factors=None, head_only: b
     reduced_by_step: for QuestModel's train step, which sums the replicas' gradients and clips them itself."""
     total = max(1, optimizer_steps)
     base = tcfg.lr_head if head_only else (tcfg.lr_backbone or tcfg.lr_head)
-    schedule = WarmupSchedule(base, warmup_steps(tcfg, total), total, tcfg.schedule)
+    if head_only and tcfg.head_only_lr:
+        base, schedule = tcfg.head_only_lr, WarmupSchedule(tcfg.head_only_lr, 0, total, "constant")
+    else:
+        schedule = WarmupSchedule(base, warmup_steps(tcfg, total), total, tcfg.schedule)
     opt = GroupAdamW(
-        head_multiplier=tcfg.lr_head / base if base else 0.0,
+        head_multiplier=1.0 if head_only else tcfg.lr_head / base if base else 0.0,
         backbone_multiplier=0.0 if head_only or not base else tcfg.lr_backbone / base, learning_rate=schedule,
         weight_decay=tcfg.weight_decay, global_clipnorm=None if reduced_by_step else tcfg.clipnorm or None,
         reduced_by_step=reduced_by_step, step_clipnorm=tcfg.clipnorm if reduced_by_step else 0.0,
