@@ -45,4 +45,8 @@ kaggle-check: setup kaggle-setup
 bench: setup
 	$(BIN)/python benchmarks/bench_train.py --quick
 
-.PHONY: setup kaggle-setup demo test kaggle-check bench
+# The prepared GPU check (benchmarks/gpu_check.py): bert-base-sized, no download; a CPU smoke without a GPU.
+gpu-check: setup
+	$(BIN)/python benchmarks/gpu_check.py
+
+.PHONY: setup kaggle-setup demo test kaggle-check bench gpu-check

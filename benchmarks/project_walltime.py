@@ -85,18 +85,43 @@ def recipe_flops(recipe: Path, data_dir: Path, model_dir: Path, cache: Path) -> 
             / len(lengths), "tflops": fold * k / 1e12}
 
 
+MATCH = {"P100 (Kaggle GPU)": ("P100",), "T4 x2 (Kaggle GPU T4x2)": ("T4",), "H100 SXM class": ("H100", "H200")}
+
+
+def measured_mfu(results_dir: Path = ROOT / "benchmarks" / "results") -> dict[str, tuple[float, str]]:
+    """Device -> (MFU, source) from `make gpu-check` results (benchmarks/results/gpu-*.json): the bucketed arm without
+    XLA in the device's mixed precision (bfloat16 where it has it, else float16)."""
+    import json
+
+    out = {}
+    for path in sorted(results_dir.glob("gpu-*.json")):
+        res = json.loads(path.read_text())
+        for name, keys in MATCH.items():
+            if any(k in res["device"] for k in keys):
+                arms = {a["arm"]: a for a in res["arms"]}
+                arm = arms.get("bfloat16 bucketed") if name.startswith("H100") else arms.get("float16 bucketed")
+                if arm and arm.get("mfu"):
+                    out[name] = (arm["mfu"], f"{path.name}, {res['date']}, {res['batch_size']}-row steps")
+    return out
+
+
 def markdown(results: list[dict], source: str) -> str:
+    measured = measured_mfu()
+    devices = {name: (peak, n, measured[name][0] if name in measured else util, eff, note)
+               for name, (peak, n, util, eff, note) in DEVICES.items()}
     lines = ["### Projected wall time of a full run (projection, not a measurement)", "",
              f"Computed {time.strftime('%Y-%m-%d')} by `python benchmarks/project_walltime.py` from the model's FLOPs "
              f"and the token distribution of the {source} under each recipe's settings (its doc string gives the "
-             "formula). Sustained throughput assumed: " + "; ".join(
-                 f"{name} {peak:g} TFLOP/s peak x {util:.0%}" + (f" x {n} devices x {eff:.0%} scaling" if n > 1 else "")
-                 + f" ({note})" for name, (peak, n, util, eff, note) in DEVICES.items()) + ".", "",
+             "formula). Sustained throughput: " + "; ".join(
+                 f"{name} {peak:g} TFLOP/s peak x {util:.0%} " + (
+                     f"(measured: {measured[name][1]})" if name in measured else "(assumed)") +
+                 (f" x {n} devices x {eff:.0%} scaling (assumed)" if n > 1 else "")
+                 + f" ({note})" for name, (peak, n, util, eff, note) in devices.items()) + ".", "",
              "| recipe | folds x epochs | inputs | tokens per row (true / computed) | TFLOPs | " +
              " | ".join(DEVICES) + " |", "|---|---|---|---|---|" + "---|" * len(DEVICES)]
     for r in results:
         times = []
-        for peak, n, util, eff, _ in DEVICES.values():
+        for peak, n, util, eff, _ in devices.values():
             hours = r["tflops"] / (peak * util * n * eff) / 3600
             times.append(f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.0f} min")
         lines.append(f"| {r['recipe']} | {r['folds']} x {r['epochs']} | {r['inputs']} | {r['tokens_per_row']:.0f} / "

@@ -150,7 +150,7 @@ def markdown(rows: list[dict], smoke: bool) -> str:
         epochs = "frozen" if r["kind"] == "ridge" else f"{r['epochs']}" + (
             f" + {r['head_only_epochs']}" if r["head_only_epochs"] else "")
         lines.append(f"| {r['recipe']} | {r['date']}, {r['machine']} | {epochs} | "
-                     f"{r['lr_backbone']:.1e} | {r['raw']:.4f} | {r['pp_nested']:.4f} ({r['pp_columns']} columns) | "
+                     f"{'-' if r['kind'] == 'ridge' else format(r['lr_backbone'], '.1e')} | {r['raw']:.4f} | {r['pp_nested']:.4f} ({r['pp_columns']} columns) | "
                      f"{r['pp_honest']:.4f} | {floor['raw'] if floor else float('nan'):.4f} | {r['tfidf']:.4f} | "
                      f"{r['train_samples_per_s']:.2f} | {r['wall_s'] / 60:.0f} min | {verdict} |")
     lines += ["", "What each score means: README.md, 'What each score means'. " + REFERENCE, "",

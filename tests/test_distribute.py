@@ -42,20 +42,48 @@ def _oof(result) -> np.ndarray:
     return pd.read_csv(layout.RunPaths(result["run_dir"]).fold(0).oof).sort_values(ID)[list(TARGETS)].to_numpy()
 
 
-def test_mirrored_two_replicas_train_as_one_device_at_the_same_global_batch(tmp_path, synth_dir, tiny_model_dir):
+CLIP = {"train.clipnorm": 0.05}
+TWO_REPLICAS = {"train.batch_size": 4, "train.grad_accum": 2, **CLIP}  # a global batch of 16
+
+
+@pytest.fixture(scope="module")
+def one_device(tmp_path_factory, synth_dir, tiny_model_dir):
+    """The float32 one-device run at a global batch of 16 the two-replica runs are held against."""
+    tmp = tmp_path_factory.mktemp("one-device")
+    return tmp, _train(tmp, synth_dir, tiny_model_dir, "one", 1, **{"train.batch_size": 16, **CLIP})
+
+
+def test_mirrored_two_replicas_train_as_one_device_at_the_same_global_batch(one_device, synth_dir, tiny_model_dir):
     """Two replicas of 4 rows x 2 accumulated micro-batches (a global batch of 16 split between them, each
     replica's loss scaled by 1/2 so the summed gradients are the global mean) against one device with batch 16:
     the same losses, weights and predictions, with the backbone's and the head's learning rates and gradient
     clipping that bites (clipnorm 0.05: the whole step's gradient is clipped, not each replica's share)."""
-    sets = {"train.clipnorm": 0.05}
-    one = _train(tmp_path, synth_dir, tiny_model_dir, "one", 1, **{"train.batch_size": 16, **sets})
-    two = _train(tmp_path, synth_dir, tiny_model_dir, "two", 2, **{"train.batch_size": 4, "train.grad_accum": 2, **sets})
+    tmp_path, one = one_device
+    two = _train(tmp_path, synth_dir, tiny_model_dir, "two", 2, **TWO_REPLICAS)
     assert two["logical_cpus"] == 2 and two["replicas"] == {"0": 2} and one["replicas"] == {"0": 1}
     assert np.allclose(one["loss"]["0"], two["loss"]["0"], rtol=1e-4), (one["loss"], two["loss"])
     assert np.allclose(_oof(one), _oof(two), atol=1e-4)
     assert files.read_json(layout.RunPaths(two["run_dir"]).fold(0).metrics)["global_batch"] == 16
     a, b = (Run(r["run_dir"]).load_fold(0) for r in (one, two))
     assert max(np.abs(x - y).max() for x, y in zip(a.get_weights(), b.get_weights())) < 1e-4
+
+
+def test_float16_on_two_replicas_stays_near_the_float32_run(one_device, synth_dir, tiny_model_dir):
+    """Mixed float16 (dynamic loss scaling; the clip measured on the unscaled gradient) on two replicas with
+    accumulation: finite losses that fall as float32's do, and weights within a tenth of how far float32 moved
+    them (L2 over every weight)."""
+    tmp_path, one = one_device
+    half = _train(tmp_path, synth_dir, tiny_model_dir, "two-fp16", 2, **{**TWO_REPLICAS,
+                                                                          "train.mixed_precision": "float16"})
+    assert files.read_json(layout.RunPaths(half["run_dir"]).fold(0).metrics)["precision"] == "mixed_float16"
+    assert np.isfinite(half["loss"]["0"]).all() and np.allclose(half["loss"]["0"], one["loss"]["0"], rtol=2e-2)
+    import keras
+
+    keras.utils.set_random_seed(42 * 1000 + 0)  # the seed train_fold builds fold 0 with
+    start = model.QuestModel(model.load_backbone(tiny_model_dir, random_init=True, dropout=0.0), dropout=0.0)
+    a, b = (Run(r["run_dir"]).load_fold(0).get_weights() for r in (one, half))
+    distance = lambda u, v: np.sqrt(sum(np.sum((x - y) ** 2) for x, y in zip(u, v)))  # noqa: E731
+    assert distance(a, b) < 0.1 * distance(a, start.get_weights())
 
 
 def test_mirrored_weights_predict_the_same_on_one_device_and_a_frozen_group_stays_frozen(tmp_path, synth_dir,

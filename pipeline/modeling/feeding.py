@@ -53,15 +53,16 @@ def train_dataset(feed: Feed, y: np.ndarray, batch_size: int, seed: int, shape: 
     return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
-def _predict_fn(model, feed: Feed):
+def _predict_fn(model, feed: Feed, xla: bool = False):
     """One tf.function per model with a fully dynamic input signature: traced once, whatever the batch
-    shapes (Keras' predict would trace each new padded length again on every call)."""
+    shapes (Keras' predict would trace each new padded length again on every call). xla (train.xla): jit-compiled;
+    XLA compiles once per distinct batch shape, which pad_multiple bounds."""
     import tensorflow as tf
 
-    fn = getattr(model, "_quest_predict_fn", None)
+    fn = getattr(model, "_quest_predict_fn", {}).get(xla)
     if fn is None:
-        fn = tf.function(lambda x: model(x, training=False), input_signature=[spec(feed)])
-        model._quest_predict_fn = fn
+        fn = tf.function(lambda x: model(x, training=False), input_signature=[spec(feed)], jit_compile=xla)
+        model._quest_predict_fn = {**getattr(model, "_quest_predict_fn", {}), xla: fn}
     return fn
 
 
@@ -73,11 +74,12 @@ def auto_eval_batch() -> int:
     return 64 if tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU") else 16
 
 
-def predict(model, feed: Feed, batch_size: int, shape: Batching = Batching(), desc: str | None = None) -> np.ndarray:
+def predict(model, feed: Feed, batch_size: int, shape: Batching = Batching(), desc: str | None = None,
+            xla: bool = False) -> np.ndarray:
     """Predictions in the original row order, computed over length-sorted batches (batch_size 0: auto_eval_batch);
     a model with a target coding (QuestModel.decode) gives its 30 columns in [0, 1]. shape: train.batching
     (bucketing sorts the rows by length; dynamic padding cuts each batch). desc: a progress bar over the batches
-    (on a terminal)."""
+    (on a terminal). xla: jit-compiled (train.xla)."""
     import tensorflow as tf
 
     feed = feed.only(model.input)
@@ -91,7 +93,7 @@ def predict(model, feed: Feed, batch_size: int, shape: Batching = Batching(), de
         ds = tf.data.Dataset.from_generator(generate, output_signature=spec(feed)).prefetch(tf.data.AUTOTUNE)
         out = np.asarray(model.predict(ds.apply(tf.data.experimental.assert_cardinality(len(batches))), verbose=0))
     else:
-        fn = _predict_fn(model, feed)
+        fn = _predict_fn(model, feed, xla)
         if desc:
             from tqdm.auto import tqdm
 

@@ -53,7 +53,7 @@ class Predictor:
     def _fold(self, k: int, enc, frame) -> np.ndarray:
         model = self.run.load_fold(k)
         return feeding.predict(model, model.feed(enc, frame), self.batch_size or self.rcfg.train.eval_batch_size,
-                                self.rcfg.train.batching)
+                                self.rcfg.train.batching, xla=self.rcfg.train.xla)
 
     def fold_predictions(self, frame: pd.DataFrame, folds: list[int]):
         """(fold, predictions) for each fold in turn; a fold whose float16 predictions come out non-finite is

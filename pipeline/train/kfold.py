@@ -73,7 +73,7 @@ def epoch_eval(tcfg, val_feed, y_val):
         def on_epoch_end(self, epoch, logs=None):
             seconds = time.perf_counter() - self.started
             with optim.ema_weights(self.model.optimizer) as ema:
-                pred = feeding.predict(self.model, val_feed, tcfg.eval_batch_size, tcfg.batching)
+                pred = feeding.predict(self.model, val_feed, tcfg.eval_batch_size, tcfg.batching, xla=tcfg.xla)
                 score = metrics.spearman(y_val, pred).mean
                 improved = score > self.best
                 if (tcfg.keep == "best" and improved) or (tcfg.keep == "last" and ema.active):
@@ -205,7 +205,7 @@ def train_fold(cfg, k: int, inp: Inputs, info, strat, run: Run) -> dict:
     callback.restore()
     seconds = time.perf_counter() - start
     oof = callback.best_pred if tcfg.keep == "best" else callback.last_pred
-    test_pred = feeding.predict(model, test_feed, tcfg.eval_batch_size, tcfg.batching)
+    test_pred = feeding.predict(model, test_feed, tcfg.eval_batch_size, tcfg.batching, xla=tcfg.xla)
     result = finish.save_fold(run, k, model, coding, inp, va, oof, test_pred, callback.rows, {
         "best_epoch": callback.best_epoch if tcfg.keep == "best" else len(callback.rows),
         "epochs_run": len(callback.rows), "train_seconds": seconds, "pseudo_rows": n_pseudo, "replicas": replicas,

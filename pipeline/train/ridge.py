@@ -95,7 +95,7 @@ def features(model, feed, tcfg, what: str) -> np.ndarray:
     from pipeline.modeling.model import head_features
 
     started = time.perf_counter()
-    out = feeding.predict(head_features(model), feed, tcfg.eval_batch_size, tcfg.batching, f"{what} features")
+    out = feeding.predict(head_features(model), feed, tcfg.eval_batch_size, tcfg.batching, f"{what} features", tcfg.xla)
     log.info("%s features: %d rows x %d in %.0fs", what, out.shape[0], out.shape[1], time.perf_counter() - started)
     return out
 

