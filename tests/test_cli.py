@@ -50,18 +50,19 @@ def test_bad_key_and_bad_csv_give_one_clear_line(tmp_path, synth_dir):
 def test_demo_runs_offline_and_reruns_as_a_no_op(tmp_path):
     sets = {"data.dir": tmp_path / "data", "folds.file": tmp_path / "folds.csv", "output.dir": tmp_path / "out",
             "encode.cache_dir": tmp_path / "cache", "model.path": tmp_path / "tiny-bert",
-            "output.submission": tmp_path / "submission.csv", "train.epochs": 1, "encode.max_len": 128}
+            "output.submission": tmp_path / "submission.csv", "train.epochs": 1, "encode.max_len": 128,
+            "folds.n_folds": 2}
     args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
     offline = {"HF_HUB_OFFLINE": "1", "NO_PROXY": "", "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
     out = run_cli("demo", *args, env_extra=offline)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "== demo summary ==" in out.stdout and "OOF Spearman (all rows)" in out.stdout
     assert re.search(r"untouched [0-9.]+ -> post-processed, nested [0-9.]+; keep decision nested too", out.stdout)
-    # A quiet terminal: no TensorFlow start-up lines, each data warning once, one display per epoch (3 folds x 1)
+    # A quiet terminal: no TensorFlow start-up lines, each data warning once, one display per epoch (2 folds x 1)
     assert not re.search(r"^[IWE]\d{4} |oneDNN|absl::InitializeLog", out.stderr, re.M), out.stderr[:2000]
     warnings = [line for line in out.stderr.splitlines() if "empty value(s)" in line]
     assert warnings and len(warnings) == len(set(warnings))
-    assert "Epoch 1/" not in out.stdout + out.stderr and out.stderr.count("  epoch 1: loss") == 3
+    assert "Epoch 1/" not in out.stdout + out.stderr and out.stderr.count("  epoch 1: loss") == 2
     sub = (tmp_path / "submission.csv").read_text().splitlines()
     sample = (tmp_path / "data" / "sample_submission.csv").read_text().splitlines()
     assert sub[0] == sample[0] and len(sub) == len(sample)

@@ -59,3 +59,21 @@ def test_unique_question_view_weighs_each_question_once():
     col = "question_well_written"
     pq = pred.groupby("question_body")[col].mean().loc[first["question_body"]]
     assert s.per_column[col] == pytest.approx(spearmanr(first[col], pq).statistic)
+
+
+def test_fast_ranks_and_quantiles_equal_scipy_and_numpy_to_the_bit():
+    """metrics.ranks and postprocess.quantile replace scipy's rankdata and np.quantile on the hot path of
+    post-processing; they must give the very same numbers (ties, constants, one row, any q)."""
+    from scipy.stats import rankdata
+
+    from pipeline.evaluate import postprocess
+
+    rng = np.random.default_rng(0)
+    for case in range(300):
+        n = int(rng.integers(1, 200))
+        x = np.round(rng.random(n) * rng.integers(1, 9), int(rng.integers(0, 3)))
+        if case % 10 == 0:
+            x[:] = 0.5
+        assert np.array_equal(metrics.ranks(x), rankdata(x))
+        q = float(rng.choice([0.0, 0.02, 0.25, 0.5, 0.9, 0.98, 1.0, rng.random()]))
+        assert postprocess.quantile(x, q) == np.quantile(x, q)
