@@ -18,6 +18,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+
 from pipeline.core import config
 from pipeline.data.metrics import centred_ranks, ranks, spearman_column, spearman_ranked
 
