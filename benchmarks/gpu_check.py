@@ -8,7 +8,7 @@ Model: BERT-base's architecture (benchmarks/bert-base-config.json: 12 layers, hi
 WordPiece vocabulary of the installed all-MiniLM-L6-v2 wheel (bert-base-uncased's 30,522 tokens). Rows:
 generated with the real QUEST length shape, joint at --max-len tokens. Each arm trains through the pipeline's
 own model and train step (QuestModel, micro-batches, clipping, loss scaling under float16) for --steps timed
-steps after every batch shape has been met, then predicts --infer-rows rows.
+steps after every batch shape has been met (widths padded to multiples of 64), then predicts --infer-rows rows.
 Arms: float16 and bfloat16, XLA off and on, length-bucketed vs every row padded to max_len, grad_accum 2, and
 MirroredStrategy over every GPU when there are 2 or more. MFU = model FLOPs (the batches' padded widths,
 training = 3x forward) per second over the device's dense fp16/bf16 peak from DEVICE_PEAKS (vendor datasheet
@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 CONFIG = ROOT / "benchmarks" / "bert-base-config.json"
+PAD_MULTIPLE = 64  # 8 padded widths at 512 tokens: each is one trace (one XLA compile) per arm, within the 8 minutes
 # Dense tensor-core peak, TFLOP/s, fp16 / bf16 (vendor datasheets; sparsity not counted). Matched by substring
 # of the device name TensorFlow reports.
 DEVICE_PEAKS = {"H200": (989.0, 989.0), "H100": (989.0, 989.0), "A100": (312.0, 312.0), "L40S": (362.0, 362.0),
@@ -106,7 +107,8 @@ def run_arm(arm: dict, work: Path, mdir: Path, data: Path, args, gpu_name: str) 
             "encode.max_len": args.max_len, "train.batch_size": args.batch_size, "train.grad_accum": arm["grad_accum"],
             "train.bucketing": str(arm["bucketing"]).lower(), "train.dynamic_padding": str(arm["bucketing"]).lower(),
             "train.xla": str(arm["xla"]).lower(), "train.strategy": arm["strategy"],
-            "train.mixed_precision": "none" if args.smoke else arm["precision"], "train.eval_batch_size": 64}
+            "train.mixed_precision": "none" if args.smoke else arm["precision"], "train.eval_batch_size": 64,
+            "train.pad_multiple": PAD_MULTIPLE}
     cfg = config.load(None, [f"{k}={v}" for k, v in sets.items()])
     t = cfg.train
     keras.backend.clear_session()
@@ -127,7 +129,7 @@ def run_arm(arm: dict, work: Path, mdir: Path, data: Path, args, gpu_name: str) 
     max_lens = [s.max_len for s in encode.sequence_specs(cfg.encode)]
     plan = batching.plan(feed.seq_lengths, batch, np.random.default_rng([0, 0]), t.bucketing, t.pad_multiple)
     shapes = len({tuple(feed.widths(b, t.dynamic_padding, t.pad_multiple)) for b in plan})
-    warm, steps = min(len(plan), 3 * shapes), args.steps
+    warm, steps = len(plan), args.steps  # one whole planned epoch first: every batch shape traced before timing
     ds = feeding.train_dataset(feed, y.astype("float32"), batch, 0, t.batching)
     if gpu_name:
         tf.config.experimental.reset_memory_stats("GPU:0")
@@ -138,7 +140,7 @@ def run_arm(arm: dict, work: Path, mdir: Path, data: Path, args, gpu_name: str) 
     loss = history.history["loss"][-1]
     if not np.isfinite(loss):
         raise SystemExit(f"gpu-check FAILED: {name_of(arm)}: non-finite training loss {loss}")
-    timed = [plan[i % len(plan)] for i in range(warm, warm + steps)]  # the batches the timed steps took
+    timed = [plan[i % len(plan)] for i in range(steps)]  # a new fit starts the planned epochs again: epoch 0's
     widths = [(len(b), int(w)) for b in timed for w, ml in zip(feed.widths(b, t.dynamic_padding, t.pad_multiple),
                                                                   max_lens)]
     train_flops = 0.0 if args.smoke else 3 * project_walltime.forward_flops(widths)  # bert-base's layers
@@ -196,7 +198,7 @@ def main(argv=None) -> int:
         args.max_len, args.batch_size, args.steps, args.infer_rows = 64, 4, 2, 8
     work = Path(tempfile.mkdtemp(prefix="quest-gpu-check-"))
     data = work / "data"
-    synth.write(data, n_train=64 if smoke else 2048, n_test=16, seed=0)
+    synth.write(data, n_train=24 if smoke else 2048, n_test=16, seed=0)
     mdir = model_dir(work, smoke)
     started = time.perf_counter()
     todo = arms(len(gpus))[:1] if smoke else arms(len(gpus))
