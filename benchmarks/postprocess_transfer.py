@@ -16,6 +16,13 @@ Two estimates in the same run, the ratio printed: the old one (eval_rows = 0: th
 chosen on the rest, 20 draws). The model is TF-IDF + ridge (evaluate/baseline.py's features): minutes on a CPU, so
 anyone can re-run it; its ties differ from a transformer's, so the table states the model it used.
 
+With --predictions, a transformer's (or any model's) out-of-fold predictions take the ridge's place: a CSV of
+qa_id and the 30 targets, each row predicted by a model that never saw it, such as a run's oof.csv trained on
+these 5 folds (`python run.py train` with data.dir on the shared rows). Only the rotations whose two folds it
+covers are run; the results go to postprocess-transfer-<file stem>.json and .md.
+
+    python benchmarks/postprocess_transfer.py --predictions output/runs/minilm-s42/oof.csv
+
 Writes benchmarks/results/postprocess-transfer.json and .md.
 """
 from __future__ import annotations
@@ -73,10 +80,24 @@ def measured(y_u, p_u, report: dict, size: int) -> dict:
     return method_gains(report, gain)
 
 
-def rotation(train, y, fold, groups, v: int, u: int) -> dict:
+def file_predictions(path: Path, train):
+    """Predictions of each train row from an out-of-fold CSV (qa_id + targets); NaN rows where it has none."""
+    import pandas as pd
+
+    from pipeline.data import metrics
+
+    frame = pd.read_csv(path)
+    known = train[columns.ID].isin(frame[columns.ID])
+    out = np.full((len(train), len(columns.TARGETS)), np.nan)
+    out[known.to_numpy()] = metrics.lookup(frame, train.loc[known, columns.ID])
+    return lambda fit_folds, rows: out[rows]
+
+
+def rotation(train, y, fold, groups, v: int, u: int, predict=None) -> dict:
     rest = [k for k in range(5) if k not in (v, u)]
     rows_v, rows_u = np.flatnonzero(fold == v), np.flatnonzero(fold == u)
-    pred = ridge_predictions(train, y, fold, rest, np.concatenate([rows_v, rows_u]))
+    predict = predict or (lambda fit_folds, rows: ridge_predictions(train, y, fold, fit_folds, rows))
+    pred = predict(rest, np.concatenate([rows_v, rows_u]))
     p_v, p_u = pred[:len(rows_v)], pred[len(rows_v):]
     out = {"validated_fold": v, "unseen_fold": u, "rows_validated": len(rows_v), "rows_unseen": len(rows_u)}
     sub, _ = postprocess.split_for_nesting(fold[rows_v], groups[rows_v])
@@ -141,6 +162,7 @@ def markdown(result: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=str(DATA), help="a train.csv of real QUEST rows")
+    parser.add_argument("--predictions", help="out-of-fold predictions (qa_id + 30 targets) in place of TF-IDF + ridge")
     args = parser.parse_args(argv)
     if not Path(args.data).is_file():
         print(f"{args.data} not found: this check needs the shared real rows", file=sys.stderr)
@@ -150,18 +172,28 @@ def main(argv=None) -> int:
     y = tables.targets(train).astype(float)
     fold = folds_lib.assign(train, 5, 42, columns.BODY, stratify=False)
     groups = train[columns.BODY].to_numpy()
+    predict, model, stem = None, "TF-IDF + ridge", "postprocess-transfer"
+    if args.predictions:
+        predict = file_predictions(Path(args.predictions), train)
+        model, stem = f"out-of-fold predictions from {args.predictions}", f"postprocess-transfer-{Path(args.predictions).stem}"
+    covered = {k for k in range(5) if predict is None or not np.isnan(predict(None, np.flatnonzero(fold == k))).any()}
     rotations = []
     for v in range(5):
-        rotations.append(rotation(train, y, fold, groups, v, (v + 1) % 5))
-        print(f"rotation {v}: done ({time.perf_counter() - start:.0f}s)", flush=True)
+        if {v, (v + 1) % 5} <= covered:
+            rotations.append(rotation(train, y, fold, groups, v, (v + 1) % 5, predict))
+            print(f"rotation {v}: done ({time.perf_counter() - start:.0f}s)", flush=True)
+    if not rotations:
+        print(f"{args.predictions} covers folds {sorted(covered)} of the 5 (seed 42): a rotation needs two adjacent "
+              "ones (v and v+1)", file=sys.stderr)
+        return 2
     result = {"date": dt.date.today().isoformat(), "machine": f"{platform.machine()}, {platform.processor() or ''} "
-              f"{__import__('os').cpu_count()} cores".replace("  ", " "), "model": "TF-IDF + ridge",
+              f"{__import__('os').cpu_count()} cores".replace("  ", " "), "model": model,
               "rows": len(train), "rotations": rotations, "summary": summarize(rotations),
               "seconds": time.perf_counter() - start, "tolerance": TOLERANCE}
     RESULTS.mkdir(exist_ok=True)
-    files.write_text(RESULTS / "postprocess-transfer.json", json.dumps(result, indent=1))
+    files.write_text(RESULTS / f"{stem}.json", json.dumps(result, indent=1))
     text = markdown(result)
-    files.write_text(RESULTS / "postprocess-transfer.md", text)
+    files.write_text(RESULTS / f"{stem}.md", text)
     print(text)
     return 0
 
