@@ -126,7 +126,6 @@ def run_arm(arm: dict, work: Path, mdir: Path, data: Path, args, gpu_name: str) 
         m.compile(optimizer=optim.make(t, 10_000, model_lib.head_variables(m), reduced_by_step=True),
                   loss=kfold.loss_function(targets.fit("raw", y), []), jit_compile=t.xla)
     feed = m.feed(enc, train)
-    max_lens = [s.max_len for s in encode.sequence_specs(cfg.encode)]
     plan = batching.plan(feed.seq_lengths, batch, np.random.default_rng([0, 0]), t.bucketing, t.pad_multiple)
     shapes = len({tuple(feed.widths(b, t.dynamic_padding, t.pad_multiple)) for b in plan})
     warm, steps = len(plan), args.steps  # one whole planned epoch first: every batch shape traced before timing
@@ -141,8 +140,7 @@ def run_arm(arm: dict, work: Path, mdir: Path, data: Path, args, gpu_name: str) 
     if not np.isfinite(loss):
         raise SystemExit(f"gpu-check FAILED: {name_of(arm)}: non-finite training loss {loss}")
     timed = [plan[i % len(plan)] for i in range(steps)]  # a new fit starts the planned epochs again: epoch 0's
-    widths = [(len(b), int(w)) for b in timed for w, ml in zip(feed.widths(b, t.dynamic_padding, t.pad_multiple),
-                                                                  max_lens)]
+    widths = [(len(b), int(w)) for b in timed for w in feed.widths(b, t.dynamic_padding, t.pad_multiple)]
     train_flops = 0.0 if args.smoke else 3 * project_walltime.forward_flops(widths)  # bert-base's layers
     infer = feed.rows(np.arange(min(args.infer_rows, len(feed))))
     device.set_precision("float16" if gpu_name and arm["precision"] == "float16" else t.mixed_precision,

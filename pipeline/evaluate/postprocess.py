@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.core import config
-from pipeline.data.metrics import centred_ranks, ranks, spearman_column, spearman_ranked
+from pipeline.data.metrics import centred_ranks, ranks, sorted_ranks, spearman_column, spearman_ranked
 
 CLIP_SHARES = (0.25, 0.5, 0.75, 0.9)
 LOHI_LOW = (0.0, 0.02, 0.05, 0.1, 0.2)  # share of predictions tied at the bottom
@@ -125,9 +125,7 @@ def choose(y: np.ndarray, p: np.ndarray, cands) -> tuple[str, dict]:
         if np.any(v[1:] < v[:-1]):  # not monotone after all: rank it the long way
             s = spearman_ranked(a, aa, values)
             return 0.0 if np.isnan(s) else s
-        starts = np.flatnonzero(np.concatenate(([True], v[1:] != v[:-1])))
-        counts = np.diff(np.append(starts, len(v)))
-        b = np.repeat(starts + (counts + 1) / 2, counts)
+        b = sorted_ranks(v)
         b = b - b.mean()
         denom = np.sqrt(aa * (b * b).sum())
         return float((a_sorted * b).sum() / denom) if denom > 0 else 0.0

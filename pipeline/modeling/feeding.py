@@ -94,12 +94,11 @@ def predict(model, feed: Feed, batch_size: int, shape: Batching = Batching(), de
         out = np.asarray(model.predict(ds.apply(tf.data.experimental.assert_cardinality(len(batches))), verbose=0))
     else:
         fn = _predict_fn(model, feed, xla)
-        if desc:
-            from tqdm.auto import tqdm
+        from tqdm.auto import tqdm
 
-            batches_shown = tqdm(batches, desc=desc, unit="batch", disable=None, leave=False)
+        shown = tqdm(batches, desc=desc, unit="batch", disable=None, leave=False) if desc else batches
         out = np.concatenate([np.asarray(fn(feed.batch(rows, shape.dynamic_padding, shape.pad_multiple)))
-                              for rows in (batches_shown if desc else batches)])
+                              for rows in shown])
     out = out.astype(np.float64)
     result = np.empty_like(out)
     result[np.concatenate(batches)] = out

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 
 from pipeline.core import files
 from pipeline.core.columns import ID
 from pipeline.data import metrics, submission
 from pipeline.run.rundir import Run, RunError, architecture, describe_differences
+
+
+def bce(y, p, eps: float = 1e-7) -> float:
+    """The binary cross-entropy history.csv logs for a fold's predictions (both run kinds, one learning-curve plot)."""
+    return float(-np.mean(y * np.log(p + eps) + (1 - y) * np.log(1 - p + eps)))
 
 
 def describe(run: Run, model):

@@ -78,8 +78,7 @@ def epoch_eval(tcfg, val_feed, y_val):
                 improved = score > self.best
                 if (tcfg.keep == "best" and improved) or (tcfg.keep == "last" and ema.active):
                     self.kept_weights = self.model.get_weights()
-            eps = 1e-7
-            val_loss = float(-np.mean(y_val * np.log(pred + eps) + (1 - y_val) * np.log(1 - pred + eps)))
+            val_loss = finish.bce(y_val, pred)
             lr = self.model.optimizer.learning_rate
             self.rows.append({"epoch": epoch + 1, "loss": float((logs or {}).get("loss", np.nan)),
                               "val_loss": val_loss, "val_spearman": score,

@@ -31,19 +31,9 @@ class RidgeFit:
         return x @ self.kernel + self.bias
 
 
-def _paths(xa, ya, xb, alphas):
-    """Predictions for xb of the ridge fitted on (xa, ya) at every penalty: (alphas, rows of xb, units), by one
-    SVD of the standardised training features (centred targets; the intercept is the targets' mean)."""
-    mu, sd = xa.mean(0), xa.std(0)
-    sd = np.where(sd > EPS, sd, 1.0)
-    ym = ya.mean(0)
-    u, s, vt = np.linalg.svd((xa - mu) / sd, full_matrices=False)
-    uty, z = u.T @ (ya - ym), ((xb - mu) / sd) @ vt.T
-    return np.stack([z @ ((s / (s * s + a))[:, None] * uty) + ym for a in alphas])
-
-
 def _coefficients(x, y, alphas):
-    """(alphas, features, units) kernels and (alphas, units) biases in the features' own units."""
+    """(alphas, features, units) kernels and (alphas, units) biases in the features' own units, by one SVD of the
+    standardised features (centred targets; the intercept is the targets' mean)."""
     mu, sd = x.mean(0), x.std(0)
     sd = np.where(sd > EPS, sd, 1.0)
     ym = y.mean(0)
@@ -51,6 +41,12 @@ def _coefficients(x, y, alphas):
     uty = u.T @ (y - ym)
     kernels = np.stack([vt.T @ ((s / (s * s + a))[:, None] * uty) / sd[:, None] for a in alphas])
     return kernels, ym[None, :] - np.einsum("f,afu->au", mu, kernels)
+
+
+def _paths(xa, ya, xb, alphas):
+    """Predictions for xb of the ridge fitted on (xa, ya) at every penalty: (alphas, rows of xb, units)."""
+    kernels, biases = _coefficients(xa, ya, alphas)
+    return np.einsum("rf,afu->aru", xb, kernels) + biases[:, None, :]
 
 
 def fit(x: np.ndarray, y: np.ndarray, coding, groups, alphas, inner_folds: int) -> RidgeFit:
@@ -74,12 +70,6 @@ def fit(x: np.ndarray, y: np.ndarray, coding, groups, alphas, inner_folds: int) 
     bias = biases[unit_best, np.arange(units.shape[1])]
     inner_score = np.nan_to_num(per_alpha[best, np.arange(len(best))]).mean()
     return RidgeFit(kernel.astype(np.float32), bias.astype(np.float32), [alphas[i] for i in best], float(inner_score))
-
-
-def bce(y: np.ndarray, p: np.ndarray, eps: float = 1e-7) -> float:
-    """The loss the fine-tuned folds log (history.csv), for the same learning-curve plot."""
-    p = np.clip(p, eps, 1 - eps)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
 def set_head(model, r: RidgeFit):
@@ -139,7 +129,8 @@ def train_folds(cfg, inp, info, strat, run, todo: list[int], batch: int) -> list
         oof, test_pred = coding.decode(r.predict(x[va])), coding.decode(r.predict(x_test))
         seconds = time.perf_counter() - fold_started + feature_seconds / len(todo)
         score = metrics.spearman(inp.y[va], oof).mean
-        history = [{"epoch": 1, "loss": bce(inp.y[tr], coding.decode(r.predict(x[tr]))), "val_loss": bce(inp.y[va], oof),
+        history = [{"epoch": 1, "loss": finish.bce(inp.y[tr], coding.decode(r.predict(x[tr]))),
+                    "val_loss": finish.bce(inp.y[va], oof),
                     "val_spearman": score, "lr_backbone": 0.0}]
         results.append(finish.save_fold(run, k, model, coding, inp, va, oof, test_pred, history, {
             "kind": "ridge", "best_epoch": 1, "epochs_run": 1, "train_seconds": seconds, "pseudo_rows": 0,
