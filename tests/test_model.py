@@ -75,6 +75,50 @@ def test_the_model_describes_itself(backbone, tmp_path, pooling, samples):
     assert np.allclose(np.asarray(m(x)), np.asarray(clone(x)), atol=1e-6)
 
 
+def test_batched_per_target_heads_compute_the_separate_heads_function():
+    """One Dense + one einsum kernel are the 30 two-layer heads (ordinal units of different widths included):
+    with the separate layers' weights copied in, the logits agree."""
+    import keras
+
+    units, x = [1, 3, 2, 1], np.random.default_rng(0).normal(size=(5, 12)).astype("float32")
+    separate, batched = (layers.TargetHead(units, hidden=8, rate=0.0, batched=b) for b in (False, True))
+    separate(x), batched(x)
+    assert len(batched.trainable_variables) == 4 and len(separate.trainable_variables) == 4 * len(units)
+    hidden = [h.get_weights() for h in separate.hidden_layers]
+    batched.hidden_dense.set_weights([np.concatenate([k for k, _ in hidden], 1), np.concatenate([b for _, b in hidden])])
+    kernel, bias = np.zeros((4, 8, 3), "float32"), np.zeros((4, 3), "float32")
+    for t, o in enumerate(separate.out_layers):
+        k, b = o.get_weights()
+        kernel[t, :, :k.shape[1]], bias[t, :len(b)] = k, b
+    batched.out_kernel.assign(kernel)
+    batched.out_bias.assign(bias)
+    assert np.asarray(batched(x)).shape == (5, sum(units))
+    assert np.allclose(np.asarray(batched(x)), np.asarray(separate(x)), atol=1e-5)
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(batched))
+    assert clone.batched and not layers.TargetHead(units, hidden=0, batched=True).batched  # linear: nothing to batch
+
+
+def test_runs_described_before_batched_heads_keep_their_layout(backbone, tmp_path, tiny_model_dir):
+    """A per-target description without head_batched (written before it existed) rebuilds the separate layers
+    and loads its weights; build() given it (a resumed run) builds that layout too, a new run the batched one."""
+    from conftest import make_config
+    from pipeline.modeling import targets
+
+    old = model.QuestModel(backbone, head="per_target", head_hidden=8)
+    description = json.loads(model.model_to_json(old))
+    assert "head_batched" not in description["config"]
+    old.save_weights(tmp_path / "w.weights.h5")
+    clone = model.model_from_json(json.dumps(description))
+    clone.load_weights(tmp_path / "w.weights.h5")
+    x = _inputs()
+    assert np.allclose(np.asarray(old(x)), np.asarray(clone(x)), atol=1e-6)
+    cfg = make_config(tmp_path, tmp_path, tiny_model_dir, model__head="per_target", model__head_hidden=8,
+                      model__random_init="true")
+    coding = targets.fit("raw", np.zeros((1, 30)))
+    assert model.build(cfg, tiny_model_dir, coding).settings["head_batched"] is True
+    assert "head_batched" not in model.build(cfg, tiny_model_dir, coding, like=description).settings
+
+
 def test_schedule_warms_up_then_decays():
     s = optim.WarmupSchedule(1.0, 10, 110)
     values = [float(s(i)) for i in (0, 5, 10, 60, 110, 200)]

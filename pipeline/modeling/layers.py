@@ -43,13 +43,21 @@ class WeightedLayerSum(keras.layers.Layer):
 class TargetHead(keras.layers.Layer):
     """Logits of a group of targets: one linear layer over all of them (hidden=0), or one small two-layer head
     per target (hidden units, GELU; 2nd place). `units` lists each target's output units (ordinal codings have
-    several). Multi-sample dropout: `samples` dropout masks of the same features, logits averaged (1st place)."""
+    several). Multi-sample dropout: `samples` dropout masks of the same features, logits averaged (1st place).
 
-    def __init__(self, units, hidden=0, rate=0.1, samples=1, **kwargs):
+    batched (per-target heads): the heads' first layers are one Dense of len(units) * hidden units and their
+    second layers one (targets, hidden, max units) kernel applied by einsum: the same functions as separate
+    layers in 4 variables instead of 4 per target, so the train step traces and runs as fast as the linear
+    head's. False: the separate Dense layers (hidden_i, out_i) of runs described before batching existed."""
+
+    def __init__(self, units, hidden=0, rate=0.1, samples=1, batched=False, **kwargs):
         super().__init__(**kwargs)
         self.units, self.hidden, self.rate, self.samples = [int(u) for u in units], int(hidden), rate, samples
+        self.batched = bool(batched and hidden)
         self.dropout = keras.layers.Dropout(rate)
-        if self.hidden:
+        if self.batched:
+            self.hidden_dense = keras.layers.Dense(len(self.units) * self.hidden, activation="gelu", name="hidden")
+        elif self.hidden:
             self.hidden_layers = [keras.layers.Dense(self.hidden, activation="gelu", name=f"hidden_{i}")
                                   for i in range(len(self.units))]
             self.out_layers = [keras.layers.Dense(u, name=f"out_{i}") for i, u in enumerate(self.units)]
@@ -57,7 +65,14 @@ class TargetHead(keras.layers.Layer):
             self.dense = keras.layers.Dense(sum(self.units))
 
     def build(self, input_shape):
-        if self.hidden:
+        if self.batched:
+            self.hidden_dense.build(input_shape)
+            n, width = len(self.units), max(self.units)
+            limit = (6.0 / (self.hidden + width)) ** 0.5  # each head's Glorot range, as its own Dense would have
+            self.out_kernel = self.add_weight(shape=(n, self.hidden, width), name="out_kernel",
+                                              initializer=keras.initializers.RandomUniform(-limit, limit))
+            self.out_bias = self.add_weight(shape=(n, width), initializer="zeros", name="out_bias")
+        elif self.hidden:
             for h, o in zip(self.hidden_layers, self.out_layers):
                 h.build(input_shape)
                 o.build((None, self.hidden))
@@ -65,6 +80,13 @@ class TargetHead(keras.layers.Layer):
             self.dense.build(input_shape)
 
     def _logits(self, x):
+        if self.batched:
+            n, width = len(self.units), max(self.units)
+            h = ops.reshape(self.hidden_dense(x), (-1, n, self.hidden))
+            out = ops.reshape(ops.einsum("bth,thu->btu", h, self.out_kernel) + self.out_bias, (-1, n * width))
+            if width == 1 or min(self.units) == width:
+                return out
+            return ops.take(out, [t * width + j for t, u in enumerate(self.units) for j in range(u)], axis=1)
         if not self.hidden:
             return self.dense(x)
         return ops.concatenate([o(h(x)) for h, o in zip(self.hidden_layers, self.out_layers)], axis=-1)
@@ -79,7 +101,7 @@ class TargetHead(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "units": self.units, "hidden": self.hidden, "rate": self.rate,
-                "samples": self.samples}
+                "samples": self.samples, "batched": self.batched}
 
 
 @keras.saving.register_keras_serializable(package="quest")

@@ -116,7 +116,7 @@ class QuestModel(keras.Model):
                  pooling: str = "mean", pool_layers: int = 4, head: str = "linear", head_hidden: int = 256,
                  split_heads: bool = False, dropout: float = 0.1, dropout_samples: int = 1,
                  categories=(), host_vocab=(), host_dim: int = 16, coding: dict | None = None,
-                 output: str = "sigmoid", layer_dropout: float = 0.0, **kwargs):
+                 output: str = "sigmoid", layer_dropout: float = 0.0, head_batched: bool = False, **kwargs):
         kwargs.pop("n_outputs", None)
         towers = [backbone] + ([answer_backbone] if answer_backbone is not None else [])
         freeze_pooler(towers)
@@ -149,8 +149,9 @@ class QuestModel(keras.Model):
         else:
             groups = [(everything, list(range(n)))]
         units = the_coding.units()
+        head_batched = head_batched and head == "per_target"
         logits = [TargetHead([units[c] for c in cols], head_hidden if head == "per_target" else 0, dropout,
-                             dropout_samples, name="head" if len(groups) == 1 else f"head_{g}")(x)
+                             dropout_samples, head_batched, name="head" if len(groups) == 1 else f"head_{g}")(x)
                   for g, (x, cols) in enumerate(groups)]
         logits = join(logits, "head_logits")
         outputs = keras.layers.Activation(output, dtype="float32", name="targets")(logits)
@@ -162,7 +163,8 @@ class QuestModel(keras.Model):
                          "host_vocab": list(host_vocab), "host_dim": host_dim}
         # written only when not the default, so runs described before they existed still resume
         self.settings.update({k: v for k, v, default in (("output", output, "sigmoid"),
-                                                         ("layer_dropout", layer_dropout, 0.0)) if v != default})
+                                                         ("layer_dropout", layer_dropout, 0.0),
+                                                         ("head_batched", head_batched, False)) if v != default})
 
     micro_batches = 1  # set by the trainer (train.grad_accum): each training step is this many micro-batches
 
@@ -223,9 +225,12 @@ class QuestModel(keras.Model):
                       "answer_backbone": rebuild(config.get("answer_backbone"))})
 
 
-def build(cfg, model_path, coding: targets.TargetCoding, host_vocab=()) -> QuestModel:
-    """The configured model on backbone(s) loaded from model_path (two copies for model.towers = separate)."""
+def build(cfg, model_path, coding: targets.TargetCoding, host_vocab=(), like: dict | None = None) -> QuestModel:
+    """The configured model on backbone(s) loaded from model_path (two copies for model.towers = separate).
+    like: the run's model description when it has one (a resumed run): per-target heads keep its layout, batched
+    or (described before batching existed) separate layers, so every fold's weights load into one model."""
     m = cfg.model
+    batched = like is None or bool(like["config"].get("head_batched", False))
     dual = cfg.encode.inputs == "dual"
     backbone = load_backbone(model_path, m.random_init, m.backbone_dropout)
     answer_backbone = load_backbone(model_path, m.random_init, m.backbone_dropout) if dual and m.towers == "separate" \
@@ -233,7 +238,7 @@ def build(cfg, model_path, coding: targets.TargetCoding, host_vocab=()) -> Quest
     return QuestModel(backbone, answer_backbone, cfg.encode.inputs, m.pooling, m.pool_layers, m.head, m.head_hidden,
                       m.split_heads, m.dropout, m.dropout_samples, list(CATEGORIES) if m.category else [],
                       list(host_vocab) if m.host_dim else [], m.host_dim, coding.to_dict(),
-                      "linear" if cfg.train.kind == "ridge" else "sigmoid", m.layer_dropout)
+                      "linear" if cfg.train.kind == "ridge" else "sigmoid", m.layer_dropout, batched)
 
 
 def head_features(model: QuestModel) -> keras.Model:

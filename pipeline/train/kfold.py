@@ -165,7 +165,8 @@ def train_fold(cfg, k: int, inp: Inputs, info, strat, run: Run) -> dict:
     batch = global_batch(tcfg, replicas)
     steps = batching.batches_per_epoch(len(tr), batch)
     with strat.scope():
-        model = model_lib.build(cfg, info.path, coding, inp.host_vocab)
+        model = model_lib.build(cfg, info.path, coding, inp.host_vocab,
+                                like=run.architecture() if run.model.is_file() else None)
         model.micro_batches = tcfg.grad_accum
         loss = loss_function(coding, tcfg.pos_weight)
         factors = model_lib.layer_multipliers(model, tcfg.lr_layer_decay)
