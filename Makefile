@@ -9,7 +9,10 @@ KVENV := .venv-kaggle
 KAGGLE_IMAGE := configs/kaggle-image-constraints.txt
 # What a Kaggle image has that the pipeline or its tests use; versions come from $(KAGGLE_IMAGE).
 KAGGLE_PACKAGES := tensorflow tensorflow-text keras keras-hub transformers tokenizers sentencepiece numpy pandas \
-	scipy scikit-learn kagglesdk safetensors tqdm matplotlib ipykernel pytest nbclient nbformat
+	scipy scikit-learn kagglesdk safetensors tqdm matplotlib ipykernel pytest pytest-xdist nbclient nbformat
+# Tests run in parallel workers (pytest-xdist), one file per worker at a time so a module's fixtures are built once;
+# most of a test's time is TensorFlow tracing a train step, single-threaded Python, so 2 cores give nearly 2x.
+PARALLEL := -n auto --maxprocesses 4 --dist loadfile
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m venv $(VENV)
@@ -33,14 +36,14 @@ demo: setup
 	$(BIN)/python run.py demo
 
 test: setup
-	$(BIN)/python -m pytest -q tests; s=$$?; \
+	$(BIN)/python -m pytest -q $(PARALLEL) tests; s=$$?; \
 	if [ $$s -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$s
 
 # The code on Kaggle's versions: the fast suite inside .venv-kaggle, then the inference and the training notebooks
 # run by .venv-kaggle on bundles made in .venv (mounted read-only under a fake /kaggle/input, network blocked).
 kaggle-check: setup kaggle-setup
-	$(KVENV)/bin/python -m pytest -q -p no:cacheprovider -m "not slow" tests; s=$$?; [ $$s -eq 0 ] || exit $$s
-	QUEST_KAGGLE_PYTHON=$(CURDIR)/$(KVENV)/bin/python $(BIN)/python -m pytest -q tests/test_bundle.py tests/test_scaleout.py -k kaggle_image
+	$(KVENV)/bin/python -m pytest -q -p no:cacheprovider $(PARALLEL) -m "not slow" tests; s=$$?; [ $$s -eq 0 ] || exit $$s
+	QUEST_KAGGLE_PYTHON=$(CURDIR)/$(KVENV)/bin/python $(BIN)/python -m pytest -q $(PARALLEL) tests/test_bundle.py tests/test_scaleout.py -k kaggle_image
 
 bench: setup
 	$(BIN)/python benchmarks/bench_train.py --quick
