@@ -210,24 +210,31 @@ class Run(layout.RunPaths):
         """A run's folds share one effective batch (rows per optimizer step: train.batch_size x the replicas the
         strategy found x train.grad_accum), so a fold trained on two GPUs does not join folds trained on one at
         the same settings; train.grad_accum = 2 on one GPU matches two GPUs."""
-        for k in self.finished_folds():
-            m = files.read_json(self.fold(k).metrics)
-            if m.get("global_batch", batch) != batch:
-                raise RunError(f"fold {k} of {self.name} was trained with a global batch of {m['global_batch']} "
-                               f"({m.get('replicas', 1)} replica(s) x train.batch_size x train.grad_accum); {where} "
-                               f"gives {batch} ({replicas} replica(s)). Its folds would not be one recipe: use the "
-                               "same kind of machine, --set train.strategy=default (one device) everywhere, or a "
-                               "train.grad_accum that makes the products equal")
+        if found := self._fold_recording_other("global_batch", batch):
+            k, m = found
+            raise RunError(f"fold {k} of {self.name} was trained with a global batch of {m['global_batch']} "
+                           f"({m.get('replicas', 1)} replica(s) x train.batch_size x train.grad_accum); {where} "
+                           f"gives {batch} ({replicas} replica(s)). Its folds would not be one recipe: use the "
+                           "same kind of machine, --set train.strategy=default (one device) everywhere, or a "
+                           "train.grad_accum that makes the products equal")
 
     def check_precision(self, policy: str, where: str = "this machine"):
         """A run's folds share one numeric precision, the one actually used (train.mixed_precision "auto" is
         float16 on a P100/T4, bfloat16 on newer GPUs, float32 on a CPU)."""
+        if found := self._fold_recording_other("precision", policy):
+            k, m = found
+            raise RunError(f"fold {k} of {self.name} was trained in {m['precision']}; {where} trains in {policy}. "
+                           "Its folds would not be one recipe: set train.mixed_precision to one value (none, "
+                           "float16, bfloat16) everywhere, or train the folds on the same kind of device")
+
+    def _fold_recording_other(self, key: str, value):
+        """The first finished fold whose metrics record another `key` than value (folds from before the key
+        existed agree): (k, its metrics), or None."""
         for k in self.finished_folds():
-            used = files.read_json(self.fold(k).metrics).get("precision", policy)
-            if used != policy:
-                raise RunError(f"fold {k} of {self.name} was trained in {used}; {where} trains in {policy}. Its "
-                               "folds would not be one recipe: set train.mixed_precision to one value (none, "
-                               "float16, bfloat16) everywhere, or train the folds on the same kind of device")
+            m = files.read_json(self.fold(k).metrics)
+            if m.get(key, value) != value:
+                return k, m
+        return None
 
     def model_sha256(self) -> str:
         """What a fold records of the run's model description (model.json, fold-specific parts left out)."""
