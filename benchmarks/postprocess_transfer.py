@@ -21,7 +21,7 @@ qa_id and the 30 targets, each row predicted by a model that never saw it, such 
 these 5 folds (`python run.py train` with data.dir on the shared rows). Only the rotations whose two folds it
 covers are run; the results go to postprocess-transfer-<file stem>.json and .md.
 
-    python benchmarks/postprocess_transfer.py --predictions output/runs/minilm-s42/oof.csv
+    python benchmarks/postprocess_transfer.py --predictions output/runs/minilm-s42/oof.csv --describe "MiniLM, ..."
 
 Writes benchmarks/results/postprocess-transfer.json and .md.
 """
@@ -163,6 +163,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=str(DATA), help="a train.csv of real QUEST rows")
     parser.add_argument("--predictions", help="out-of-fold predictions (qa_id + 30 targets) in place of TF-IDF + ridge")
+    parser.add_argument("--describe", help="what made --predictions (backbone, inputs, epochs, its OOF), for the table")
     args = parser.parse_args(argv)
     if not Path(args.data).is_file():
         print(f"{args.data} not found: this check needs the shared real rows", file=sys.stderr)
@@ -175,7 +176,9 @@ def main(argv=None) -> int:
     predict, model, stem = None, "TF-IDF + ridge", "postprocess-transfer"
     if args.predictions:
         predict = file_predictions(Path(args.predictions), train)
-        model, stem = f"out-of-fold predictions from {args.predictions}", f"postprocess-transfer-{Path(args.predictions).stem}"
+        model = f"out-of-fold predictions of {args.describe}" if args.describe else \
+            f"out-of-fold predictions from {args.predictions}"
+        stem = f"postprocess-transfer-{Path(args.predictions).stem}"
     covered = {k for k in range(5) if predict is None or not np.isnan(predict(None, np.flatnonzero(fold == k))).any()}
     rotations = []
     for v in range(5):
