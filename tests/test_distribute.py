@@ -28,7 +28,9 @@ def _train(tmp_path, synth_dir, model_dir, name: str, replicas: int, **sets) -> 
             "model.dropout": 0.0, "model.backbone_dropout": 0.0, "folds.n_folds": 2, "train.folds": "[0]", "encode.max_len": 64,
             "encode.title_weight": 8, "encode.question_weight": 24, "encode.answer_weight": 28, "train.epochs": 2,
             "train.lr_backbone": 2e-3, "train.lr_head": 3e-3, "train.verbose": 0, "train.eval_batch_size": 32,
-            "train.strategy": "mirrored" if replicas > 1 else "default", **sets}
+            # the last epoch's weights, so runs are compared after the same steps (the best epoch by validation
+            # Spearman is a near tie on tiny models: float16's rounding could keep epoch 1 where float32 keeps 2)
+            "train.keep": "last", "train.strategy": "mirrored" if replicas > 1 else "default", **sets}
     spec = tmp_path / f"{name}.json"
     spec.write_text(json.dumps({"replicas": replicas, "out": str(tmp_path / f"{name}-result.json"),
                                 "sets": [f"{k}={v}" for k, v in base.items()]}))
