@@ -84,7 +84,7 @@ class TargetHead(keras.layers.Layer):
             n, width = len(self.units), max(self.units)
             h = ops.reshape(self.hidden_dense(x), (-1, n, self.hidden))
             out = ops.reshape(ops.einsum("bth,thu->btu", h, self.out_kernel) + self.out_bias, (-1, n * width))
-            if width == 1 or min(self.units) == width:
+            if min(self.units) == width:  # every target as wide: nothing to drop
                 return out
             return ops.take(out, [t * width + j for t, u in enumerate(self.units) for j in range(u)], axis=1)
         if not self.hidden:
