@@ -177,3 +177,27 @@ def test_the_size_table_is_the_report_s_estimate_at_each_size():
             r = postprocess.fit(y2, p2, fold, ["a", "b"], methods=(method,), eval_rows=size)
             gain = np.mean([c["after_nested"] - c["before"] for c in r.values()])
             assert table[method][str(size)] == pytest.approx(gain), (method, size)
+
+
+def test_the_honest_gain_s_spread_is_per_held_set_and_shrinks_as_the_sets_grow():
+    """The summary's spread is over the held sets' own gains (honest minus untouched, mean over the columns):
+    what one test set of that size may see. Larger sets average more rows, so their gains vary less."""
+    rng = np.random.default_rng(2)
+    n = 2400
+    fold = rng.integers(0, 5, n)
+    y2 = (rng.random((n, 2)) < [0.08, 0.3]).astype(float)  # two binary-like columns: ties gain
+    p2 = np.where(y2 > 0, rng.normal(0.6, 0.2, y2.shape), rng.normal(0.3, 0.2, y2.shape))
+    spread = {}
+    for size in (100, 1000):
+        report = postprocess.fit(y2, p2, fold, ["a", "b"], eval_rows=size)
+        sets = postprocess.Held(fold, None, size).sets(np.ones(len(y2), bool))
+        first = [postprocess.score_column(y2[sets[0], j], p2[sets[0], j]) for j in range(2)]
+        assert [c["by_held_set"]["before"][0] for c in report.values()] == pytest.approx(first, abs=1e-6)
+        s = postprocess.summary(report)
+        gains = np.mean([np.subtract(c["by_held_set"]["honest"], c["by_held_set"]["before"])
+                         for c in report.values()], axis=0)
+        assert s["after_honest"] - s["before"] == pytest.approx(gains.mean(), abs=1e-5)
+        spread[size] = s["honest_gain_by_held_set"]
+        assert spread[size]["n"] == postprocess.DRAWS and spread[size]["min"] <= gains.mean() <= spread[size]["max"]
+        assert s["after_honest"] > s["before"]  # a real gain, uncertain by a per-set spread
+    assert spread[100]["sd"] > 1.5 * spread[1000]["sd"] > 0

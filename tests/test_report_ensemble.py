@@ -36,6 +36,9 @@ def test_validate_writes_report_and_plots(trained):
     for name, _ in scores.SCORE_MEANINGS:
         assert f"- {name}" in md, name
     assert (run_dir / "postprocess.json") in paths
+    spread = rep["postprocess"]["honest_gain_by_held_set"]  # one held set's gain: what one test set may see
+    assert spread["min"] <= rep["postprocess"]["after_honest"] - rep["postprocess"]["before"] <= spread["max"]
+    assert f"standard deviation of {spread['sd']:.4f}" in md
 
 
 def test_compare_table_lists_each_run(trained):

@@ -101,10 +101,12 @@ def demo(cfg) -> list[Path]:
     for k, v in summary["per_fold"].items():
         print(f"fold {k}: OOF Spearman {v:.4f}")
     pp = ens["postprocess"]
+    g = pp.get("honest_gain_by_held_set")
+    spread = f", one held set's gain +-{g['sd']:.4f} (sd)" if g and g["n"] > 1 else ""
     print(f"mean of folds {summary['mean_fold_spearman']:.4f}; OOF Spearman (all rows) {summary['oof_spearman']:.4f}")
     print(f"on held sets of {cfg.postprocess.eval_rows or 'a fold'} rows: untouched {pp['before']:.4f} -> "
           f"post-processed, nested {pp['after_nested']:.4f}; keep decision nested too (honest) "
-          f"{pp['after_honest']:.4f}  (what each score means: README.md, 'What each score means')")
+          f"{pp['after_honest']:.4f}{spread}  (what each score means: README.md, 'What each score means')")
     print(f"submission: {cfg.submission_file}")
     print(f"report: {layout.RunPaths(cfg.run_dir).report_md}")
     return paths

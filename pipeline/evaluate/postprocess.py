@@ -169,8 +169,9 @@ class Held:
         return out
 
 
-def _nested(y: np.ndarray, p: np.ndarray, within: np.ndarray, held_sets, cands_for) -> tuple[float, float]:
-    """Mean Spearman of the held sets before and after the transform chosen on the rest of `within`; the
+def _nested(y: np.ndarray, p: np.ndarray, within: np.ndarray, held_sets,
+            cands_for) -> tuple[np.ndarray, np.ndarray]:
+    """Spearman of each held set before and after the transform chosen on the rest of `within`; the
     transform meets each held set whole (its quantiles and levels come from the set, as at predict time).
     cands_for(rows): the candidates, learnt (snap's levels) from those rows' labels only, never a held set's."""
     before, after = [], []
@@ -179,21 +180,25 @@ def _nested(y: np.ndarray, p: np.ndarray, within: np.ndarray, held_sets, cands_f
         method, params = choose(y[train], p[train], cands_for(train))
         before.append(score_column(y[held], p[held]))
         after.append(score_column(y[held], apply_one(p[held], method, params)))
-    return float(np.mean(before)), float(np.mean(after))
+    return np.array(before), np.array(after)
 
 
-def _honest(y: np.ndarray, p: np.ndarray, held_by: Held, cands_for) -> float:
-    """The nested score when the keep-or-not decision is nested too: for each held set, the candidates, the
+def _nested_gain(*args) -> float:
+    before, after = _nested(*args)
+    return float(after.mean() - before.mean())
+
+
+def _honest(y: np.ndarray, p: np.ndarray, held_by: Held, held_sets, cands_for) -> np.ndarray:
+    """Each held set's score when the keep-or-not decision is nested too: for each held set, the candidates, the
     transform and whether to keep it are decided on the rest alone (nothing can favour the held set)."""
     scores = []
-    everything = np.ones(len(y), bool)
-    for held in held_by.sets(everything):
+    for held in held_sets:
         train = ~held
         inner = held_by.sets(train, INNER_DRAWS)
-        keep = len(inner) >= 2 and np.subtract(*_nested(y, p, train, inner, cands_for)[::-1]) > 0
+        keep = len(inner) >= 2 and _nested_gain(y, p, train, inner, cands_for) > 0
         method, params = choose(y[train], p[train], cands_for(train)) if keep else ("none", {})
         scores.append(score_column(y[held], apply_one(p[held], method, params)))
-    return float(np.mean(scores))
+    return np.array(scores)
 
 
 def fit(y: np.ndarray, p: np.ndarray, fold: np.ndarray, columns, y_label_source: np.ndarray | None = None,
@@ -223,13 +228,16 @@ def fit(y: np.ndarray, p: np.ndarray, fold: np.ndarray, columns, y_label_source:
         def cands_for(rows, j=j):
             return candidates(labels[rows, j], methods, round_grids, kmeans_ks)
 
-        before, after = _nested(y[:, j], p[:, j], everything, held_sets, cands_for)
+        before_sets, after_sets = _nested(y[:, j], p[:, j], everything, held_sets, cands_for)
+        before, after = float(before_sets.mean()), float(after_sets.mean())
+        honest_sets = _honest(y[:, j], p[:, j], held_by, held_sets, cands_for)
         method, params = choose(y[:, j], p[:, j], cands_for(everything))
         applied = after > before and method != "none"
         report[col] = {"method": method if applied else "none", "params": params if applied else {},
                        "before": before, "after_nested": after, "applied": applied,
-                       "gain": (after - before) if applied else 0.0,
-                       "after_honest": _honest(y[:, j], p[:, j], held_by, cands_for)}
+                       "gain": (after - before) if applied else 0.0, "after_honest": float(honest_sets.mean()),
+                       "by_held_set": {"before": before_sets.round(6).tolist(),
+                                       "honest": honest_sets.round(6).tolist()}}
     return report
 
 
@@ -248,7 +256,7 @@ def gain_by_size(y: np.ndarray, p: np.ndarray, fold: np.ndarray, columns, sizes,
                 def cands_for(rows, j=j):
                     return candidates(y[rows, j], (method,), round_grids, kmeans_ks)
 
-                gains[j, i] = np.subtract(*_nested(y[:, j], p[:, j], everything, held_sets, cands_for)[::-1])
+                gains[j, i] = _nested_gain(y[:, j], p[:, j], everything, held_sets, cands_for)
         out[method] = {str(int(size)): float(g) for size, g in zip(sizes, gains.mean(0))}  # JSON's keys
     return out
 
@@ -257,8 +265,14 @@ def summary(report: dict) -> dict:
     before = float(np.mean([r["before"] for r in report.values()]))
     after = float(np.mean([r["after_nested"] if r["applied"] else r["before"] for r in report.values()]))
     honest = float(np.mean([r["after_honest"] for r in report.values()]))
-    return {"before": before, "after_nested": after, "after_honest": honest,
-            "n_applied": sum(r["applied"] for r in report.values())}
+    out = {"before": before, "after_nested": after, "after_honest": honest,
+           "n_applied": sum(r["applied"] for r in report.values())}
+    if all("by_held_set" in r for r in report.values()):  # reports written before it lack the per-set scores
+        gains = np.mean([np.subtract(r["by_held_set"]["honest"], r["by_held_set"]["before"])
+                         for r in report.values()], axis=0)
+        out["honest_gain_by_held_set"] = {"n": len(gains), "sd": float(gains.std(ddof=1)) if len(gains) > 1 else 0.0,
+                                          "min": float(gains.min()), "max": float(gains.max())}
+    return out
 
 
 def apply(preds: np.ndarray, report: dict, columns) -> np.ndarray:

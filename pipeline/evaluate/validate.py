@@ -71,6 +71,15 @@ def _size(n) -> str:
     return f"{int(n)}-row held sets" if int(n) else "held (sub-)folds"
 
 
+def _spread(pp: dict) -> str:
+    """How much the honest gain varies between the held sets: what one test set of that size may see."""
+    g = pp.get("honest_gain_by_held_set")
+    if not g or g["n"] < 2:
+        return ""
+    return (f" (gain {pp['after_honest'] - pp['before']:+.4f} on average; one held set's gain varies with a "
+            f"standard deviation of {g['sd']:.4f}, from {g['min']:+.4f} to {g['max']:+.4f} over {g['n']} sets)")
+
+
 def _markdown(run: Run, rep: dict) -> str:
     sizes = [int(n) for n in next(iter(rep["postprocess_by_size"].values()), {})]
     pp, names = rep["postprocess"], [name for name, _ in scores.SCORE_MEANINGS]
@@ -81,7 +90,7 @@ def _markdown(run: Run, rep: dict) -> str:
              f"- {names[2]}: {rep['oof_spearman_unique_questions']:.4f}",
              f"- {names[3]}: {pp['before']:.4f}; held sets: {pp['split']}",
              f"- {names[4]}: {pp['after_nested']:.4f} ({pp['n_applied']} column(s) changed)",
-             f"- {names[5]}: **{pp['after_honest']:.4f}**",
+             f"- {names[5]}: **{pp['after_honest']:.4f}**{_spread(pp)}",
              f"- Constant columns (scored 0): {rep['n_constant']} {rep['constant_columns'] or ''}",
              f"- Folds: {rep['folds_done']}", "", "| fold | Spearman | best epoch |", "|---|---|---|"]
     lines += [f"| {k} | {v['val_spearman']:.4f} | {v['best_epoch']} |" for k, v in rep["per_fold"].items()]
@@ -109,7 +118,7 @@ def _markdown(run: Run, rep: dict) -> str:
     return "\n".join(lines)
 
 
-REPORT_VERSION = 4  # bump when the report gains content, so current-looking old reports are rebuilt
+REPORT_VERSION = 5  # bump when the report gains content, so current-looking old reports are rebuilt
 
 
 def _truncation(cfg, run: Run, train: pd.DataFrame) -> list[dict]:
