@@ -6,7 +6,6 @@ This file only parses the command line (from the stage table in pipeline/cli/tab
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
@@ -39,16 +38,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if not args.verbose and argv is None:  # a process of its own (not a test calling main)
-        from pipeline.cli import terminal
+    from pipeline.cli import terminal  # light: no TensorFlow
 
+    if not args.verbose and argv is None:  # a process of its own (not a test calling main)
         terminal.quiet_native_logs()
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-    log = logging.getLogger("pipeline")  # its own handler: TensorFlow's absl handler joins the root logger
-    log.addHandler(handler)
-    log.setLevel(logging.WARNING if args.quiet else logging.INFO)
-    log.propagate = False
+    terminal.log_to_stderr(args.quiet)
     if args.stage != "download":  # every other stage runs as on a Kaggle kernel: no hub downloads
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

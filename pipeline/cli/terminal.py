@@ -8,6 +8,7 @@ other byte on at once (progress bars included), and the original stderr is resto
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import re
 import threading
@@ -70,3 +71,15 @@ def quiet_native_logs():
         thread.join(timeout=5)
 
     atexit.register(restore)
+
+
+def log_to_stderr(quiet: bool = False) -> logging.Logger:
+    """The pipeline's progress and result lines on stderr, INFO and up (WARNING with quiet): its own handler,
+    since TensorFlow's absl handler joins the root logger."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    log = logging.getLogger("pipeline")
+    log.addHandler(handler)
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
+    return log
