@@ -4,8 +4,8 @@ with and without the other, at an equal fine-tuning budget; writes benchmarks/pr
 results/pretrain-pseudo.json), with the pre-training throughput on this machine.
 
 Reduced protocol (CPU-sized, stated in the output):
-  labelled  the first --rows question groups' rows of the shared real train rows (benchmarks/recipes.py's
-            seeded order), 2 question-grouped folds; fold 0 is trained, the other fold is its held-out set
+  labelled  the first --rows question groups' rows of the shared real train rows (in a seeded question
+            order), 2 question-grouped folds; fold 0 is trained, the other fold is its held-out set
   unlabeled the other real train rows with their labels dropped (other questions), plus test.csv: the text
             pre-training may read, and --pseudo-rows of them (seeded) for pseudo-labels
   backbone  all-MiniLM-L6-v2 (the installed wheel); the student is --recipe with joint max_len --max-len
@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-import recipes  # noqa: E402  (its subset of the real rows)
+import recipes  # noqa: E402  (the real rows' location and the backbone)
 
 
 def parse(argv=None):
@@ -49,6 +49,32 @@ def parse(argv=None):
     p.add_argument("--smoke", action="store_true", help="tiny random BERT, few rows (checks the script)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "pretrain-pseudo.md"))
     return p.parse_args(argv)
+
+
+def subset(work: Path, rows: int) -> tuple[Path, str]:
+    """The first `rows` rows by whole question groups in a seeded question order, with the real test files
+    (generated rows of the real shape where the shared rows are absent)."""
+    import numpy as np
+    import pandas as pd
+
+    from pipeline.core.columns import BODY
+    from pipeline.dev import synth
+
+    source = recipes.REAL if (recipes.REAL / "train.csv").is_file() else None
+    if source is None:
+        source = work / "generated"
+        synth.write(source, n_train=4867, n_test=476, seed=0)
+    train = pd.read_csv(source / "train.csv", keep_default_na=False)
+    questions = train[BODY].unique()
+    order = {q: i for i, q in enumerate(np.random.default_rng(0).permutation(questions))}
+    train = train.assign(_o=train[BODY].map(order)).sort_values(["_o", "qa_id"]).drop(columns="_o")
+    keep = train[train[BODY].isin(train.head(rows)[BODY].unique())]  # whole groups
+    out = work / "data"
+    out.mkdir(parents=True, exist_ok=True)
+    keep.to_csv(out / "train.csv", index=False)
+    for name in ("test.csv", "sample_submission.csv"):
+        (out / name).write_bytes((source / name).read_bytes())
+    return out, ("shared real train rows" if source == recipes.REAL else "generated rows") + f", {len(keep)} rows"
 
 
 def unlabeled(work: Path, data_dir: Path, source_dir: Path, n: int) -> tuple[Path, Path]:
@@ -128,21 +154,20 @@ def main(argv=None):
     args = parse(argv)
     if args.smoke:
         args.rows, args.pseudo_rows, args.max_len, args.epochs = min(args.rows, 300), min(args.pseudo_rows, 100), 64, 2
-    import logging
-
     import tensorflow as tf
 
-    from pipeline.cli import stages
+    from pipeline.cli import stages, terminal
     from pipeline.core import config, files
 
-    logging.basicConfig(format="%(levelname)s %(message)s")
-    logging.getLogger("pipeline").setLevel(logging.INFO)  # pre-training's progress lines, a line per checkpoint
+    terminal.log_to_stderr()  # pre-training's progress lines (a line per checkpoint), each epoch's progress
 
     work = Path(tempfile.mkdtemp(prefix="quest-pretrain-pseudo-"))
-    data_dir, source = recipes.subset(work, args.rows)
+    if args.smoke and Path(args.out) == Path(parse([]).out):  # never over the recorded result
+        args.out = str(work / "pretrain-pseudo.md")
+    data_dir, source = subset(work, args.rows)
     source_dir = recipes.REAL if (recipes.REAL / "train.csv").is_file() else work / "generated"
     text_csv, pseudo_csv = unlabeled(work, data_dir, source_dir, args.pseudo_rows)
-    model_dir = recipes.backbone(work, data_dir, args.smoke)
+    model_dir = recipes.backbone(work, data_dir, args.smoke)[0]
     gpus = tf.config.list_physical_devices("GPU")
     res = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(["python", "benchmarks/pretrain_pseudo.py", *argv]),
            "device": "GPU" if gpus else f"CPU ({os.cpu_count()} cores)",

