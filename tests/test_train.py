@@ -117,7 +117,7 @@ def test_minilm_fine_tunes_a_few_steps(tmp_path, minilm_dir, toy_dir, synth_dir,
 def test_killed_run_resumes_only_missing_folds(tmp_path, synth_dir, tiny_model_dir):
     sets = {"data.dir": synth_dir, "folds.file": tmp_path / "folds.csv", "encode.cache_dir": tmp_path / "cache",
             "output.dir": tmp_path / "out", "model.path": tiny_model_dir, "model.random_init": "true",
-            "folds.n_folds": 3, "encode.max_len": 128, "train.epochs": 3, "train.verbose": 0, "train.batch_size": 16}
+            "folds.n_folds": 3, "encode.max_len": 64, "train.epochs": 1, "train.verbose": 0, "train.batch_size": 16}
     args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     cmd = [sys.executable, str(ROOT / "run.py")]
