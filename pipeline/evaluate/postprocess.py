@@ -42,8 +42,8 @@ def split_for_nesting(fold: np.ndarray, groups) -> tuple[np.ndarray, str]:
     sub = np.empty(len(fold), int)
     for i, (_, held) in enumerate(GroupKFold(SUB_FOLDS).split(np.zeros(len(fold)), groups=np.asarray(groups))):
         sub[held] = i
-    note = (f"only fold {int(fold[0])} is finished: post-processing is chosen and scored nested over "
-            f"{SUB_FOLDS} question-grouped sub-folds of it; train more folds for the usual nested estimate")
+    note = (f"only fold {int(fold[0])} is finished: the estimates nested by folds hold out {SUB_FOLDS} "
+            "question-grouped sub-folds of it; train more folds for the usual nested estimate")
     log.warning(note)
     return sub, note
 
