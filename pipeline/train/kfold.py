@@ -184,9 +184,8 @@ def train_fold(cfg, k: int, inp: Inputs, info, strat, run: Run) -> dict:
              phases(tcfg))
     if tcfg.max_steps:
         with strat.scope():
-            model.compile(optimizer=optim.make(tcfg, tcfg.max_steps, model_lib.head_variables(model), factors,
-                                               reduced_by_step=True),
-                          loss=loss, jit_compile=tcfg.xla)
+            optim.compile_built(model, optim.make(tcfg, tcfg.max_steps, model_lib.head_variables(model), factors,
+                                                  reduced_by_step=True), loss, tcfg.xla)
         return _probe(model, dataset(0), tcfg, k, batch, run)
     callback = epoch_eval(tcfg, train_feed.rows(va), inp.y[va])
     start, epoch = time.perf_counter(), 0
@@ -195,7 +194,7 @@ def train_fold(cfg, k: int, inp: Inputs, info, strat, run: Run) -> dict:
         with strat.scope():
             opt = optim.make(tcfg, steps * n_epochs, model_lib.head_variables(model), factors, head_only,
                              reduced_by_step=True)
-            model.compile(optimizer=opt, loss=loss, jit_compile=tcfg.xla)
+            optim.compile_built(model, opt, loss, tcfg.xla)
         what = f"fold {k}" + (" (head only)" if head_only else "")
         model.fit(dataset(epoch), initial_epoch=epoch, epochs=epoch + n_epochs, steps_per_epoch=steps,
                   verbose=0, callbacks=[callback, *progress.callbacks(tcfg, what, steps, batch)])
