@@ -23,6 +23,19 @@ SHARED = ROOT.parent / "shared" / "data"
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: end-to-end runs (subprocesses, notebooks, real backbones); "
                                        "`pytest -m 'not slow'` skips them, `make test` runs everything")
+    config.addinivalue_line("markers", "xdist_group(name): tests that one parallel worker runs (make test)")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Parallel workers (`--dist loadgroup`, make test) take a file at a time, so a module's fixtures are built
+    once, except that every test using the session fixture `trained` (two trained runs) goes to one worker,
+    which builds it once for all of them."""
+    for item in items:
+        group = "trained" if "trained" in getattr(item, "fixturenames", ()) else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 TOY = SHARED / "quest-toy"
 REAL = SHARED / "google-quest-challenge"
 
