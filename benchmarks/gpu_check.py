@@ -123,8 +123,8 @@ def run_arm(arm: dict, work: Path, mdir: Path, data: Path, args, gpu_name: str) 
         m = model_lib.build(cfg, encoder.info.path, targets.fit("raw", y))
         m.micro_batches = t.grad_accum
         batch = kfold.global_batch(t, strat.num_replicas_in_sync)
-        m.compile(optimizer=optim.make(t, 10_000, model_lib.head_variables(m), reduced_by_step=True),
-                  loss=kfold.loss_function(targets.fit("raw", y), []), jit_compile=t.xla)
+        optim.compile_built(m, optim.make(t, 10_000, model_lib.head_variables(m), reduced_by_step=True),
+                            kfold.loss_function(targets.fit("raw", y), []), t.xla)  # traced once, as in training
     feed = m.feed(enc, train)
     plan = batching.plan(feed.seq_lengths, batch, np.random.default_rng([0, 0]), t.bucketing, t.pad_multiple)
     shapes = len({tuple(feed.widths(b, t.dynamic_padding, t.pad_multiple)) for b in plan})
