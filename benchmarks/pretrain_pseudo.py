@@ -154,6 +154,7 @@ def main(argv=None):
     args = parse(argv)
     if args.smoke:
         args.rows, args.pseudo_rows, args.max_len, args.epochs = min(args.rows, 300), min(args.pseudo_rows, 100), 64, 2
+        args.pretrain_epochs = min(args.pretrain_epochs, 0.05)  # a few hundred steps over every text: not a result
     import tensorflow as tf
 
     from pipeline.cli import stages, terminal
