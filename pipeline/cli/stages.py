@@ -102,7 +102,7 @@ def demo(cfg) -> list[Path]:
         print(f"fold {k}: OOF Spearman {v:.4f}")
     pp = ens["postprocess"]
     g = pp.get("honest_gain_by_held_set")
-    spread = f", one held set's gain +-{g['sd']:.4f} (sd)" if g and g["n"] > 1 else ""
+    spread = f", one held set's gain +-{g['sd']:.4f} (sd)" if g else ""
     print(f"mean of folds {summary['mean_fold_spearman']:.4f}; OOF Spearman (all rows) {summary['oof_spearman']:.4f}")
     print(f"on held sets of {cfg.postprocess.eval_rows or 'a fold'} rows: untouched {pp['before']:.4f} -> "
           f"post-processed, nested {pp['after_nested']:.4f}; keep decision nested too (honest) "

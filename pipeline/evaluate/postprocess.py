@@ -270,8 +270,9 @@ def summary(report: dict) -> dict:
     if all("by_held_set" in r for r in report.values()):  # reports written before it lack the per-set scores
         gains = np.mean([np.subtract(r["by_held_set"]["honest"], r["by_held_set"]["before"])
                          for r in report.values()], axis=0)
-        out["honest_gain_by_held_set"] = {"n": len(gains), "sd": float(gains.std(ddof=1)) if len(gains) > 1 else 0.0,
-                                          "min": float(gains.min()), "max": float(gains.max())}
+        if len(gains) > 1:  # a spread needs two held sets
+            out["honest_gain_by_held_set"] = {"n": len(gains), "sd": float(gains.std(ddof=1)),
+                                              "min": float(gains.min()), "max": float(gains.max())}
     return out
 
 

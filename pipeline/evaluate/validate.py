@@ -74,7 +74,7 @@ def _size(n) -> str:
 def _spread(pp: dict) -> str:
     """How much the honest gain varies between the held sets: what one test set of that size may see."""
     g = pp.get("honest_gain_by_held_set")
-    if not g or g["n"] < 2:
+    if not g:
         return ""
     return (f" (gain {pp['after_honest'] - pp['before']:+.4f} on average; one held set's gain varies with a "
             f"standard deviation of {g['sd']:.4f}, from {g['min']:+.4f} to {g['max']:+.4f} over {g['n']} sets)")
