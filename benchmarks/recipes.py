@@ -3,7 +3,7 @@
 converge, beside the frozen-feature model (configs/frozen-ridge.toml) and TF-IDF + ridge on the same fold.
 
 One recipe per call, so the table fills over several sittings: each row is appended to
-benchmarks/results/recipes.json with its date, machine and command (a recipe measured again replaces its
+benchmarks/results/recipes.json with its date, device and command (a recipe measured again replaces its
 row), and benchmarks/recipes.md is rewritten from every row.
 
 Protocol (the same for every row):
@@ -40,6 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import record  # noqa: E402  (benchmarks/record.py: date, device, command; results written whole)
+
 REAL = ROOT.parent / "shared" / "data" / "google-quest-challenge"
 FROZEN = ROOT / "configs" / "frozen-ridge.toml"
 REFERENCE = ("As the published reference, the 6th place's siamese BERT out-of-fold predictions (bert-base, 512 "
@@ -145,8 +147,6 @@ def scores(cfg) -> dict:
 
 
 def measure(path: Path, args) -> dict:
-    import tensorflow as tf
-
     from pipeline.cli import stages
 
     cfg, backbone_name = configure(path, args)
@@ -155,11 +155,7 @@ def measure(path: Path, args) -> dict:
     stages.validate(cfg)
     wall = time.perf_counter() - start
     t = cfg.train
-    return {"recipe": path.stem, "date": time.strftime("%Y-%m-%d"),
-            "machine": f"GPU {tf.config.list_physical_devices('GPU')[0].name}" if tf.config.list_physical_devices(
-                "GPU") else f"CPU, {os.cpu_count()} cores", "command": " ".join(["python", "benchmarks/recipes.py",
-                                                                                  *sys.argv[1:]]),
-            "backbone": backbone_name, "kind": t.kind, "epochs": t.epochs if t.kind == "finetune" else 0,
+    return {"recipe": path.stem, **record.stamp(__file__), "backbone": backbone_name, "kind": t.kind, "epochs": t.epochs if t.kind == "finetune" else 0,
             "head_only_epochs": t.head_only_epochs if t.kind == "finetune" else 0,
             "lr_backbone": t.lr_backbone if t.kind == "finetune" else 0.0, **scores(cfg), "wall_s": wall}
 
@@ -182,7 +178,7 @@ def markdown(rows: list[dict], smoke: bool) -> str:
              "folds, fold 0 trained (3,891 rows) and scored on its 976 held rows; all-MiniLM-L6-v2 in place of each "
              "recipe's backbone, its rate the recipe's lr_backbone x 4; joint 256 tokens, dual 128 + 128; the "
              "recipe's epochs, at least 3 and at most 5 (head-only epochs at most 5); batch 16. One row per "
-             "sitting, each with its date and machine.", "",
+             "sitting, each with its date and device.", "",
              "Raw is the held rows' Spearman of the epoch the run kept (`train.keep`; `best` chooses it on these same "
              "rows, so it leans optimistic), with the last epoch's beside it. The post-processing columns are on "
              "random 476-row question-grouped held sets (the test set's size), untouched -> transformed, as "
@@ -200,7 +196,7 @@ def markdown(rows: list[dict], smoke: bool) -> str:
         raw = f"{r['raw']:.4f}" if r["kind"] == "ridge" or "kept_epoch" not in r else \
             f"{r['raw']:.4f}, epoch {r['kept_epoch']} of {r['epochs_run']} ({last:.4f})"
         before = f"{r['pp_before']:.4f} -> " if "pp_before" in r else ""
-        lines.append(f"| {r['recipe']} | {r['date']}, {r['machine']} | {epochs} | "
+        lines.append(f"| {r['recipe']} | {r['date']}, {r['device']} | {epochs} | "
                      f"{'-' if r['kind'] == 'ridge' else format(r['lr_backbone'], '.1e')} | {raw} | "
                      f"{before}{r['pp_nested']:.4f} ({r['pp_columns']} columns) | {before}{r['pp_honest']:.4f} | "
                      f"{floor['raw'] if floor else float('nan'):.4f} | {r['tfidf']:.4f} | "
@@ -232,9 +228,7 @@ def main(argv=None):
         row = measure(path, args)
         print(json.dumps(row), flush=True)
         rows = [r for r in old.get("rows", []) if r["recipe"] != row["recipe"]] + [row]
-    results.parent.mkdir(exist_ok=True)
-    results.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
-    table.write_text(markdown(rows, args.smoke))
+    record.write({"rows": rows}, markdown(rows, args.smoke), results, md=table)
     print(table.read_text())
 
 
