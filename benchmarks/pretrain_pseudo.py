@@ -52,9 +52,10 @@ def parse(argv=None):
     return p.parse_args(argv)
 
 
-def subset(work: Path, rows: int) -> tuple[Path, str]:
+def subset(work: Path, rows: int) -> tuple[Path, Path, str]:
     """The first `rows` rows by whole question groups in a seeded question order, with the real test files
-    (generated rows of the real shape where the shared rows are absent)."""
+    (generated rows of the real shape where the shared rows are absent): (the subset's folder, the folder it was
+    cut from, a description)."""
     import numpy as np
     import pandas as pd
 
@@ -75,18 +76,19 @@ def subset(work: Path, rows: int) -> tuple[Path, str]:
     keep.to_csv(out / "train.csv", index=False)
     for name in ("test.csv", "sample_submission.csv"):
         (out / name).write_bytes((source / name).read_bytes())
-    return out, ("shared real train rows" if source == recipes.REAL else "generated rows") + f", {len(keep)} rows"
+    return out, source, ("shared real train rows" if source == recipes.REAL else "generated rows") + \
+        f", {len(keep)} rows"
 
 
 def unlabeled(work: Path, data_dir: Path, source_dir: Path, n: int) -> tuple[Path, Path]:
     """(every unlabeled text: the other train rows without labels + test; n of them, seeded, for pseudo-labels)."""
     import pandas as pd
 
-    from pipeline.core.columns import INPUT_COLUMNS
+    from pipeline.core.columns import BODY, INPUT_COLUMNS
 
     labelled = pd.read_csv(data_dir / "train.csv", keep_default_na=False)
     every = pd.read_csv(source_dir / "train.csv", keep_default_na=False)
-    others = every[~every["question_body"].isin(labelled["question_body"])][list(INPUT_COLUMNS)]
+    others = every[~every[BODY].isin(labelled[BODY])][list(INPUT_COLUMNS)]
     pool = pd.concat([others, pd.read_csv(source_dir / "test.csv", keep_default_na=False)[list(INPUT_COLUMNS)]])
     text, rows = work / "unlabeled.csv", work / "pseudo-input.csv"
     pool.to_csv(text, index=False)
@@ -164,8 +166,7 @@ def main(argv=None):
     work = Path(tempfile.mkdtemp(prefix="quest-pretrain-pseudo-"))
     if args.smoke and Path(args.out) == Path(parse([]).out):  # never over the recorded result
         args.out = str(work / "pretrain-pseudo.md")
-    data_dir, source = subset(work, args.rows)
-    source_dir = recipes.REAL if (recipes.REAL / "train.csv").is_file() else work / "generated"
+    data_dir, source_dir, source = subset(work, args.rows)
     text_csv, pseudo_csv = unlabeled(work, data_dir, source_dir, args.pseudo_rows)
     model_dir = recipes.backbone(work, data_dir, args.smoke)[0]
     res = {**record.stamp(__file__, argv),
