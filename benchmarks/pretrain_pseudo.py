@@ -104,7 +104,7 @@ def arm(name: str, args, work: Path, data_dir: Path, model_dir: Path, extra: dic
     dual = config.load(recipe).encode.inputs == "dual"
     sets = {"data.dir": data_dir, "model.path": model_dir, "model.random_init": str(args.smoke).lower(),
             "output.dir": work / "out", "folds.file": "folds.csv", "folds.n_folds": 2, "train.folds": "0",
-            "train.epochs": args.epochs, "train.batch_size": 16, "train.verbose": 0, "train.run_name": name,
+            "train.epochs": args.epochs, "train.batch_size": 16, "train.verbose": 1, "train.run_name": name,
             "encode.max_len": args.max_len // 2 if dual else args.max_len, "encode.answer_max_len": args.max_len // 2,
             **extra}
     cfg = config.load(recipe, [f"{k}={v}" for k, v in sets.items()])

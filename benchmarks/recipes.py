@@ -104,7 +104,7 @@ def settings(path: Path, work: Path, data: Path, model: Path, args) -> dict:
     sets = {"data.dir": data, "model.path": model, "model.random_init": str(args.smoke).lower(),
             "output.dir": work / "out", "folds.file": work / "folds.csv", "folds.n_folds": 5, "folds.seed": 42,
             "folds.group_key": "question_body", "encode.cache_dir": work / "cache", "train.folds": "0",
-            "train.verbose": 2, "train.batch_size": 16, "train.grad_accum": 1,
+            "train.verbose": 1, "train.batch_size": 16, "train.grad_accum": 1,
             "encode.max_len": args.max_len // 2 if dual else args.max_len, "encode.answer_max_len": args.max_len // 2}
     if t.kind == "finetune":
         sets.update({"train.epochs": min(max(t.epochs, args.min_epochs), args.max_epochs),
