@@ -74,9 +74,11 @@ def test_learns_clearly_above_a_shuffled_label_control(tmp_path, tiny_model_dir)
         _write_frames(tmp_path / name / "data", frame, test, sample)
         cfg = tiny_train_config(tmp_path / name, tmp_path / name / "data", tiny_model_dir, train__epochs=5,
                                 train__lr_backbone=5e-3, train__lr_head=7.5e-3)
+        cfg.train.folds = [0]  # trained on 300 rows, scored on the other 300: the second fold would only repeat it
         stages.folds(cfg)
         scores[name] = files.read_json(stages.train(cfg)[1])["oof_spearman"]
-    # 600 rows x 30 columns: the control's mean Spearman has a standard error below 0.01
+    # 300 held rows x 30 columns: the control's mean Spearman has a standard error near 0.011 (1/sqrt(299) per
+    # column over sqrt(30) columns; more where the columns move together), so 0.06 is several standard errors
     assert scores["real"] > 0.08 and scores["real"] > scores["shuffled"] + 0.06, scores
 
 
