@@ -26,14 +26,24 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "xdist_group(name): tests that one parallel worker runs (make test)")
 
 
+def _worker_group(item) -> str:
+    """Every test of the session fixture `trained` (two trained runs) on one worker, which builds it once for all
+    of them; a file's tests that share a module-scoped fixture on one worker, which builds it once; any other test
+    free to run on whichever worker is idle, so one file's slow tests do not queue behind each other."""
+    if "trained" in getattr(item, "fixturenames", ()):
+        return "trained"
+    info = getattr(item, "_fixtureinfo", None)
+    defs = info.name2fixturedefs.values() if info else ()
+    if any(d[-1].scope in ("module", "class", "package") for d in defs):
+        return item.nodeid.split("::")[0]
+    return item.nodeid
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
-    """Parallel workers (`--dist loadgroup`, make test) take a file at a time, so a module's fixtures are built
-    once, except that every test using the session fixture `trained` (two trained runs) goes to one worker,
-    which builds it once for all of them."""
+    """Groups for the parallel workers (`--dist loadgroup`, make test): `_worker_group`."""
     for item in items:
-        group = "trained" if "trained" in getattr(item, "fixturenames", ()) else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+        item.add_marker(pytest.mark.xdist_group(_worker_group(item)))
 
 
 TOY = SHARED / "quest-toy"
