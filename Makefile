@@ -10,9 +10,10 @@ KAGGLE_IMAGE := configs/kaggle-image-constraints.txt
 # What a Kaggle image has that the pipeline or its tests use; versions come from $(KAGGLE_IMAGE).
 KAGGLE_PACKAGES := tensorflow tensorflow-text keras keras-hub transformers tokenizers sentencepiece numpy pandas \
 	scipy scikit-learn kagglesdk safetensors tqdm matplotlib ipykernel pytest pytest-xdist nbclient nbformat
-# Tests run in parallel workers (pytest-xdist), one file per worker at a time so a module's fixtures are built once,
-# and every test of the session fixture `trained` on one worker (groups: tests/conftest.py); most of a test's time
-# is TensorFlow tracing a train step, single-threaded Python, so 2 cores give nearly 2x.
+# Tests run in parallel workers (pytest-xdist, one per core up to 4): the tests sharing a module-scoped fixture on
+# one worker so it is built once, every test of the session fixture `trained` on one worker, any other test on
+# whichever worker is idle (groups: tests/conftest.py); most of a test's time is TensorFlow tracing a train step,
+# single-threaded Python, so 2 cores give nearly 2x.
 PARALLEL := -n auto --maxprocesses 4 --dist loadgroup
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
