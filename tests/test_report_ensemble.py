@@ -56,6 +56,7 @@ def test_ensemble_of_two_seeds_writes_a_valid_submission(trained):
         summary = files.read_json(ens.summary)
         sub = pd.read_csv(cfg.submission_file)
         sample = tables.load(cfg, "sample_submission")
+        assert {ens.summary, cfg.submission_file} <= set(paths) and all(p.is_file() for p in paths)  # as it says
         assert list(sub.columns) == list(SUBMISSION_COLUMNS) and (sub[ID] == sample[ID]).all()
         assert sub[list(TARGETS)].notna().all().all() and sub[list(TARGETS)].to_numpy().min() >= 0
         assert len(summary["weights"]) == 2 and sum(summary["weights"].values()) == pytest.approx(1.0)

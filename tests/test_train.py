@@ -41,7 +41,6 @@ def test_run_directory_records_everything(trained):
 
 def test_oof_comes_from_the_held_out_fold(trained):
     cfg, (run_dir, _) = trained
-    train = tables.load(cfg, "train")
     fold_of = dict(zip(*[pd.read_csv(cfg.folds_file)[c] for c in (ID, "fold")]))
     for k in (0, 1):
         ids = pd.read_csv(layout.RunPaths(run_dir).fold(k).oof)[ID]
