@@ -18,7 +18,6 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.layout import PLAIN_NAME
 
 
-
 class ConfigError(PipelineError, ValueError):
     """A config file or override that does not fit the schema."""
 
