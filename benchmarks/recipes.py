@@ -139,11 +139,14 @@ def scores(cfg) -> dict:
     rep, metrics = files.read_json(run.report_json), files.read_json(run.fold(0).metrics)
     history = pd.read_csv(run.fold(0).history)
     pp = rep["postprocess"]
+    rates = {"train_samples_per_s": metrics["train_samples_per_s"]}  # every epoch, evaluations included
+    if "stage" in history and "train_rows" in metrics and (history["stage"] == "head_only").any():
+        tuned = history[history["stage"] == "finetune"]  # head-only epochs run the backbone forward only
+        rates["finetune_samples_per_s"] = metrics["train_rows"] * len(tuned) / tuned["train_seconds"].sum()
     return {"raw": rep["oof_spearman"], "kept_epoch": int(metrics["best_epoch"]), "epochs_run": len(history),
             "last_epoch_raw": float(history["val_spearman"].iloc[-1]), "pp_before": pp["before"],
             "pp_nested": pp["after_nested"], "pp_honest": pp["after_honest"], "pp_columns": pp["n_applied"],
-            "tfidf": float(np.mean(list(rep["baseline_per_column"].values()))), "held_rows": rep["n_rows"],
-            "train_samples_per_s": metrics["train_samples_per_s"]}
+            "tfidf": float(np.mean(list(rep["baseline_per_column"].values()))), "held_rows": rep["n_rows"], **rates}
 
 
 def measure(path: Path, args) -> dict:
@@ -155,7 +158,8 @@ def measure(path: Path, args) -> dict:
     stages.validate(cfg)
     wall = time.perf_counter() - start
     t = cfg.train
-    return {"recipe": path.stem, **record.stamp(__file__), "backbone": backbone_name, "kind": t.kind, "epochs": t.epochs if t.kind == "finetune" else 0,
+    return {"recipe": path.stem, **record.stamp(__file__), "backbone": backbone_name, "kind": t.kind,
+            "epochs": t.epochs if t.kind == "finetune" else 0,
             "head_only_epochs": t.head_only_epochs if t.kind == "finetune" else 0,
             "lr_backbone": t.lr_backbone if t.kind == "finetune" else 0.0, **scores(cfg), "wall_s": wall}
 
@@ -168,7 +172,7 @@ def refresh(row: dict, args) -> dict:
     path = FROZEN if row["kind"] == "ridge" else ROOT / "configs" / "recipes" / f"{row['recipe']}.toml"
     cfg, _ = configure(path, args)
     stages.validate(cfg)
-    return {**row, **{k: v for k, v in scores(cfg).items() if k != "train_samples_per_s"}}
+    return {**row, **{k: v for k, v in scores(cfg).items() if not k.endswith("samples_per_s")}}
 
 
 def markdown(rows: list[dict], smoke: bool) -> str:
@@ -196,12 +200,19 @@ def markdown(rows: list[dict], smoke: bool) -> str:
         raw = f"{r['raw']:.4f}" if r["kind"] == "ridge" or "kept_epoch" not in r else \
             f"{r['raw']:.4f}, epoch {r['kept_epoch']} of {r['epochs_run']} ({last:.4f})"
         before = f"{r['pp_before']:.4f} -> " if "pp_before" in r else ""
+        rate = f"{r['train_samples_per_s']:.2f}"
+        if r["head_only_epochs"]:  # the fine-tuning epochs' own rate, where the run recorded per-epoch times
+            rate += f" ({r['finetune_samples_per_s']:.2f} fine-tuning)" if "finetune_samples_per_s" in r else "*"
         lines.append(f"| {r['recipe']} | {r['date']}, {r['device']} | {epochs} | "
                      f"{'-' if r['kind'] == 'ridge' else format(r['lr_backbone'], '.1e')} | {raw} | "
                      f"{before}{r['pp_nested']:.4f} ({r['pp_columns']} columns) | {before}{r['pp_honest']:.4f} | "
                      f"{floor['raw'] if floor else float('nan'):.4f} | {r['tfidf']:.4f} | "
-                     f"{r['train_samples_per_s']:.2f} | {r['wall_s'] / 60:.0f} min | {verdict} |")
-    lines += ["", "What each score means: README.md, 'What each score means'. " + REFERENCE, "",
+                     f"{rate} | {r['wall_s'] / 60:.0f} min | {verdict} |")
+    lines += ["", "Samples/s: training rows x epochs over the whole training loop, each epoch's evaluation included. "
+              "Head-only epochs run the backbone forward only (about 3x faster), so a row with them also gives its "
+              "fine-tuning epochs' own rate (their training time only); * marks a row measured before runs "
+              "recorded per-epoch times, whose rate averages its head-only epochs in.", "",
+              "What each score means: README.md, 'What each score means'. " + REFERENCE, "",
               "With 976 held rows one fold's Spearman moves by roughly +-0.01 between seeds: differences below that "
               "are not findings. The recipes' full protocol (their backbones, 512 tokens, every fold) is "
               "`python run.py all --config configs/recipes/<recipe>.toml` on a GPU.", ""]

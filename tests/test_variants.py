@@ -400,7 +400,9 @@ def test_a_variant_run_predicts_from_its_run_directory_alone(tmp_path, synth_dir
     coding = files.read_json(run.fold(0).coding)
     assert coding["kind"] == "ordinal" and len(coding["values"]) == 30
     history = pd.read_csv(run.fold(0).history)
-    assert len(history) == 2  # one fine-tuning epoch, then the head-only stage
+    assert history["stage"].tolist() == ["finetune", "head_only"]  # one fine-tuning epoch, then the head-only stage
+    assert history["lr_backbone"].iloc[0] > 0 and history["lr_backbone"].iloc[1] == 0  # frozen: no backbone rate
+    assert (history["train_seconds"] > 0).all()
     test = tables.load(cfg, "test")
     fresh = predict.predict_run(run_dir, cfg.data_file("test_file"), out_dir=tmp_path / "p", reuse=False)
     mine = pd.read_csv(fresh).set_index(ID)[list(TARGETS)]

@@ -65,7 +65,7 @@ def epoch_eval(tcfg, val_feed, y_val):
             super().__init__()
             self.rows, self.best, self.best_epoch, self.kept_weights, self.wait = [], -np.inf, -1, None, 0
             self.best_pred = self.last_pred = None
-            self.stopped = False
+            self.stopped, self.stage = False, "finetune"  # the loop sets "head_only" for a frozen-backbone stage
 
         def on_epoch_begin(self, epoch, logs=None):
             self.started = time.perf_counter()
@@ -79,10 +79,13 @@ def epoch_eval(tcfg, val_feed, y_val):
                 if (tcfg.keep == "best" and improved) or (tcfg.keep == "last" and ema.active):
                     self.kept_weights = self.model.get_weights()
             val_loss = finish.bce(y_val, pred)
-            lr = self.model.optimizer.learning_rate
-            self.rows.append({"epoch": epoch + 1, "loss": float((logs or {}).get("loss", np.nan)),
-                              "val_loss": val_loss, "val_spearman": score,
-                              "lr_backbone": float(lr.numpy()) if hasattr(lr, "numpy") else float("nan")})
+            opt = self.model.optimizer
+            lr = float(opt.learning_rate.numpy()) if hasattr(opt.learning_rate, "numpy") else float("nan")
+            self.rows.append({"epoch": epoch + 1, "stage": self.stage,
+                              "loss": float((logs or {}).get("loss", np.nan)), "val_loss": val_loss,
+                              "val_spearman": score,  # lr_backbone: the backbone's own rate, 0 when frozen
+                              "lr_backbone": lr * getattr(opt, "backbone_multiplier", 1.0),
+                              "train_seconds": seconds})  # the epoch's training, its evaluation not included
             log.info("  epoch %d: loss %.4f  val_loss %.4f  val_spearman %.4f  (%.0fs)", epoch + 1,
                      self.rows[-1]["loss"], val_loss, score, seconds)
             self.last_pred = pred
@@ -196,6 +199,7 @@ def train_fold(cfg, k: int, inp: Inputs, info, strat, run: Run) -> dict:
                              reduced_by_step=True)
             optim.compile_built(model, opt, loss, tcfg.xla)
         what = f"fold {k}" + (" (head only)" if head_only else "")
+        callback.stage = "head_only" if head_only else "finetune"
         model.fit(dataset(epoch), initial_epoch=epoch, epochs=epoch + n_epochs, steps_per_epoch=steps,
                   verbose=0, callbacks=[callback, *progress.callbacks(tcfg, what, steps, batch)])
         epoch += n_epochs
@@ -208,7 +212,8 @@ def train_fold(cfg, k: int, inp: Inputs, info, strat, run: Run) -> dict:
     result = finish.save_fold(run, k, model, coding, inp, va, oof, test_pred, callback.rows, {
         "best_epoch": callback.best_epoch if tcfg.keep == "best" else len(callback.rows),
         "epochs_run": len(callback.rows), "train_seconds": seconds, "pseudo_rows": n_pseudo, "replicas": replicas,
-        "global_batch": batch, "train_samples_per_s": len(feed) * len(callback.rows) / seconds})
+        "global_batch": batch, "train_rows": len(feed),
+        "train_samples_per_s": len(feed) * len(callback.rows) / seconds})  # every epoch, evaluations included
     keras.backend.clear_session()
     return result
 

@@ -129,12 +129,12 @@ def train_folds(cfg, inp, info, strat, run, todo: list[int], batch: int) -> list
         oof, test_pred = coding.decode(r.predict(x[va])), coding.decode(r.predict(x_test))
         seconds = time.perf_counter() - fold_started + feature_seconds / len(todo)
         score = metrics.spearman(inp.y[va], oof).mean
-        history = [{"epoch": 1, "loss": finish.bce(inp.y[tr], coding.decode(r.predict(x[tr]))),
+        history = [{"epoch": 1, "stage": "ridge", "loss": finish.bce(inp.y[tr], coding.decode(r.predict(x[tr]))),
                     "val_loss": finish.bce(inp.y[va], oof),
-                    "val_spearman": score, "lr_backbone": 0.0}]
+                    "val_spearman": score, "lr_backbone": 0.0, "train_seconds": seconds}]
         results.append(finish.save_fold(run, k, model, coding, inp, va, oof, test_pred, history, {
             "kind": "ridge", "best_epoch": 1, "epochs_run": 1, "train_seconds": seconds, "pseudo_rows": 0,
-            "replicas": strat.num_replicas_in_sync, "global_batch": batch,
+            "replicas": strat.num_replicas_in_sync, "global_batch": batch, "train_rows": len(tr),
             "train_samples_per_s": len(tr) / seconds, "ridge_alphas": r.alphas,
             "inner_spearman": r.inner_spearman}))
         log.info("fold %d: val Spearman %.4f (ridge, inner CV %.4f, penalties %s .. %s, %.0fs with its share of the "
