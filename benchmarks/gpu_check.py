@@ -14,7 +14,9 @@ MirroredStrategy over every GPU when there are 2 or more. MFU = model FLOPs (the
 training = 3x forward) per second over the device's dense fp16/bf16 peak from DEVICE_PEAKS (vendor datasheet
 numbers, stated as such; a device not listed gets no MFU). A non-finite loss fails the check.
 Writes benchmarks/results/gpu-<device>.json and .md. Without a GPU it says so and runs a seconds-long CPU
-smoke of the same code (a tiny model; nothing written) and exits 0.
+smoke of the same code (a tiny model, float32, the first arm; nothing written) and exits 0. `--smoke --all-arms`
+is the preflight to run before a GPU session (about 2 minutes on 2 cores): every arm, mirrored included, in its
+own precision and XLA setting, on the tiny model on the CPU.
 
     make gpu-check                                   # python benchmarks/gpu_check.py
     python benchmarks/gpu_check.py --steps 40 --batch-size 32
@@ -52,6 +54,8 @@ def parse(argv=None):
     p.add_argument("--steps", type=int, default=30, help="timed training steps per arm")
     p.add_argument("--infer-rows", type=int, default=512)
     p.add_argument("--smoke", action="store_true", help="the CPU smoke, even with a GPU")
+    p.add_argument("--all-arms", action="store_true", help="with the smoke: every arm in its own precision (the "
+                   "preflight before a GPU session, ~2 min on a CPU)")
     return p.parse_args(argv)
 
 
@@ -109,7 +113,7 @@ def run_arm(arm: dict, work: Path, mdir: Path, data: Path, args, gpu_name: str) 
             "encode.max_len": args.max_len, "train.batch_size": args.batch_size, "train.grad_accum": arm["grad_accum"],
             "train.bucketing": str(arm["bucketing"]).lower(), "train.dynamic_padding": str(arm["bucketing"]).lower(),
             "train.xla": str(arm["xla"]).lower(), "train.strategy": arm["strategy"],
-            "train.mixed_precision": "none" if args.smoke else arm["precision"], "train.eval_batch_size": 64,
+            "train.mixed_precision": "none" if args.smoke and not args.all_arms else arm["precision"], "train.eval_batch_size": 64,
             "train.pad_multiple": PAD_MULTIPLE}
     cfg = config.load(None, [f"{k}={v}" for k, v in sets.items()])
     t = cfg.train
@@ -201,7 +205,10 @@ def main(argv=None) -> int:
     synth.write(data, n_train=24 if smoke else 2048, n_test=16, seed=0)
     mdir = model_dir(work, smoke)
     started = time.perf_counter()
-    todo = arms(len(gpus))[:1] if smoke else arms(len(gpus))
+    if not smoke:
+        todo = arms(len(gpus))
+    else:  # the preflight includes the mirrored arm (one CPU replica)
+        todo = arms(2) if args.all_arms else arms(0)[:1]
     results = [run_arm(arm, work, mdir, data, args, gpu_name) for arm in todo]
     if smoke:
         print(f"gpu-check: CPU smoke passed ({len(results)} arms in {time.perf_counter() - started:.0f} s)")
