@@ -85,8 +85,9 @@ def model_dir(work: Path, smoke: bool) -> Path:
 
 def arms(n_gpus: int) -> list[dict]:
     base = {"precision": "bfloat16", "xla": False, "bucketing": True, "grad_accum": 1, "strategy": "default"}
-    out = [base, {**base, "xla": True}, {**base, "precision": "float16"}, {**base, "precision": "float16", "xla": True},
-           {**base, "bucketing": False}, {**base, "grad_accum": 2}]
+    # The goal arms first (bf16 MFU, bucketed vs padded): a run cut short still answers them.
+    out = [base, {**base, "bucketing": False}, {**base, "xla": True}, {**base, "precision": "float16"},
+           {**base, "precision": "float16", "xla": True}, {**base, "grad_accum": 2}]
     if n_gpus > 1:
         out.append({**base, "strategy": "mirrored"})
     return out
@@ -184,6 +185,8 @@ def markdown(res: dict) -> str:
         lines.append(f"| {r['arm']} | {r['train_samples_per_s']:.1f} | {r['infer_samples_per_s']:.1f} | "
                      f"{r['train_tflops_per_s']:.1f} | {mfu} | {r['computed_tokens_per_row']:.0f} "
                      f"({r['true_tokens_per_row']:.0f}) | {mem} |")
+    if res.get("arms_left"):
+        lines += ["", f"Not finished (the run stopped or is still running): {', '.join(res['arms_left'])}."]
     return "\n".join(lines) + "\n"
 
 
@@ -209,14 +212,18 @@ def main(argv=None) -> int:
         todo = arms(len(gpus))
     else:  # the preflight includes the mirrored arm (one CPU replica)
         todo = arms(2) if args.all_arms else arms(0)[:1]
-    results = [run_arm(arm, work, mdir, data, args, gpu_name) for arm in todo]
+    results, path = [], record.RESULTS / f"gpu-{gpu_name.replace(' ', '-').lower()}.json"
+    for arm in todo:
+        results.append(run_arm(arm, work, mdir, data, args, gpu_name))
+        if not smoke:  # written after every arm: a run stopped at its time limit keeps the arms it finished
+            res = {**record.stamp(__file__, argv), "max_len": args.max_len, "batch_size": args.batch_size,
+                   "steps": args.steps, "seconds": time.perf_counter() - started,
+                   "versions": {"tensorflow": tf.__version__}, "arms": results,
+                   "arms_left": [name_of(a) for a in todo[len(results):]]}
+            record.write(res, markdown(res), path)
     if smoke:
         print(f"gpu-check: CPU smoke passed ({len(results)} arms in {time.perf_counter() - started:.0f} s)")
         return 0
-    res = {**record.stamp(__file__, argv), "max_len": args.max_len, "batch_size": args.batch_size,
-           "steps": args.steps, "seconds": time.perf_counter() - started, "versions": {"tensorflow": tf.__version__},
-           "arms": results}
-    record.write(res, markdown(res), record.RESULTS / f"gpu-{gpu_name.replace(' ', '-').lower()}.json")
     print(markdown(res))
     return 0
 
