@@ -114,8 +114,8 @@ def run_arm(arm: dict, work: Path, mdir: Path, data: Path, args, gpu_name: str) 
             "encode.max_len": args.max_len, "train.batch_size": args.batch_size, "train.grad_accum": arm["grad_accum"],
             "train.bucketing": str(arm["bucketing"]).lower(), "train.dynamic_padding": str(arm["bucketing"]).lower(),
             "train.xla": str(arm["xla"]).lower(), "train.strategy": arm["strategy"],
-            "train.mixed_precision": "none" if args.smoke and not args.all_arms else arm["precision"], "train.eval_batch_size": 64,
-            "train.pad_multiple": PAD_MULTIPLE}
+            "train.mixed_precision": "none" if args.smoke and not args.all_arms else arm["precision"],
+            "train.eval_batch_size": 64, "train.pad_multiple": PAD_MULTIPLE}
     cfg = config.load(None, [f"{k}={v}" for k, v in sets.items()])
     t = cfg.train
     keras.backend.clear_session()

@@ -33,7 +33,9 @@ def test_the_gpu_check_keeps_the_arms_it_finished_when_a_later_arm_fails(tmp_pat
     import record
     import tensorflow as tf
 
-    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["GPU:0"] if kind == "GPU" else [])
+    gpu = tf.config.PhysicalDevice(name="/physical_device:GPU:0", device_type="GPU")  # what TensorFlow lists
+    real = tf.config.list_physical_devices
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [gpu] if kind == "GPU" else real(kind))
     monkeypatch.setattr(record, "gpu_name", lambda: "NVIDIA H200")
     monkeypatch.setattr(record, "device", lambda tensorflow=True: "NVIDIA H200")
     monkeypatch.setattr(record, "RESULTS", tmp_path)
