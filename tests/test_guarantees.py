@@ -87,7 +87,7 @@ def test_one_trainer_per_run_and_stale_temp_files_go(two_of_three):
         p.write_text("keep me")
     with Run(run_dir).lock():
         assert not stale.exists() and all(p.read_text() == "keep me" for p in mine)
-        with pytest.raises(RunError, match=r"is being trained by pid \d+"):
+        with pytest.raises(RunError, match=r"is being written by pid \d+"):
             with Run(run_dir).lock():
                 pass
     with Run(run_dir).lock():  # released

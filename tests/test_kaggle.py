@@ -1,5 +1,9 @@
+import io
+import re
 import shutil
+import tarfile
 import zipfile
+from pathlib import Path
 
 import pytest
 import requests
@@ -12,6 +16,7 @@ if not HAS_CLIENT:
                 "API runs from your machine", allow_module_level=True)
 from kaggle_server import FakeApi, bound_args, http_error  # noqa: E402
 from pipeline.cli import stages
+from pipeline.core.errors import UsageError
 from pipeline.kaggle import api
 
 
@@ -19,9 +24,9 @@ class FakeKaggle(FakeApi):
     """The installed client's KaggleApi whose downloads serve files from a local folder; `fail` is raised as the
     real transfer would raise it (requests' exceptions, kagglesdk's HTTPError)."""
 
-    def __init__(self, source=None, fail=None):
+    def __init__(self, source=None, fail=None, archive=None):
         super().__init__()
-        self.source, self.fail = source, fail
+        self.source, self.fail, self.archive = source, fail, archive
 
     def competition_download_files(self, *args, **kwargs):
         a = bound_args("competition_download_files", args, kwargs)
@@ -33,14 +38,30 @@ class FakeKaggle(FakeApi):
                 z.write(f, f.name)
 
     def model_instance_version_download(self, *args, **kwargs):
+        """As the real client with untar=False: the version's tar.gz, named after the model, in path."""
         a = bound_args("model_instance_version_download", args, kwargs)
         self.calls.append(("model", a["model_instance_version"]))
-        shutil.copytree(self.source, f"{a['path']}/inner")
+        assert a["untar"] is False, "the pipeline unpacks archives itself, checked"
+        slug = a["model_instance_version"].split("/")[1]
+        archive = self.archive or _tar_of(self.source, Path(a["path"]) / "build")
+        shutil.move(archive, Path(a["path"]) / f"{slug}.tar.gz")
+        shutil.rmtree(Path(a["path"]) / "build", ignore_errors=True)
 
     def dataset_download_files(self, *args, **kwargs):
+        """As the real client with unzip=False: <slug>.zip in path."""
         a = bound_args("dataset_download_files", args, kwargs)
         self.calls.append(("dataset", a["dataset"]))
-        shutil.copytree(self.source, f"{a['path']}/inner")
+        assert a["unzip"] is False, "the pipeline unpacks archives itself, checked"
+        with zipfile.ZipFile(Path(a["path"]) / f"{a['dataset'].split('/')[1]}.zip", "w") as z:
+            for f in sorted(self.source.rglob("*")):
+                z.write(f, str(Path("inner") / f.relative_to(self.source)))
+
+
+def _tar_of(folder: Path, where: Path) -> Path:
+    where.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(where / "model.tar.gz", "w:gz") as t:
+        t.add(folder, arcname="inner")
+    return where / "model.tar.gz"
 
 
 def test_download_unzips_validates_and_then_skips(tmp_path, synth_dir):
@@ -92,3 +113,64 @@ def test_bad_model_handle(tmp_path, synth_dir):
     cfg = make_config(tmp_path, synth_dir, kaggle__model="just-a-name")
     with pytest.raises(ValueError, match="owner/model/framework/variation/version"):
         api.download_model(cfg, client=FakeKaggle())
+
+
+@pytest.mark.parametrize("handle, name", [("keras/bert/keras/bert_tiny_en_uncased/2", "keras__bert__keras__bert_tiny_en_uncased__2"),
+                                          ("someone/tiny-bert-hf", "someone__tiny-bert-hf")])
+def test_model_folders_are_named_by_the_whole_handle(tmp_path, synth_dir, tiny_model_dir, handle, name):
+    """Two Kaggle Models at the same version number (the handle's last part) no longer share a folder, and a
+    folder holding another handle's model is refused, never reused."""
+    cfg = make_config(tmp_path, synth_dir, kaggle__model=handle)
+    assert api.download_model(cfg, client=FakeKaggle(tiny_model_dir))[0].name == name
+    other = make_config(tmp_path, synth_dir, kaggle__model=handle.replace("bert", "albert", 1))
+    assert api.download_model(other, client=FakeKaggle(tiny_model_dir))[0].name != name
+    clash = make_config(tmp_path, synth_dir, kaggle__model=handle.replace("bert", "albert", 1), kaggle__model_name=name)
+    with pytest.raises(UsageError, match=f"holds the model '{handle}'"):
+        api.download_model(clash, client=FakeKaggle(tiny_model_dir))
+
+
+def _hostile_tar(tmp_path: Path, member: str, kind: str) -> Path:
+    path = tmp_path / "hostile.tar.gz"
+    with tarfile.open(path, "w:gz") as t:
+        info = tarfile.TarInfo("inner/config.json")
+        info.size = 2
+        t.addfile(info, io.BytesIO(b"{}"))
+        info = tarfile.TarInfo(member)
+        if kind == "file":
+            info.size = 1
+            t.addfile(info, io.BytesIO(b"x"))
+        elif kind in ("symlink", "hardlink"):
+            info.type, info.linkname = (tarfile.SYMTYPE if kind == "symlink" else tarfile.LNKTYPE), str(Path.home() / ".kaggle" / "kaggle.json")
+            t.addfile(info)
+        else:
+            info.type = {"fifo": tarfile.FIFOTYPE, "device": tarfile.CHRTYPE}[kind]
+            t.addfile(info)
+    return path
+
+
+@pytest.mark.parametrize("member, kind", [("../../../../../x", "file"), ("/tmp/quest-escape-abs", "file"),
+                                          ("inner/../../escape", "file"), ("inner/key", "symlink"),
+                                          ("inner/hard", "hardlink"), ("inner/pipe", "fifo"), ("inner/dev", "device")])
+def test_a_model_archive_is_checked_member_by_member_before_anything_is_written(tmp_path, synth_dir, member, kind):
+    cfg = make_config(tmp_path, synth_dir, kaggle__model="keras/bert/keras/bert_tiny_en_uncased/2")
+    (tmp_path / "src").mkdir()
+    client = FakeKaggle(archive=_hostile_tar(tmp_path / "src", member, kind))
+    with pytest.raises(api.KaggleUnavailable, match=f"{re.escape(repr(member))} .*nothing was unpacked"):
+        api.download_model(cfg, client=client)
+    assert not Path("/tmp/quest-escape-abs").exists() and not (tmp_path.parent / "escape").exists()
+    assert not [p for p in (tmp_path / "models").rglob("*") if p.is_file()]
+
+
+def test_a_competition_zip_with_an_escaping_member_is_refused(tmp_path, synth_dir):
+    class Hostile(FakeKaggle):
+        def competition_download_files(self, *args, **kwargs):
+            a = bound_args("competition_download_files", args, kwargs)
+            with zipfile.ZipFile(f"{a['path']}/{a['competition']}.zip", "w") as z:
+                for f in self.source.glob("*.csv"):
+                    z.write(f, f.name)
+                z.writestr("../../outside.csv", "qa_id\n1\n")
+
+    cfg = make_config(tmp_path, tmp_path / "comp")
+    with pytest.raises(api.KaggleUnavailable, match=r"'\.\./\.\./outside\.csv' \(a '\.\.' in its name\)"):
+        stages.download(cfg, client=Hostile(synth_dir))
+    assert not (tmp_path / "outside.csv").exists() and not (tmp_path / "comp" / "train.csv").exists()

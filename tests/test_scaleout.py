@@ -257,3 +257,56 @@ def test_training_kernel_on_the_kaggle_image(tmp_path, synth_dir, tiny_model_dir
     for dist in ("keras", "keras-hub"):  # the image's older versions were replaced by the ones used here
         assert f"{dist}-{versions[dist]}" in cloud.runs[0]
     assert files.read_json(run_dir / "run.json")["versions"]["tensorflow"].startswith("2.20")  # the image's own
+
+
+if HAS_CLIENT:
+    class HostileOutput(KernelOutput):
+        """Kaggle listing one more output file under `name` (its content: a file of the real output)."""
+
+        def __init__(self, out, handle, name: str, **kw):
+            super().__init__(out, [handle], **kw)
+            self.hostile = name
+
+        def ListKernelSessionOutput(self, r):
+            out = super().ListKernelSessionOutput(r)
+            item = type(out.files[0])()
+            item.file_name, item.url = self.hostile, out.files[0].url
+            out.files = [*out.files, item]
+            return out
+
+
+@pytest.mark.parametrize("name", ["../../../../quest-escape", "/tmp/quest-escape-abs", "quest/../../escape",
+                                  "..", "C:\\escape"])
+@requires_client
+def test_kernel_output_named_outside_its_folder_is_refused_before_any_download(trained, tmp_path, name):
+    cfg, (run_dir, _) = trained
+    here = _collector(trained, tmp_path)
+    out, _ = _kernel_output(tmp_path, run_dir)
+    handle = "someone/quest-hostile"
+    client = FakeApi(HostileOutput(out, handle, name))
+    with pytest.raises(api.archives.UnsafeArchive, match="names file.s. outside its folder.*nothing was downloaded"):
+        stages.collect(here, kernels=[handle], client=client)
+    assert not os.path.exists("/tmp/quest-escape-abs") and not (tmp_path / "quest-escape").exists()
+    assert not Run(here.run_dir).finished_folds()
+
+
+@requires_client
+def test_a_link_in_a_kernel_output_is_never_followed_into_the_run(trained, tmp_path):
+    """A link the client wrote (or a planted one) is refused before anything reads it; a fold brings only the
+    files a fold needs."""
+    cfg, (run_dir, _) = trained
+    here = _collector(trained, tmp_path)
+    out, src = _kernel_output(tmp_path, run_dir)
+    (src.fold(0).root / "notes.txt").write_text("not a fold's file")
+    handle = "someone/quest-train-f0-1"
+    stages.collect(here, kernels=[handle], client=_kaggle(out, handle))
+    assert not (Run(here.run_dir).fold(0).root / "notes.txt").exists()
+    secret = tmp_path / "secret.json"
+    secret.write_text("{}")
+    with pytest.raises(api.archives.UnsafeArchive, match="is a symbolic link"):
+        api.archives.check_tree(_link(src.fold(1).root / "extra.json", secret).parent.parent)
+
+
+def _link(at, to):
+    os.symlink(to, at)
+    return at

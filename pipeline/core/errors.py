@@ -21,3 +21,12 @@ class DamagedArtifact(PipelineError, ValueError):
 
 class InstallError(PipelineError, RuntimeError):
     """The bundled wheels cannot be installed on this image."""
+
+
+class UnsafePath(PipelineError, ValueError):
+    """Something met at the boundary that the pipeline will not follow or write: a symbolic link inside a run,
+    bundle or output folder, an archive member or downloaded file named outside its folder, a device file."""
+
+
+class Busy(PipelineError, RuntimeError):
+    """Another process is writing the same artifact (it holds its lock); the message names it."""

@@ -3,6 +3,7 @@ half an artifact where a later stage looks."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -10,7 +11,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from pipeline.core.errors import DamagedArtifact
+from pipeline.core import layout
+from pipeline.core.errors import Busy, DamagedArtifact, UnsafePath
 from pipeline.core.layout import TEMP_MARK, staging as staging_of
 
 
@@ -37,51 +39,159 @@ def atomic_path(path: str | Path, suffix: str = ""):
 
 @contextlib.contextmanager
 def staged_dir(dest: str | Path, staging: str | Path | None = None):
-    """Yield an empty staging folder beside `dest` (layout.staging's name); when the block succeeds it replaces
-    `dest` whole, when it fails (an error, a full disk) it is removed. The one write-then-rename for folders."""
+    """Yield an empty staging folder of this writer's own beside `dest`; when the block succeeds it replaces `dest`
+    by renames only (swap), when it fails (an error, a full disk) it is removed. One writer at a time: the block
+    holds `dest`'s lock, so a second writer is refused in one line, and a swap a killed writer left half done is
+    finished or undone first. The one write-then-rename for folders. `staging`: a fixed name (a resumable
+    writer's), else a fresh one."""
     dest = Path(dest)
-    staging = Path(staging) if staging else staging_of(dest)
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    shutil.rmtree(dest, ignore_errors=True)
-    staging.rename(dest)
+    refuse_link(dest)
+    with exclusive(layout.lock_of(dest), f"{dest} is being written by {{holder}}; wait for it to finish",
+                   sweep=lambda: (p for p in dest.parent.glob(f".{dest.name}{TEMP_MARK}*") if p != layout.aside(dest))):
+        settle_swap(dest)
+        staging = Path(staging) if staging else Path(tempfile.mkdtemp(prefix=staging_of(dest).name + "-",
+                                                                      dir=_made_parent(dest)))
+        remove_tree(staging)
+        staging.mkdir(parents=True)
+        try:
+            yield staging
+        except BaseException:
+            remove_tree(staging)
+            raise
+        swap(staging, dest)
+
+
+def _made_parent(dest: Path) -> Path:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return dest.parent
+
+
+def swap(new: Path, dest: Path):
+    """`new` takes `dest`'s place by renames only: dest -> aside, new -> dest, then aside is deleted. A kill at any
+    point leaves either the old folder or the new one whole at `dest` (settle_swap tidies the rest)."""
+    aside = layout.aside(dest)
+    remove_tree(aside)
+    if os.path.lexists(dest):
+        refuse_link(dest)
+        os.rename(dest, aside)
+    os.rename(new, dest)
+    remove_tree(aside)
+
+
+def settle_swap(dest: Path):
+    """Finish or undo a swap a killed writer left half done: with `dest` in place the old folder set aside is
+    deleted; with `dest` gone, the old folder is put back."""
+    aside = layout.aside(dest)
+    if not os.path.lexists(aside):
+        return
+    if os.path.lexists(dest):
+        remove_tree(aside)
+    else:
+        os.rename(aside, dest)
+
+
+def remove_tree(path: str | Path):
+    """Delete a folder or file the pipeline made. A link is removed itself, never followed; a path at or next to
+    the root, or the home folder, is refused (a bug that resolved a run folder to "/" once deleted dotfiles)."""
+    path = Path(path)
+    if not os.path.lexists(path):
+        return
+    resolved = path.parent.resolve() / path.name
+    if len(resolved.parts) < 3 or resolved in (Path.home().resolve(), Path("/").resolve()):
+        raise UnsafePath(f"refusing to delete {path} (resolves to {resolved}): too close to the root")
+    if path.is_symlink() or not path.is_dir():
+        path.unlink()
+    else:
+        shutil.rmtree(path)
+
+
+def refuse_link(path: str | Path, within: str | Path | None = None) -> Path:
+    """The one link rule: the pipeline never follows a symbolic link it meets in a run, a bundle or an output
+    folder, at the source or at the destination. `path` (and, with `within`, every folder between `within` and
+    it) must not be a link; raises UnsafePath naming the link and where it points."""
+    path = Path(path)
+    chain = [path]
+    if within is not None:
+        try:
+            rel = path.relative_to(within)
+        except ValueError:
+            rel = Path()
+        chain = [Path(within).joinpath(*rel.parts[:i]) for i in range(1, len(rel.parts) + 1)] or chain
+    for p in chain:
+        if p.is_symlink():
+            raise UnsafePath(f"{p} is a symbolic link (to {os.readlink(p)}); the pipeline follows no link inside its "
+                             "folders: replace it by the file or folder it should hold")
+    return path
+
+
+def copy_file(src: str | Path, dst: str | Path, within: str | Path | None = None) -> Path:
+    """One file into a bundle, kernel or run folder: no link at the source (or between `within` and it) or at the
+    destination, never a file onto itself, written whole (temp file + rename)."""
+    src, dst = refuse_link(src, within), refuse_link(dst)
+    if not src.is_file():
+        raise UnsafePath(f"{src} is not a regular file")
+    if dst.exists() and os.path.samefile(src, dst):
+        raise UnsafePath(f"{dst} is the file it would be copied from ({src}); choose another folder")
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+        shutil.copystat(src, tmp)
+    return dst
+
+
+def copy_tree(src: str | Path, dst: str | Path) -> list[Path]:
+    """A folder's regular files into dst (made), refusing any link or special file met on the way (UnsafePath)."""
+    src, dst = refuse_link(src), Path(dst)
+    written = []
+    for dirpath, dirnames, filenames in os.walk(src):
+        here = Path(dirpath)
+        for name in sorted(dirnames + filenames):
+            refuse_link(here / name)
+        for name in sorted(filenames):
+            written.append(copy_file(here / name, dst / (here / name).relative_to(src)))
+    return written
 
 
 @contextlib.contextmanager
-def exclusive(directory: Path, lock_file: Path, error: type[Exception], hint: str):
-    """One process at a time in `directory` (an flock on lock_file, which names the holder); stale temp files
-    of a killed holder (atomic_path's, by their TEMP_MARK; nothing else, no link followed) are removed once we
-    hold it. Another holder: `error` naming it, then `hint`."""
+def exclusive(lock_file: Path, busy: str, error: type[Exception] = Busy, sweep=None):
+    """One process at a time: an flock on lock_file (opened without following a link), which names the holder.
+    Another holder: `error(busy)` with {holder} filled in. Once held, `sweep()` (paths) lists a killed holder's
+    leftovers to delete; they must carry TEMP_MARK (nothing else is ever swept, no link followed)."""
     import datetime as dt
     import fcntl
     import socket
 
-    directory.mkdir(parents=True, exist_ok=True)
-    handle = open(lock_file, "a+")
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            refuse_link(lock_file)
+        raise
+    handle = os.fdopen(fd, "r+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        handle.seek(0)
         holder = handle.read().strip() or "another process"
         handle.close()
-        raise error(f"{directory} is being trained by {holder}; {hint}") from None
+        raise error(busy.format(holder=holder)) from None
     handle.seek(0)
     handle.truncate()
     handle.write(f"pid {os.getpid()} on {socket.gethostname()} since "
                  f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}\n")
     handle.flush()
-    stale = [p for p in directory.rglob(f"*{TEMP_MARK}*") if p.is_file() and not p.is_symlink()]
-    for p in stale:  # temp files of atomic_path left by a killed process
-        p.unlink()
+    for p in list(sweep() if sweep else ()):  # what a killed holder left
+        if TEMP_MARK in p.name:
+            remove_tree(p)
     try:
         yield
     finally:
         handle.close()
+
+
+def temp_files(directory: Path):
+    """atomic_path's temp files under directory (by their TEMP_MARK), links left alone: a killed writer's."""
+    return [p for p in Path(directory).rglob(f"*{TEMP_MARK}*") if p.is_file() and not p.is_symlink()]
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -223,6 +223,16 @@ def staging(path: Path) -> Path:
     return Path(path).with_name(f".{Path(path).name}{TEMP_MARK}partial")
 
 
+def aside(path: Path) -> Path:
+    """Where files.swap puts the old folder for the moment between its two renames."""
+    return Path(path).with_name(f".{Path(path).name}{TEMP_MARK}old")
+
+
+def lock_of(path: Path) -> Path:
+    """The lock of a folder written whole (files.staged_dir), beside it: it names the writer holding it."""
+    return Path(path).with_name(f".{Path(path).name}.quest-lock")
+
+
 def bundle_dir(cfg, code_only: bool = False) -> Path:
     """`package`'s default --out: the inference bundle, or the code-only dataset of training kernels."""
     return cfg.under_output("kaggle-code" if code_only else "kaggle-bundle")

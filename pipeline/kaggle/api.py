@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
+import re
 import time
-import zipfile
 from pathlib import Path
 
-from pipeline.core import files, layout
+from pipeline.core import archives, files, layout
 from pipeline.core.errors import PipelineError, UsageError
 from pipeline.data import tables as data_lib
 from pipeline.kaggle.client import KaggleApiError, KaggleUnavailable, answering, get_client  # noqa: F401
@@ -45,11 +44,21 @@ def competition_files_valid(cfg) -> bool:
     return True
 
 
-def _unzip_all(folder: Path):
-    for z in folder.glob("*.zip"):
-        with zipfile.ZipFile(z) as zf:
-            zf.extractall(folder)
-        z.unlink()
+def _unpack_all(folder: Path):
+    """Every archive the client left in folder, unpacked by the checked extractor (core.archives) and removed;
+    then nothing but plain files may be there."""
+    for a in sorted(folder.iterdir()):
+        if a.is_file() and not a.is_symlink() and a.name.endswith((".zip", ".tar", ".tar.gz", ".tgz")):
+            archives.extract(a, folder)
+            a.unlink()
+    archives.check_tree(folder)
+
+
+def _fresh_staging(target: Path) -> Path:
+    staging = layout.staging(target)
+    files.remove_tree(staging)
+    staging.mkdir(parents=True)
+    return staging
 
 
 def download_competition(cfg, client=None, force: bool = False) -> list[Path]:
@@ -57,18 +66,18 @@ def download_competition(cfg, client=None, force: bool = False) -> list[Path]:
     paths = [cfg.data_file(key) for key in COMPETITION_FILES.values()]
     if not force and competition_files_valid(cfg):
         return paths
+    staging = _fresh_staging(target)
     try:
         client = client or get_client()
-        staging = target.with_name(target.name + ".partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
         with answering("downloading the competition files", {403: rules_step(cfg.kaggle.competition)}):
             client.competition_download_files(cfg.kaggle.competition, path=str(staging), quiet=False)
-        _unzip_all(staging)
+        _unpack_all(staging)
     except PipelineError as err:
+        files.remove_tree(staging)
         raise KaggleUnavailable(f"{err}. {_manual_help(cfg)}") from None
     target.mkdir(parents=True, exist_ok=True)
     for f in staging.iterdir():
+        files.refuse_link(target / f.name)
         os.replace(f, target / f.name)
     staging.rmdir()
     if not competition_files_valid(cfg):
@@ -76,37 +85,50 @@ def download_competition(cfg, client=None, force: bool = False) -> list[Path]:
     return paths
 
 
-def download_model(cfg, client=None, force: bool = False) -> list[Path]:
-    """kaggle.model: 'owner/model/framework/variation/version' (Kaggle Models) or 'owner/dataset'."""
-    handle, name = cfg.kaggle.model, cfg.kaggle.model_name or cfg.kaggle.model.rstrip("/").split("/")[-1]
-    target = cfg.path(cfg.kaggle.models_dir) / name
-    if (target / "config.json").is_file() and not force:
-        return [target]
-    parts = handle.strip("/").split("/")
+MODEL_SOURCE = "kaggle-source.json"  # in a downloaded model's folder: the handle it came from
+
+
+def model_folder(cfg) -> Path:
+    """Where kaggle.model goes: kaggle.model_name, else a name made of the whole handle (two models at the same
+    version number never share a folder)."""
+    parts = cfg.kaggle.model.strip("/").split("/")
     if len(parts) not in (2, 5):
-        raise UsageError(f"kaggle.model = {handle!r}; expected 'owner/model/framework/variation/version' "
+        raise UsageError(f"kaggle.model = {cfg.kaggle.model!r}; expected 'owner/model/framework/variation/version' "
                          "(Kaggle Models, e.g. keras/bert/keras/bert_base_en_uncased/2) or 'owner/dataset'")
-    staging = target.with_name(target.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    name = cfg.kaggle.model_name or "__".join(layout.plain(p, "kaggle.model part") for p in parts)
+    return cfg.path(cfg.kaggle.models_dir) / layout.plain(name, "kaggle.model_name")
+
+
+def download_model(cfg, client=None, force: bool = False) -> list[Path]:
+    """kaggle.model: 'owner/model/framework/variation/version' (Kaggle Models) or 'owner/dataset'. The client
+    only downloads; the archive is unpacked here, checked member by member; the folder records its handle, and a
+    folder holding another handle's model is refused rather than reused."""
+    handle, target = cfg.kaggle.model.strip("/"), model_folder(cfg)
+    if (target / "config.json").is_file() and not force:
+        source = target / MODEL_SOURCE
+        held = files.read_json(source).get("handle") if source.is_file() else None
+        if held not in (None, handle):
+            raise UsageError(f"{target} holds the model {held!r}, not {handle!r}: set kaggle.model_name to another "
+                             "folder name, or --force to download it there again")
+        return [target]
+    staging = _fresh_staging(target)
     try:
         client = client or get_client()
         with answering(f"downloading the model {handle!r}"):
-            if len(parts) == 5:
-                client.model_instance_version_download(handle, path=str(staging), untar=True, quiet=False)
+            if handle.count("/") == 4:
+                client.model_instance_version_download(handle, path=str(staging), untar=False, quiet=False)
             else:
-                client.dataset_download_files(handle, path=str(staging), unzip=True, quiet=False)
-        _unzip_all(staging)
+                client.dataset_download_files(handle, path=str(staging), unzip=False, quiet=False)
+        _unpack_all(staging)
+        found = sorted((p.parent for p in staging.rglob("config.json")), key=lambda p: (len(p.parts), str(p)))
+        if not found:
+            raise KaggleUnavailable(f"{handle!r} holds no config.json; not a model directory")
+        files.write_json(found[0] / MODEL_SOURCE, {"handle": handle})
+        files.swap(found[0], target)
     except PipelineError as err:
-        shutil.rmtree(staging, ignore_errors=True)
         raise KaggleUnavailable(f"{err}. {_manual_help(cfg)}") from None
-    found = sorted(p.parent for p in staging.rglob("config.json"))
-    if not found:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise KaggleUnavailable(f"{handle!r} holds no config.json; not a model directory")
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(found[0], target)
-    shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        files.remove_tree(staging)
     return [target]
 
 
@@ -275,10 +297,38 @@ def wait_kernel(handle: str, client=None, timeout: float = 0, poll: float = 60) 
         waited += poll
 
 
+def kernel_output_names(handle: str, client) -> list[str]:
+    """The files a kernel's output lists, asked through the client's own request (the one kernels_output sends),
+    each checked to stay inside the folder it will be written to; UnsafeArchive names any that would not. An
+    answer cut into pages is refused with the count (kernels_output reads the first page only)."""
+    from kagglesdk.kernels.types.kernels_api_service import ApiListKernelSessionOutputRequest
+
+    owner, slug = handle.split("/")
+    request = ApiListKernelSessionOutputRequest()
+    request.user_name, request.kernel_slug = owner, slug
+    with answering(f"listing the output of kernel {handle}"), client.build_kaggle_client() as kaggle:
+        response = kaggle.kernels.kernels_api_client.list_kernel_session_output(request)
+    names = [item.file_name for item in response.files or []]
+    if response.next_page_token:
+        raise KaggleApiError(f"kernel {handle}'s output is cut into pages ({len(names)} files on the first); the "
+                             "kaggle client downloads the first page only. Write fewer files from the kernel")
+    bad = [f"{n!r} ({why})" for n in names if (why := archives.name_problem(n))]
+    if bad:
+        raise archives.UnsafeArchive(f"kernel {handle}'s output names file(s) outside its folder: {', '.join(bad[:3])}; "
+                                     "nothing was downloaded")
+    return names
+
+
 def download_kernel_output(handle: str, dest: Path, client=None) -> list[Path]:
-    """A kernel's output files (its working directory, and its log) under dest."""
+    """A kernel's output files (its working directory, and its log) into dest, a fresh folder of the pipeline's:
+    only names checked to stay inside it are downloaded (kernel_output_names), and what the client wrote is
+    checked to be plain files before anything reads it."""
     client = client or get_client()
-    dest.mkdir(parents=True, exist_ok=True)
+    names = kernel_output_names(handle, client)
+    files.remove_tree(dest)
+    dest.mkdir(parents=True)
+    exact = "^(?:" + "|".join(re.escape(n) for n in names) + ")$"
     with answering(f"downloading the output of kernel {handle}"):
-        client.kernels_output(handle, path=str(dest), force=True, quiet=True)
+        client.kernels_output(handle, path=str(dest), file_pattern=exact, force=True, quiet=True)
+    archives.check_tree(dest)
     return sorted(p for p in dest.rglob("*") if p.is_file())

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
 import sys
 from pathlib import Path
 
@@ -25,6 +24,8 @@ from pipeline.run.rundir import Run, RunError, training_settings
 from pipeline.text import modeldir, tokenizer as tokenizer_lib
 
 log = logging.getLogger(__name__)
+# What a collected fold brings (layout.Fold attributes); anything else in its folder stays behind.
+FOLD_FILES = ("weights", "coding", "oof", "test", "history", "metrics", "finished")
 
 
 def collect(cfg, kernel_handles: list[str] | None = None, wait: float = 0, client=None) -> list[Path]:
@@ -55,7 +56,6 @@ def _collect_one(cfg, run: Run, handle: str, pushed: dict, wait: float, client):
                            "version only. Push it again from here (`python run.py kernel --train --push`)")
     status, failure = api.wait_kernel(handle, client, timeout=wait)
     staging = layout.collected(cfg, handle)
-    shutil.rmtree(staging, ignore_errors=True)
     api.download_kernel_output(handle, staging, client)
     ended = f"ended {status!r}" + (f" ({failure})" if failure else "")
     src = Run(layout.KernelWork(staging).run(cfg.run_name))
@@ -153,7 +153,9 @@ def merge(cfg, run: Run, src: Run, folds: list[int], handle: str):
         base = run.read_info()
     for k in folds:  # an unfinished local attempt, if any, is replaced whole
         with files.staged_dir(run.fold(k).root) as staging:
-            shutil.copytree(src.fold(k).root, staging, dirs_exist_ok=True)
+            for name in FOLD_FILES:
+                if (f := getattr(src.fold(k), name)).is_file():
+                    files.copy_file(f, getattr(layout.Fold(staging), name), within=src.root)
     collected = base.collected + [{"kernel": handle, "folds": folds, "git_commit": info.git_commit,
                                    "trained_model_path": info.model_path}]
     files.write_json(run.info, dataclasses.replace(base, collected=collected).to_dict())

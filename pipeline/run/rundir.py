@@ -281,8 +281,8 @@ class Run(layout.RunPaths):
     @contextlib.contextmanager
     def lock(self):
         """One training process per run directory; stale temp files of a killed one are removed once we hold it."""
-        with files.exclusive(self.root, self.lock_file, RunError, "wait for it to finish, or use another "
-                                                                  "train.run_name"):
+        with files.exclusive(self.lock_file, f"{self.root} is being written by {{holder}}; wait for it to finish, "
+                             "or use another train.run_name", RunError, sweep=lambda: files.temp_files(self.root)):
             yield self
 
     # ---- predictions ----

@@ -158,8 +158,9 @@ def pretrain(cfg) -> list[Path]:
             return [out.root]
         raise UsageError(f"{out.root} holds a pre-training with other settings or texts ({out.manifest}); "
                          "set another pretrain.name, or delete it to pre-train again")
-    with files.exclusive(out.checkpoint_dir, out.lock_file, RunError, "wait for it to finish, or set another "
-                                                                       "pretrain.name"):
+    with files.exclusive(out.lock_file, f"{out.checkpoint_dir} is being written by {{holder}}; wait for it to "
+                         "finish, or set another pretrain.name", RunError,
+                         sweep=lambda: files.temp_files(out.checkpoint_dir)):
         return [_pretrain(cfg, info, tok, docs, sources, key, out)]
 
 
