@@ -153,40 +153,56 @@ def copy_tree(src: str | Path, dst: str | Path) -> list[Path]:
 
 @contextlib.contextmanager
 def exclusive(lock_file: Path, busy: str, error: type[Exception] = Busy, sweep=None):
-    """One process at a time: an flock on lock_file (opened without following a link), which names the holder.
-    Another holder: `error(busy)` with {holder} filled in. Once held, `sweep()` (paths) lists a killed holder's
-    leftovers to delete; they must carry TEMP_MARK (nothing else is ever swept, no link followed)."""
-    import datetime as dt
-    import fcntl
-    import socket
-
+    """One process at a time: an flock on lock_file (opened without following a link), which names the holder
+    while held and is deleted on release. Another holder: `error(busy)` with {holder} filled in. Once held,
+    `sweep()` (paths) lists a killed holder's leftovers to delete; only names with TEMP_MARK are ever swept."""
     lock_file = Path(lock_file)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            refuse_link(lock_file)
-        raise
-    handle = os.fdopen(fd, "r+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = handle.read().strip() or "another process"
-        handle.close()
-        raise error(busy.format(holder=holder)) from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()} on {socket.gethostname()} since "
-                 f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}\n")
-    handle.flush()
+    handle = _hold(lock_file, busy, error)
     for p in list(sweep() if sweep else ()):  # what a killed holder left
         if TEMP_MARK in p.name:
             remove_tree(p)
     try:
         yield
     finally:
+        with contextlib.suppress(FileNotFoundError):  # gone with its folder (a finished pre-training's)
+            os.unlink(lock_file)  # still ours: _hold checked that the name is the file we locked
         handle.close()
+
+
+def _hold(lock_file: Path, busy: str, error: type[Exception]):
+    """The locked, open lock file, naming this process. A holder deletes the file as it lets go, so a lock taken
+    on a file that has just lost its name is let go and taken again on the new one."""
+    import datetime as dt
+    import fcntl
+    import socket
+
+    while True:
+        try:
+            fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                refuse_link(lock_file)
+            raise
+        handle = os.fdopen(fd, "r+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise error(busy.format(holder=holder)) from None
+        try:
+            if os.stat(lock_file, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()  # the holder before us deleted it meanwhile: take the lock on the file now there
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()} since "
+                 f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}\n")
+    handle.flush()
+    return handle
 
 
 def temp_files(directory: Path):
