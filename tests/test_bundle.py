@@ -164,24 +164,71 @@ def test_bundles_copy_no_links_and_a_full_disk_leaves_nothing_behind(bundled, tm
     link = run_dirs[0] / "tokenizer" / "extra.json"
     link.symlink_to(secret)
     try:
-        with pytest.raises(ValueError, match=r"tokenizer/extra.json is a symbolic link .*bundles copy no links"):
+        with pytest.raises(ValueError, match=r"tokenizer/extra.json is a symbolic link .*follows no link"):
             stages.package(cfg, runs=[str(run_dirs[0])], out=str(tmp_path / "b"))
     finally:
         link.unlink()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["kaggle.json"]  # no bundle, no staging folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kaggle.json"]  # no bundle, no staging folder, no lock
 
-    real_copy, copied = bundle.shutil.copy2, []
+    real_copy, copied = files.shutil.copyfile, []
 
-    def fills_up(src, dst):
+    def fills_up(src, dst, **kw):
         if len(copied) == 5:
             raise OSError(errno.ENOSPC, "No space left on device", str(dst))
         copied.append(dst)
-        return real_copy(src, dst)
+        return real_copy(src, dst, **kw)
 
-    monkeypatch.setattr(bundle.shutil, "copy2", fills_up)
+    monkeypatch.setattr(files.shutil, "copyfile", fills_up)
     with pytest.raises(OSError, match="No space left"):
         stages.package(cfg, runs=[str(run_dirs[0])], out=str(tmp_path / "b"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kaggle.json"]
+
+
+@pytest.mark.parametrize("planted", ["tokenizer", "fold1", "model.json", "fold0/metrics.json"])
+def test_no_link_inside_a_run_is_followed_into_a_bundle(bundled, tmp_path, planted):
+    """A run's tokenizer folder, a fold folder or a file that is a link (to ~/.kaggle, say) stops `package` with
+    the link's name; the run is put back as it was."""
+    cfg, run_dirs, _, _ = bundled
+    home = tmp_path / "home-kaggle"
+    home.mkdir()
+    (home / "kaggle.json").write_text('{"key": "secret"}')
+    run = run_dirs[0]
+    real = run / planted
+    moved = real.rename(tmp_path / "moved")
+    real.symlink_to(moved if planted != "tokenizer" else home)
+    try:
+        with pytest.raises(ValueError, match=f"{planted} is a symbolic link"):
+            stages.package(cfg, runs=[str(run)], out=str(tmp_path / "b"))
+    finally:
+        real.unlink()
+        moved.rename(real)
+    assert not (tmp_path / "b").exists()
+
+
+def test_package_replaces_only_a_bundle_it_marked_and_one_writer_at_a_time(bundled, tmp_path):
+    cfg, run_dirs, out, _ = bundled
+    app = tmp_path / "web-app"
+    app.mkdir()
+    (app / "bundle.json").write_text('{"name": "my web app", "kind": "inference"}')  # a user's own bundle.json
+    (app / "index.html").write_text("keep me")
+    with pytest.raises(ValueError, match="not a bundle written by `package`"):
+        stages.package(cfg, runs=[str(run_dirs[0])], out=str(app))
+    assert (app / "index.html").read_text() == "keep me"
+    assert files.read_json(out / "bundle.json")["format"] == bundle.BUNDLE_FORMAT["format"]
+    dest = tmp_path / "shared-bundle"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1])\n"
+                               "from pipeline.core import files\n"
+                               "with files.staged_dir(sys.argv[2]):\n print('held', flush=True); time.sleep(60)",
+                               str(ROOT), str(dest)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(files.Busy, match=rf"{dest} is being written by pid {holder.pid} .*wait for it"):
+            stages.package(cfg, runs=[str(run_dirs[0])], out=str(dest))
+    finally:
+        holder.kill()
+        holder.wait()
+    stages.package(cfg, runs=[str(run_dirs[0])], out=str(dest))  # the holder killed mid-write: its leftovers go
+    assert bundle.is_bundle(dest) and sorted(p.name for p in tmp_path.iterdir() if "shared" in p.name) == ["shared-bundle"]
 
 
 def test_kernel_never_writes_over_a_users_kernel_metadata(trained, tmp_path):
@@ -192,6 +239,25 @@ def test_kernel_never_writes_over_a_users_kernel_metadata(trained, tmp_path):
     assert (tmp_path / "kernel-metadata.json").read_text() == '{"id": "me/my-own-kernel"}'
     stages.kernel(cfg, out=str(tmp_path / "k"))
     stages.kernel(cfg, out=str(tmp_path / "k"))  # a folder it wrote itself it may write again
+
+
+def test_kernel_follows_no_link_at_its_destination_and_never_copies_a_file_onto_itself(trained, tmp_path):
+    cfg, _ = trained
+    target = tmp_path / "precious.ipynb"
+    target.write_text("mine")
+    (tmp_path / "k").mkdir()
+    (tmp_path / "k" / "kaggle_inference.ipynb").symlink_to(target)
+    with pytest.raises(ValueError, match="kaggle_inference.ipynb is a symbolic link"):
+        stages.kernel(cfg, out=str(tmp_path / "k"))
+    assert target.read_text() == "mine"
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "kernel-metadata.json").symlink_to(target)
+    (tmp_path / "m" / "kaggle_inference.ipynb").write_text("{}")
+    with pytest.raises(ValueError, match="kernel-metadata.json is a symbolic link"):
+        stages.kernel(cfg, out=str(tmp_path / "m"))
+    assert target.read_text() == "mine"
+    with pytest.raises(ValueError, match="is the file it would be copied from"):
+        stages.kernel(cfg, out=str(ROOT / "notebooks"))
 
 
 def check_kernel_output(work, data, run_dirs, expected, atol=1e-5):

@@ -11,7 +11,7 @@ import pytest
 from conftest import tiny_train_config
 from pipeline.cli import stages, table
 from pipeline.core import config, files, layout
-from pipeline.core.errors import UsageError
+from pipeline.core.errors import UnsafePath, UsageError
 from pipeline.data import folds as folds_lib, tables
 from pipeline.run.rundir import Run, RunError
 from pipeline.text import encode
@@ -92,6 +92,19 @@ def test_one_trainer_per_run_and_stale_temp_files_go(two_of_three):
                 pass
     with Run(run_dir).lock():  # released
         pass
+    assert not (run_dir / ".lock").exists()  # the lock goes with its release
+
+
+def test_a_lock_that_is_a_link_is_refused_and_its_target_untouched(two_of_three, tmp_path):
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    lock = Run(two_of_three.run_dir).lock_file
+    lock.symlink_to(target)
+    with pytest.raises(UnsafePath, match=r"\.lock is a symbolic link"):
+        with Run(two_of_three.run_dir).lock():
+            pass
+    assert target.read_text() == "keep me"
+    lock.unlink()
 
 
 def test_moving_only_file_locations_still_resumes(two_of_three, tmp_path):

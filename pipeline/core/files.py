@@ -19,8 +19,9 @@ from pipeline.core.layout import TEMP_MARK, staging as staging_of
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str = ""):
     """Yield a temp path in the target's folder; rename it onto `path` only if the block succeeds. What the file
-    system says (read-only, full, missing) names `path`, the file the user asked for, not the temp file."""
-    path = Path(path)
+    system says (read-only, full, missing) names `path`, the file the user asked for, not the temp file. A `path`
+    that is a symbolic link is refused (UnsafePath), never written through or replaced."""
+    path = refuse_link(path)  # replaced, it would be gone; followed, another file would be written
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 from pathlib import Path
 
 from pipeline.core import config as config_lib, files, layout, provenance
@@ -48,14 +47,10 @@ def validate_dataset_metadata(meta: dict):
         raise UsageError("dataset metadata needs a licenses list")
 
 
-def _copy(src: Path, dst: Path):
-    """One file into a bundle or kernel folder; links are refused, never followed (a link in a run folder to
-    ~/.kaggle/kaggle.json would otherwise publish the key)."""
-    if src.is_symlink():
-        raise UsageError(f"{src} is a symbolic link (to {src.readlink()}); bundles copy no links: replace it by "
-                         "the file it should hold")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(src, dst)
+def _copy(src: Path, dst: Path, within: Path | None = None):
+    """One file into a bundle or kernel folder (files.copy_file: no link followed at either end, so a link in a
+    run folder to ~/.kaggle/kaggle.json never publishes the key)."""
+    files.copy_file(src, dst, within)
 
 
 def trained_versions(members: list[Run]) -> dict[str, str]:
@@ -71,11 +66,26 @@ def trained_versions(members: list[Run]) -> dict[str, str]:
     return {d: v.pop() for d, v in found.items()}
 
 
+BUNDLE_FORMAT = {"format": "quest-bundle", "format_version": 1}  # in every bundle.json `package` writes
+
+
+def is_bundle(folder: Path) -> bool:
+    """Whether folder holds a bundle `package` wrote: its bundle.json carries the pipeline's mark (a file named
+    bundle.json alone is anybody's)."""
+    manifest = layout.Bundle(folder).manifest
+    try:
+        return manifest.is_file() and not manifest.is_symlink() and \
+            files.read_json(manifest).get("format") == BUNDLE_FORMAT["format"]
+    except (ValueError, AttributeError):
+        return False
+
+
 def _replaceable(out_dir: Path):
     """package writes only where nothing or an earlier bundle is: never over a folder it did not create."""
-    if out_dir.exists() and any(out_dir.iterdir()) and not layout.Bundle(out_dir).manifest.is_file():
-        raise UsageError(f"--out {out_dir} exists and is not a bundle (no {layout.MANIFEST_NAME}); "
-                         "choose an empty or new folder")
+    files.refuse_link(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not is_bundle(out_dir):
+        raise UsageError(f"--out {out_dir} exists and is not a bundle written by `package` (no {layout.MANIFEST_NAME} "
+                         f"with format {BUNDLE_FORMAT['format']!r}); choose an empty or new folder")
 
 
 def _stage_code(cfg, staging: Path, versions: dict[str, str]):
@@ -156,17 +166,16 @@ def package(cfg, run_names: list[str], out: str | None = None, upload: bool = Fa
         for run in members:
             dst = target.run(run.name)
             for attr in RUN_FILES:
-                if getattr(run, attr).is_file():
-                    _copy(getattr(run, attr), getattr(dst, attr))
-            for f in run.tokenizer.rglob("*"):
-                if f.is_file() or f.is_symlink():
-                    _copy(f, dst.tokenizer / f.relative_to(run.tokenizer))
+                if getattr(run, attr).is_file() or getattr(run, attr).is_symlink():
+                    _copy(getattr(run, attr), getattr(dst, attr), within=run.root)
+            files.refuse_link(run.tokenizer, within=run.root)
+            files.copy_tree(run.tokenizer, dst.tokenizer)
             for k in run.finished_folds():
                 run.verify_weights(k)
                 for attr in FOLD_FILES:
-                    _copy(getattr(run.fold(k), attr), getattr(dst.fold(k), attr))
+                    _copy(getattr(run.fold(k), attr), getattr(dst.fold(k), attr), within=run.root)
         blend, pp = _blend_for(cfg, members)
-        files.write_json(target.manifest, {"kind": "inference", "runs": [r.name for r in members], **blend,
+        files.write_json(target.manifest, {**BUNDLE_FORMAT, "kind": "inference", "runs": [r.name for r in members], **blend,
                                            "git_commit": provenance.git_commit(), "versions": versions,
                                            "time_budget": cfg.kaggle.time_budget})
         files.write_json(target.postprocess, pp)
@@ -181,7 +190,7 @@ def package_code(cfg, out: str | None = None, upload: bool = False, client=None)
     versions = {d: v for d, v in provenance.library_versions().items() if d in wheels.TRAINED_WITH}
     with _staged(out_dir) as staging:
         _stage_code(cfg, staging, versions)
-        files.write_json(layout.Bundle(staging).manifest, {"kind": "code", "runs": [],
+        files.write_json(layout.Bundle(staging).manifest, {**BUNDLE_FORMAT, "kind": "code", "runs": [],
                                                            "git_commit": provenance.git_commit(), "versions": versions})
         _metadata(staging, code_dataset(cfg))
     return [_publish(cfg, out_dir, code_dataset(cfg), upload, client)]

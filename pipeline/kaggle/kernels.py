@@ -16,7 +16,7 @@ from pathlib import Path
 from pipeline.core import config as config_lib, files, layout
 from pipeline.core.errors import UsageError
 from pipeline.kaggle import api
-from pipeline.kaggle.bundle import _SLUG, PLACEHOLDER_OWNER, _copy, code_dataset, uploaded_version
+from pipeline.kaggle.bundle import _SLUG, PLACEHOLDER_OWNER, code_dataset, uploaded_version
 
 log = logging.getLogger(__name__)
 PARAMETERS_TAG = "parameters"  # the training notebook's cell that `kernel --train` fills in
@@ -54,7 +54,7 @@ def kernel(cfg, out: str | None = None, push: bool = False, client=None, wait: f
     """The inference notebook + kernel-metadata.json; with push, wait (bounded) for the bundle dataset, then push."""
     target = layout.Kernel(cfg.path(out) if out else layout.kernel_dir(cfg))
     _replaceable(target)
-    _copy(target.source, target.notebook)
+    files.copy_file(target.source, target.notebook)
     meta = kernel_metadata(cfg, target.notebook.name)
     validate_kernel_metadata(meta)
     paths = [target.notebook, files.write_json(target.metadata, meta)]
