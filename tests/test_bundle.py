@@ -1,8 +1,10 @@
 """The Kaggle path: bundle contents, wheels, input discovery, the inference notebook, the API calls."""
 import errno
+import json
 import os
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pandas as pd
@@ -428,3 +430,42 @@ def test_exploration_notebook_runs(tmp_path, synth_dir, tiny_model_dir, monkeypa
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) == 2
+
+
+def _first_cell(notebook) -> str:
+    return "".join(json.loads(notebook.read_text())["cells"][1]["source"])
+
+
+def _zipped_bundle(root, hostile: dict) -> None:
+    """A bundle mounted as the client's dir_mode="zip" upload leaves it (each folder a zip of its contents), one
+    archive of which holds `hostile` members (name -> (mode, bytes))."""
+    b = root / "my-quest-models"
+    b.mkdir(parents=True)
+    (b / "bundle.json").write_text(json.dumps({**bundle.BUNDLE_FORMAT, "kind": "code"}))
+    with zipfile.ZipFile(b / "pipeline.zip", "w") as z:
+        for f in sorted((ROOT / "pipeline").rglob("*.py")):
+            z.write(f, str(f.relative_to(ROOT / "pipeline")))
+    with zipfile.ZipFile(b / "runs.zip", "w") as z:
+        z.writestr("r/config.toml", "")
+        for name, (mode, data) in hostile.items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = mode << 16
+            z.writestr(info, data)
+
+
+@pytest.mark.parametrize("notebook", [layout.INFERENCE_NOTEBOOK, layout.TRAIN_NOTEBOOK])
+@pytest.mark.parametrize("member, mode, message", [
+    ("../../../quest-escape.txt", 0o100644, "a '..' in its name"),
+    ("/tmp/quest-escape-abs.txt", 0o100644, "an absolute name"),
+    ("r/key.json", 0o120777, "a symbolic link"),
+])
+def test_the_notebooks_unpack_a_zipped_bundle_only_through_the_checked_extractor(tmp_path, notebook, member, mode,
+                                                                                message):
+    root = tmp_path / "input"
+    _zipped_bundle(root, {member: (mode, b"/root/.kaggle/kaggle.json" if mode == 0o120777 else b"x")})
+    (tmp_path / "tmp").mkdir()
+    res = subprocess.run([sys.executable, "-c", _first_cell(notebook)], capture_output=True, text=True,
+                         env={**os.environ, "QUEST_INPUT_ROOT": str(root), "TMPDIR": str(tmp_path / "tmp")})
+    assert res.returncode != 0 and "UnsafeArchive" in res.stderr and message in res.stderr, res.stderr[-800:]
+    assert not list(tmp_path.rglob("quest-escape*")) and not os.path.exists("/tmp/quest-escape-abs.txt")
+    assert not list((tmp_path / "tmp").rglob("key.json"))
