@@ -1,5 +1,6 @@
 """What the pipeline guarantees (README): nothing lost, nothing silently wrong, names confined to their roots."""
 import argparse
+import errno
 import dataclasses
 import json
 import shutil
@@ -335,3 +336,27 @@ def test_a_damaged_json_artifact_is_named_and_a_damaged_stamp_is_remade(tmp_path
     assert not files.is_current(record, {"a": 1}, out)  # not current: the stage writes it again
     files.write_json(record, {"stamp": {"a": 1}})
     assert files.is_current(record, {"a": 1}, out)
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_the_space_it_needs(two_of_three, monkeypatch):
+    """Saving a fold's weights on a full disk crashed HDF5 (exit 139): the space is checked first, and the fold
+    is not finished. An encoder's writer that names no file (numpy's zip writer) gets the cache file's name."""
+    cfg = two_of_three
+    real_usage = files.shutil.disk_usage
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda p: real_usage(p)._replace(free=4096))
+    config.override(cfg, "train.folds=[2]")
+    with pytest.raises(OSError) as err:
+        stages.train(cfg)
+    line = table.user_message(err.value)
+    assert line.startswith(str(Run(cfg.run_dir).fold(2).weights)) and "MiB are free" in line and "\n" not in line
+    assert not Run(cfg.run_dir).fold(2).finished.exists()
+    monkeypatch.undo()
+
+    def full(*a, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(encode.np, "savez", full)
+    encoder = dataclasses.replace(encode.Encoder.for_model(cfg), cache_dir=cfg.cache_dir / "fresh")
+    with pytest.raises(OSError) as err:
+        encoder.cached(tables.load(cfg, "test"), "test")
+    assert table.user_message(err.value).startswith(str(cfg.cache_dir / "fresh")) and ".npz: No space" in \
+        table.user_message(err.value)

@@ -17,14 +17,18 @@ from pipeline.core.layout import TEMP_MARK, staging as staging_of
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path, suffix: str = ""):
+def atomic_path(path: str | Path, suffix: str = "", needs: int = 0):
     """Yield a temp path in the target's folder; rename it onto `path` only if the block succeeds. What the file
     system says (read-only, full, missing) names `path`, the file the user asked for, not the temp file. A `path`
-    that is a symbolic link is refused (UnsafePath), never written through or replaced."""
+    that is a symbolic link is refused (UnsafePath), never written through or replaced. `needs`: bytes the write
+    takes, checked free first (a writer that crashes on a full disk, as HDF5 does, never starts)."""
     path = refuse_link(path)  # replaced, it would be gone; followed, another file would be written
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        if needs and (free := shutil.disk_usage(path.parent).free) < needs:
+            raise OSError(errno.ENOSPC, f"No space left on device: writing it needs {needs / 2**20:.1f} MiB, "
+                                        f"{free / 2**20:.1f} MiB are free", str(path))
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARK}", suffix=suffix or path.suffix, dir=path.parent)
         os.close(fd)
         yield Path(tmp)
@@ -32,6 +36,8 @@ def atomic_path(path: str | Path, suffix: str = ""):
     except OSError as err:
         if err.filename and TEMP_MARK in Path(str(err.filename)).name:  # said of our temp file: name the target
             raise OSError(err.errno, err.strerror, str(path)) from None
+        if not err.filename and err.errno is not None:  # a writer that names no file (numpy's zip writer)
+            raise OSError(err.errno, err.strerror or os.strerror(err.errno), str(path)) from None
         raise
     finally:
         if tmp and os.path.exists(tmp):

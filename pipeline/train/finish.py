@@ -38,7 +38,8 @@ def save_fold(run: Run, k: int, model, coding, inp, va, oof, test_pred, history:
     out = run.fold(k)
     score = metrics.spearman(inp.y[va], oof)
     files.write_json(out.coding, coding.to_dict())
-    with files.atomic_path(out.weights, suffix=".weights.h5") as tmp:
+    needs = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in model.weights) + 2**20  # + HDF5's own
+    with files.atomic_path(out.weights, suffix=".weights.h5", needs=needs) as tmp:
         model.save_weights(tmp)
         weights_sha = files.sha256_file(tmp)
     files.write_csv(out.oof, submission.predictions_frame(inp.train[ID].to_numpy()[va], oof))
