@@ -133,3 +133,15 @@ def trained(tmp_path_factory, synth_dir, tiny_model_dir):
         config.override(dual, f"{key}={value}")
     run_dirs = [stages.train(cfg)[0], stages.train(config.validate(dual))[0]]
     return cfg, run_dirs
+
+
+def holding_process(*code_lines: str):
+    """Another process running code_lines (with the package importable), then holding on until killed: returns
+    the Popen once it has printed 'held'. For tests of two writers at once."""
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1])\n" +
+                             "\n".join(code_lines) + "\nprint('held', flush=True); time.sleep(120)", str(ROOT)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc

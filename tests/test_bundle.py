@@ -1,4 +1,5 @@
 """The Kaggle path: bundle contents, wheels, input discovery, the inference notebook, the API calls."""
+import copy
 import errno
 import json
 import os
@@ -10,11 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, holding_process
 from kaggle_fakes import HAS_CLIENT, SOCKET_GUARD, make_wheel, mount, read_only, requires_client, run_notebook, snapshot
 from pipeline.cli import stages
-from pipeline.core import config, files, layout
+from pipeline.core import config, files, layout, manifest
 from pipeline.core.columns import ID, TARGETS
+from pipeline.core.errors import DamagedArtifact, PipelineError, UsageError
 from pipeline.kaggle import api, bundle, kernels, wheels
 from pipeline.kernel import inference
 
@@ -218,12 +220,9 @@ def test_package_replaces_only_a_bundle_it_marked_and_one_writer_at_a_time(bundl
     assert (app / "index.html").read_text() == "keep me"
     assert files.read_json(out / "bundle.json")["format"] == bundle.BUNDLE_FORMAT["format"]
     dest = tmp_path / "shared-bundle"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1])\n"
-                               "from pipeline.core import files\n"
-                               "with files.staged_dir(sys.argv[2]):\n print('held', flush=True); time.sleep(60)",
-                               str(ROOT), str(dest)], stdout=subprocess.PIPE, text=True)
+    holder = holding_process("from pipeline.core import files", f"writing = files.staged_dir({str(dest)!r})",
+                             "writing.__enter__()")
     try:
-        assert holder.stdout.readline().strip() == "held"
         with pytest.raises(files.Busy, match=rf"{dest} is being written by pid {holder.pid} .*wait for it"):
             stages.package(cfg, runs=[str(run_dirs[0])], out=str(dest))
     finally:
@@ -469,3 +468,71 @@ def test_the_notebooks_unpack_a_zipped_bundle_only_through_the_checked_extractor
     assert res.returncode != 0 and "UnsafeArchive" in res.stderr and message in res.stderr, res.stderr[-800:]
     assert not list(tmp_path.rglob("quest-escape*")) and not os.path.exists("/tmp/quest-escape-abs.txt")
     assert not list((tmp_path / "tmp").rglob("key.json"))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"weights": [0.0, 1.0, 0.0]}, "expected one weight per run"),
+    ({"weights": [5.0, 1.0]}, "must add up to 1"),
+    ({"weights": [-1.0, 2.0]}, "finite numbers >= 0"),
+    ({"weights": [float("nan"), 1.0]}, "finite numbers >= 0"),
+    ({"weights": [[0.5] * 29, [0.5] * 30]}, "per-target weights must be"),
+    ({"method": "median"}, "blend method 'median' is not one of"),
+    ({"runs": ["../escape", "x"]}, "plain name"),
+    ({"format": None}, "was not written by `python run.py package`"),
+])
+def test_a_bundle_manifest_is_checked_before_the_kernel_trusts_it(bundled, tmp_path, change, message):
+    """Every blend the kernel would read is checked (with its digest recomputed, so each check is what refuses),
+    and an edit that leaves the digest as package recorded it is refused by the digest."""
+    _, _, out, _ = bundled
+    copy = tmp_path / "b"
+    copy.mkdir()
+    good = files.read_json(out / "bundle.json")
+    assert manifest.read(out) == good
+    files.write_json(copy / "bundle.json", {**good, "weights": [0.25, 0.75]})  # valid, but not the blend recorded
+    with pytest.raises(DamagedArtifact, match="differ from those `package` recorded"):
+        manifest.read(copy)
+    edited = {**good, **change}
+    if "format" not in change and "runs" not in change:
+        edited["blend_sha256"] = manifest.blend_digest(edited["runs"], edited["method"], edited["weights"])
+    files.write_json(copy / "bundle.json", edited)
+    with pytest.raises(PipelineError, match=message):
+        manifest.read(copy)
+
+
+def test_each_ensemble_owns_its_submission_and_current_covers_every_file(bundled, tmp_path):
+    """`ensemble.name=other` no longer leaves the default ensemble "current" over the other's submission; a kill
+    between weights.json and the summary leaves a blend that is not current and that package refuses; a blend
+    fitted while a fold was missing is refused once the fold is back."""
+    cfg, run_dirs, _, _ = bundled
+    runs = [str(d) for d in run_dirs]
+    here = copy.deepcopy(cfg)
+    config.override(here, "ensemble.name=mine")
+    stages.ensemble(here, runs=runs)
+    mine = pd.read_csv(here.submission_file)
+    other = copy.deepcopy(here)
+    config.override(other, "ensemble.name=other")
+    config.override(other, "ensemble.method=rank")
+    stages.ensemble(other, runs=runs)
+    assert files.read_json(layout.submission_record(here.submission_file))["ensemble"] == "other"
+    assert not np.allclose(pd.read_csv(here.submission_file)[list(TARGETS)], mine[list(TARGETS)])
+    stages.ensemble(here, runs=runs)  # not current any more: made again, and the submission is its own again
+    assert np.allclose(pd.read_csv(here.submission_file)[list(TARGETS)], mine[list(TARGETS)])
+    assert files.read_json(layout.submission_record(here.submission_file))["ensemble"] == "mine"
+
+    ens = layout.ensemble(here)
+    files.write_json(ens.weights, {**files.read_json(ens.weights), "method": "rank"})  # killed before the summary
+    with pytest.raises(UsageError, match="incomplete or was changed after it was written"):
+        stages.package(here, runs=runs, out=str(tmp_path / "b1"))
+    stages.ensemble(here, runs=runs)
+    assert files.read_json(ens.weights)["method"] == here.ensemble.method
+
+    fold = run_dirs[0] / "fold1"
+    fold.rename(tmp_path / "fold1-away")
+    try:
+        stages.ensemble(here, runs=runs)  # fitted with fold 1 missing
+    finally:
+        (tmp_path / "fold1-away").rename(fold)
+    with pytest.raises(UsageError, match=r"fitted on folds .* the runs now have .*stale"):
+        stages.package(here, runs=runs, out=str(tmp_path / "b2"))
+    stages.ensemble(here, runs=runs)
+    stages.package(here, runs=runs, out=str(tmp_path / "b3"))

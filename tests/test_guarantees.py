@@ -1,7 +1,7 @@
 """What the pipeline guarantees (README): nothing lost, nothing silently wrong, names confined to their roots."""
 import argparse
-import errno
 import dataclasses
+import errno
 import json
 import shutil
 
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import tiny_train_config
+from conftest import holding_process, tiny_train_config
 from pipeline.cli import stages, table
 from pipeline.core import config, files, layout
 from pipeline.core.errors import UnsafePath, UsageError
@@ -360,3 +360,38 @@ def test_a_full_disk_is_one_line_naming_the_file_and_the_space_it_needs(two_of_t
         encoder.cached(tables.load(cfg, "test"), "test")
     assert table.user_message(err.value).startswith(str(cfg.cache_dir / "fresh")) and ".npz: No space" in \
         table.user_message(err.value)
+
+
+def test_ensemble_and_predict_never_read_a_run_another_process_is_writing(two_of_three):
+    cfg = two_of_three
+    writer = holding_process("from pipeline.run.rundir import Run", f"lock = Run({str(cfg.run_dir)!r}).lock()",
+                     "lock.__enter__()")
+    try:
+        for stage in (lambda: stages.ensemble(cfg), lambda: stages.predict(cfg)):
+            with pytest.raises(RunError, match=rf"{cfg.run_dir} is being written by pid {writer.pid} "):
+                stage()
+    finally:
+        writer.kill()
+        writer.wait()
+    assert stages.ensemble(cfg)  # the writer gone (killed): its lock went with it
+
+
+def test_two_encoders_on_one_cache_both_finish_with_the_same_whole_file(tmp_path, synth_dir, tiny_model_dir):
+    """Two `encode` processes at once on one cache folder: each writes under its own temp name and renames; both
+    succeed, the cache file loads, no temp file is left."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    cfg = tiny_train_config(tmp_path, synth_dir, tiny_model_dir)
+    args = [sys.executable, str(ROOT / "run.py"), "encode", "-q"] + [f"--set={k}={v}" for k, v in (
+        ("data.dir", synth_dir), ("encode.cache_dir", cfg.cache_dir), ("output.dir", tmp_path / "out"),
+        ("model.path", tiny_model_dir), ("encode.max_len", 128), ("model.random_init", "true"))]
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e[-800:] for _, e in outs]
+    assert outs[0][0] == outs[1][0]  # both name the same cache files
+    for path in outs[0][0].split():
+        assert encode.Encoded.load(path).qa_id.size
+    assert not [p for p in cfg.cache_dir.rglob("*") if files.TEMP_MARK in p.name]

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import tiny_train_config
+from conftest import holding_process, tiny_train_config
 from kaggle_fakes import HAS_CLIENT, requires_client
 from pipeline.cli import stages
 from pipeline.core import config, files, layout, provenance
@@ -310,3 +310,20 @@ def test_a_link_in_a_kernel_output_is_never_followed_into_the_run(trained, tmp_p
 def _link(at, to):
     os.symlink(to, at)
     return at
+
+
+@requires_client
+def test_collect_never_merges_into_a_run_another_process_is_writing(trained, tmp_path):
+    cfg, (run_dir, _) = trained
+    here = _collector(trained, tmp_path)
+    out, _ = _kernel_output(tmp_path, run_dir)
+    handle = "someone/quest-train-f0-1"
+    writer = holding_process("from pipeline.run.rundir import Run", f"lock = Run({str(here.run_dir)!r}).lock()",
+                             "lock.__enter__()")
+    try:
+        with pytest.raises(RunError, match=rf"is being written by pid {writer.pid} "):
+            stages.collect(here, kernels=[handle], client=_kaggle(out, handle))
+        assert not Run(here.run_dir).finished_folds()
+    finally:
+        writer.kill()
+        writer.wait()

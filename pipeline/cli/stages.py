@@ -1,6 +1,7 @@
 """Stage functions: each takes the config and returns the paths it wrote (or found current)."""
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -63,7 +64,8 @@ def pseudo(cfg, teachers: list[str] | None = None, input_csv: str | None = None)
 def predict(cfg, input_csv: str | None = None) -> list[Path]:
     from pipeline.run import predict as predict_lib
 
-    return predict_lib.predict(cfg, input_csv)
+    with _holding([str(cfg.run_dir)], cfg):
+        return predict_lib.predict(cfg, input_csv)
 
 
 def validate(cfg, compare: list[str] | None = None) -> list[Path]:
@@ -78,9 +80,26 @@ def ensemble(cfg, runs: list[str] | None = None) -> list[Path]:
     from pipeline.run import predict as predict_lib
     from pipeline.run.rundir import Run
 
-    for name in runs or cfg.ensemble.runs or [str(cfg.run_dir)]:
-        predict_lib.predict_run(Run.resolve(name, cfg), cfg.data_file("test_file"), cache_dir=cfg.cache_dir)
-    return ensemble_lib.ensemble(cfg, runs)
+    names = runs or cfg.ensemble.runs or [str(cfg.run_dir)]
+    with _holding(names, cfg):
+        for name in names:
+            predict_lib.predict_run(Run.resolve(name, cfg), cfg.data_file("test_file"), cache_dir=cfg.cache_dir)
+        return ensemble_lib.ensemble(cfg, runs)
+
+
+@contextlib.contextmanager
+def _holding(run_names: list[str], cfg):
+    """The runs' locks, held while a stage writes predictions into them and reads their folds: a run that `train`
+    or `collect` is writing is refused in one line, never read half made."""
+    from pipeline.run.rundir import Run
+
+    own = str(cfg.run_dir)
+    runs = {run.root: run for run in (Run.of(cfg) if n == own else Run.resolve(n, cfg) for n in run_names)}
+    with contextlib.ExitStack() as held:
+        for run in runs.values():
+            if run.root.is_dir():
+                held.enter_context(run.lock())
+        yield
 
 
 def run_all(cfg) -> list[Path]:

@@ -237,14 +237,30 @@ def read_json(path: str | Path):
 
 def is_current(marker: str | Path, stamp, *outputs: str | Path) -> bool:
     """The one is-current check: an artifact is current when its marker (a JSON file written last) records
-    exactly this stamp (a digest of everything it was made from) and every output beside it exists."""
+    exactly this stamp (a digest of everything it was made from), every output beside it exists, and each output
+    the marker lists (write_marker) still holds what was written with it."""
     marker = Path(marker)
     if not (marker.is_file() and all(Path(o).is_file() for o in outputs)):
         return False
     try:
-        return read_json(marker).get("stamp") == stamp
+        record = read_json(marker)
+        made = record.get("outputs")
     except (DamagedArtifact, AttributeError):  # a damaged marker: not current, made again
         return False
+    if record.get("stamp") != stamp:
+        return False
+    return made is None or (all(str(o) in made for o in outputs) and outputs_intact(made))
+
+
+def write_marker(marker: str | Path, stamp: str, outputs, **record) -> Path:
+    """An artifact's marker, written last: its stamp, and the sha256 of every output made with it, so it stops
+    being current the moment any of them is replaced (by another writer, or a kill halfway through a rewrite)."""
+    return write_json(marker, {**record, "stamp": stamp, "outputs": {str(p): sha256_file(p) for p in outputs}})
+
+
+def outputs_intact(made: dict) -> bool:
+    """Whether every file a marker lists (path -> sha256) is there and still the one written."""
+    return all(Path(p).is_file() and sha256_file(p) == h for p, h in made.items())
 
 
 def write_csv(path: str | Path, frame, float_format: str | None = None) -> Path:

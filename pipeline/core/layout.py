@@ -112,7 +112,13 @@ class Ensemble:
     oof = property(lambda self: self.root / "oof.csv")
     test = property(lambda self: self.root / "test.csv")
     postprocess = property(lambda self: self.root / "postprocess.json")
-    summary = property(lambda self: self.root / "summary.json")  # written last; its stamp marks it current
+    submission = property(lambda self: self.root / SUBMISSION_NAME)  # its own; output.submission is a copy
+    summary = property(lambda self: self.root / "summary.json")  # written last: its stamp and outputs' sha256
+
+
+def submission_record(submission: Path) -> Path:
+    """Beside output.submission: which ensemble wrote it (several ensembles share the one file)."""
+    return Path(submission).with_suffix(".json")
 
 
 @dataclass(frozen=True)

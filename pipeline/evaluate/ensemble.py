@@ -115,7 +115,7 @@ def ensemble(cfg, run_names: list[str] | None = None) -> list[Path]:
     stamp = files.sha256_text(*(files.sha256_file(r.oof) for r in members),
                               *(t.to_csv() for t in tests), config_lib.to_toml(cfg), files.sha256_file(test_csv))
     sub_path = cfg.submission_file
-    if files.is_current(out.summary, stamp, sub_path):
+    if files.is_current(out.summary, stamp, out.submission, sub_path):
         return [out.summary, sub_path]
     truth = train.set_index(ID).loc[common]
     y = truth[list(TARGETS)].to_numpy()
@@ -138,7 +138,8 @@ def ensemble(cfg, run_names: list[str] | None = None) -> list[Path]:
     test_blend = blend_members(tests, weights, method, pp)
     scores = {r.name: float(metrics.spearman(y, p).mean) for r, p in zip(members, oof_preds)}
     score = metrics.spearman(y, nested)
-    summary = {"stamp": stamp, "runs": [str(r.root) for r in members], "method": method,
+    summary = {"runs": [str(r.root) for r in members], "folds": {r.name: r.finished_folds() for r in members},
+               "method": method,
                "weights": dict(zip(scores, weights.tolist())),
                "per_column": e.per_column and method == "optimize", "member_oof_spearman": scores,
                "blend_oof_spearman_nested": score.mean, "equal_weights_oof_spearman": equal,
@@ -151,8 +152,11 @@ def ensemble(cfg, run_names: list[str] | None = None) -> list[Path]:
              files.write_csv(out.oof, submission.predictions_frame(common, oof_blend)),
              files.write_csv(out.test, test_blend),
              files.write_json(out.postprocess, pp),
-             submission.write(sub_path, sample, test_blend),
-             files.write_json(out.summary, summary)]  # last: its stamp marks the ensemble current
+             submission.write(out.submission, sample, test_blend)]
+    paths += [files.copy_file(out.submission, sub_path),
+              files.write_json(layout.submission_record(sub_path), {"ensemble": cfg.ensemble.name,
+                                                                    "sha256": files.sha256_file(sub_path)})]
+    paths.append(files.write_marker(out.summary, stamp, paths, **summary))  # last: marks every file above current
     pp_line = (f", post-processed {summary['postprocess']['after_nested']:.4f} "
                f"({summary['postprocess']['n_applied']} columns)") if pp else ""
     log.info("ensemble %s (%s, %d run(s)): nested OOF Spearman %.4f (equal weights %.4f)%s; weights %s",

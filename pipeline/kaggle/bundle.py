@@ -17,7 +17,7 @@ import logging
 import re
 from pathlib import Path
 
-from pipeline.core import config as config_lib, files, layout, provenance
+from pipeline.core import config as config_lib, files, layout, manifest, provenance
 from pipeline.core.errors import MissingArtifact, UsageError
 from pipeline.kaggle import api, wheels
 from pipeline.run.rundir import Run
@@ -66,7 +66,7 @@ def trained_versions(members: list[Run]) -> dict[str, str]:
     return {d: v.pop() for d, v in found.items()}
 
 
-BUNDLE_FORMAT = {"format": "quest-bundle", "format_version": 1}  # in every bundle.json `package` writes
+BUNDLE_FORMAT = manifest.FORMAT  # in every bundle.json `package` writes
 
 
 def is_bundle(folder: Path) -> bool:
@@ -202,12 +202,24 @@ def code_dataset(cfg) -> str:
 
 
 def _blend_for(cfg, members: list[Run]) -> tuple[dict, dict]:
-    """The fitted ensemble over exactly these runs if there is one, else an equal mean without post-processing."""
+    """The fitted ensemble over exactly these runs if there is one, else an equal mean without post-processing.
+    An ensemble whose files are not all the ones its summary recorded (a kill mid-write, another writer), or that
+    was fitted on other folds than the runs now have, is refused: run `ensemble` again."""
     ens = layout.ensemble(cfg)
     if ens.weights.is_file():
         w = files.read_json(ens.weights)
         if w["runs"] == [r.name for r in members]:
-            return {"method": w["method"], "weights": w["weights"]}, files.read_json(ens.postprocess)
+            summary = files.read_json(ens.summary) if ens.summary.is_file() else {}
+            again = f"run `python run.py ensemble --runs {' '.join(r.name for r in members)}` again, then package"
+            made = summary.get("outputs") or {}
+            if str(ens.weights) not in made or not files.outputs_intact(made):
+                raise UsageError(f"the ensemble in {ens.root} is incomplete or was changed after it was written (its "
+                                 f"files differ from those {ens.summary.name} recorded); {again}")
+            now = {r.name: r.finished_folds() for r in members}
+            if summary.get("folds") != now:
+                raise UsageError(f"the ensemble in {ens.root} was fitted on folds {summary.get('folds')}, the runs now "
+                                 f"have {now}: its weights and post-processing are stale; {again}")
+            return manifest.blend([r.name for r in members], w["method"], w["weights"]), files.read_json(ens.postprocess)
     log.warning("no ensemble fitted over %s: the bundle blends them with equal weights and no post-processing",
                 [r.name for r in members])
-    return {"method": "mean", "weights": [1.0 / len(members)] * len(members)}, {}
+    return manifest.blend([r.name for r in members], "mean", [1.0 / len(members)] * len(members)), {}

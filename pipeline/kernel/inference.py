@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from pipeline.core import layout
+from pipeline.core import layout, manifest as manifest_lib
 from pipeline.core.errors import PipelineError
 from pipeline.kernel import environment  # paths only: no heavy imports before the bundled wheels are installed
 from pipeline.kernel.environment import CACHE, KAGGLE_INPUT, InputsNotFound, install_wheels  # noqa: F401  (notebook)
@@ -30,14 +30,13 @@ def projected_seconds(bundle: str | Path, data_dir: str | Path, rows: int = HIDD
     device: per run, loading and tracing each fold's model plus one timed batch per row."""
     import pandas as pd
 
-    from pipeline.core import files
     from pipeline.data import tables
     from pipeline.run import predict
 
     bundle = layout.Bundle(Path(bundle))
     frame = tables.read_csv(Path(data_dir) / DATA_FILES[0], "predict")
     total = 0.0
-    for name in files.read_json(bundle.manifest)["runs"]:
+    for name in manifest_lib.read(bundle.root)["runs"]:
         fixed, per_row = predict.Predictor.of(bundle.run(name), CACHE).cost(pd.DataFrame(frame))
         total += fixed + per_row * rows
     return total
@@ -69,7 +68,7 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
     from pipeline.run import predict
 
     bundle, data_dir, work_dir = layout.Bundle(Path(bundle)), Path(data_dir), Path(work_dir)
-    manifest = files.read_json(bundle.manifest)
+    manifest = manifest_lib.read(bundle.root)
     sample = tables.read_csv(data_dir / DATA_FILES[1], "sample_submission")
     tables.check_same_rows(tables.read_csv(data_dir / DATA_FILES[0], "predict"), sample, data_dir / DATA_FILES[0],
                          data_dir / DATA_FILES[1])
@@ -91,9 +90,7 @@ def main(root: str | Path = KAGGLE_INPUT, work_dir: str | Path | None = None) ->
     from pipeline.modeling import device
 
     print(f"device: {device.describe()}", flush=True)
-    from pipeline.core import files
-
-    manifest = files.read_json(layout.Bundle(bundle).manifest)
+    manifest = manifest_lib.read(bundle)
     folds = sum(len(layout.Bundle(bundle).run(n).finished_folds()) for n in manifest["runs"])
     secs = projected_seconds(bundle, data_dir)
     print(check_time(secs, device.accelerator_kind(device.strategy(quiet=True)) != "cpu",
