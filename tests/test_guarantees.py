@@ -179,6 +179,9 @@ def test_test_and_sample_ids_are_checked_before_any_training(two_of_three):
 @pytest.mark.parametrize("content, message", [
     ("qa_id,question_title,question_body,answer\n1000.5,t,b,a\n", r"'qa_id' must be integers; row 0 holds '1000.5'"),
     ("qa_id,question_title,question_body,answer\n", "no rows"),
+    ("qa_id,question_title,question_body,answer\n9223372036854775808,t,b,a\n", r"must fit a 64-bit integer \(.*\); row 0"),
+    ("qa_id,question_title,question_body,answer\n-9223372036854775809,t,b,a\n", "must fit a 64-bit integer"),
+    ("qa_id,question_title,question_body,answer\n1e3,t,b,a\n", "must be integers; row 0 holds '1e3'"),
 ])
 def test_bad_ids_and_empty_files(tmp_path, content, message):
     (tmp_path / "x.csv").write_text(content)
@@ -395,3 +398,17 @@ def test_two_encoders_on_one_cache_both_finish_with_the_same_whole_file(tmp_path
     for path in outs[0][0].split():
         assert encode.Encoded.load(path).qa_id.size
     assert not [p for p in cfg.cache_dir.rglob("*") if files.TEMP_MARK in p.name]
+
+
+def test_ids_are_read_as_exact_integers_never_through_floats(tmp_path):
+    (tmp_path / "x.csv").write_text("qa_id,question_title,question_body,answer\n9007199254740993,t,b,a\n7,t,b,a\n"
+                                    "12.0,t,b,a\n")
+    assert tables.read_csv(tmp_path / "x.csv", "predict")[tables.ID].tolist() == [9007199254740993, 7, 12]
+
+
+def test_a_folds_file_listing_one_id_twice_is_refused(two_of_three):
+    cfg = two_of_three
+    table = pd.read_csv(cfg.folds_file)
+    pd.concat([table, table.iloc[[3]].assign(fold=(table.fold.iloc[3] + 1) % 3)]).to_csv(cfg.folds_file, index=False)
+    with pytest.raises(folds_lib.FoldsError, match=rf"listed twice, e.g. {table.qa_id.iloc[3]}"):
+        folds_lib.read(cfg, tables.load(cfg, "train"))

@@ -13,6 +13,7 @@ from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 from pipeline.core import files, layout
 from pipeline.core.columns import ID, TARGETS
 from pipeline.core.errors import PipelineError
+from pipeline.data import tables
 
 
 class FoldsError(PipelineError, ValueError):
@@ -67,9 +68,14 @@ def read(cfg, train: pd.DataFrame) -> np.ndarray:
     path = cfg.folds_file
     if not path.is_file():
         raise FoldsError(f"{path} not found; run `python run.py folds` first")
-    table = pd.read_csv(path)
+    table = pd.read_csv(path, dtype={ID: str})
     if list(table.columns) != [ID, "fold"]:
         raise FoldsError(f"{path}: expected columns [{ID!r}, 'fold'], got {list(table.columns)}")
+    table[ID] = tables.parse_ids(path, table[ID])
+    dup = table[ID][table[ID].duplicated()]
+    if len(dup):
+        raise FoldsError(f"{path}: each {ID} must be in one fold; {len(dup)} listed twice, e.g. {int(dup.iloc[0])} "
+                         "(the last row would win silently). Re-run `python run.py folds --force`")
     mapping = dict(zip(table[ID], table["fold"]))
     missing = [int(q) for q in train[ID] if q not in mapping]
     if missing or len(mapping) != len(train):

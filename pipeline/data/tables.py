@@ -72,16 +72,27 @@ def _check_columns(path, frame, expected, allow_extra):
         raise DataError(f"{path}: unexpected column(s) {extra}; expected exactly {list(expected)}")
 
 
+_INT64 = (-(2 ** 63), 2 ** 63 - 1)
+
+
+def parse_ids(path, column: pd.Series) -> np.ndarray:
+    """An id column read as text, parsed as exact integers (never through float64, which rounds ids past 2**53:
+    9007199254740993 would read as ...992); DataError naming the row for a non-integer or one beyond int64."""
+    text = column.astype(str).str.strip()
+    ok = text.str.fullmatch(r"[+-]?\d+(\.0*)?")
+    if not ok.all():
+        row = int(np.flatnonzero(~ok.to_numpy())[0])
+        raise DataError(f"{path}: column {column.name!r} must be integers; row {row} holds {column.iloc[row]!r}")
+    values = [int(t.split(".")[0]) for t in text]
+    beyond = [i for i, v in enumerate(values) if not _INT64[0] <= v <= _INT64[1]]
+    if beyond:
+        raise DataError(f"{path}: column {column.name!r} must fit a 64-bit integer ({_INT64[0]} .. {_INT64[1]}); "
+                        f"row {beyond[0]} holds {column.iloc[beyond[0]]!r}")
+    return np.array(values, dtype=np.int64)
+
+
 def _check_ids(path, frame):
-    ids = pd.to_numeric(frame[ID], errors="coerce")
-    if ids.isna().any():
-        row = int(np.flatnonzero(ids.isna().to_numpy())[0])
-        raise DataError(f"{path}: column {ID!r} must be integers; row {row} holds {frame[ID].iloc[row]!r}")
-    fractional = ids % 1 != 0
-    if fractional.any():
-        row = int(np.flatnonzero(fractional.to_numpy())[0])
-        raise DataError(f"{path}: column {ID!r} must be integers; row {row} holds {frame[ID].iloc[row]!r}")
-    frame[ID] = ids.astype(np.int64)
+    frame[ID] = parse_ids(path, frame[ID])
     dup = frame[ID][frame[ID].duplicated()]
     if len(dup):
         raise DataError(f"{path}: column {ID!r} must be unique; {len(dup)} duplicate(s), e.g. {int(dup.iloc[0])}")
