@@ -412,3 +412,22 @@ def test_a_folds_file_listing_one_id_twice_is_refused(two_of_three):
     pd.concat([table, table.iloc[[3]].assign(fold=(table.fold.iloc[3] + 1) % 3)]).to_csv(cfg.folds_file, index=False)
     with pytest.raises(folds_lib.FoldsError, match=rf"listed twice, e.g. {table.qa_id.iloc[3]}"):
         folds_lib.read(cfg, tables.load(cfg, "train"))
+
+
+def test_folds_are_exactly_fold0_to_fold_n_minus_1(two_of_three, tmp_path):
+    """A user's fold0.bak is no fold (every stage used to crash on it); a copied fold7 in a 3-fold run is refused
+    by every reader instead of counting fold 0 twice; a fold holding another fold's predictions is refused."""
+    cfg = two_of_three
+    run = Run(cfg.run_dir)
+    shutil.copytree(run.fold(0).root, run.root / "fold0.bak")
+    assert run.finished_folds() == [0, 1]
+    stages.validate(cfg)
+    shutil.copytree(run.fold(0).root, run.root / "fold7")
+    for stage in (lambda: stages.validate(cfg), lambda: stages.ensemble(cfg),
+                  lambda: stages.package(cfg, out=str(tmp_path / "b"))):
+        with pytest.raises(RunError, match=r"fold7 are not folds of this 3-fold run \(fold0 .. fold2\)"):
+            stage()
+    shutil.rmtree(run.root / "fold7")
+    shutil.copy(run.fold(0).oof, run.fold(1).oof)
+    with pytest.raises(RunError, match=r"out-of-fold rows of folds \[0, 1\] overlap"):
+        stages.validate(cfg)

@@ -33,6 +33,7 @@ _NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 INFERENCE_NOTEBOOK, TRAIN_NOTEBOOK = _NOTEBOOKS / "kaggle_inference.ipynb", _NOTEBOOKS / "kaggle_train.ipynb"
 
 
+FOLD_NAME = re.compile(r"fold(0|[1-9][0-9]*)")  # fold0, fold1 ...: a fold's folder, nothing else
 PLAIN_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")  # a folder name that stays where it is put
 
 
@@ -100,7 +101,9 @@ class RunPaths:
         return self.report_dir / f"{name}.png"
 
     def finished_folds(self) -> list[int]:
-        return sorted(int(p.parent.name[4:]) for p in self.root.glob("fold*/finished.json"))
+        """k of every fold<k>/ holding finished.json (a user's fold0.bak/ or notes are no fold)."""
+        names = (FOLD_NAME.fullmatch(p.parent.name) for p in self.root.glob("fold*/finished.json"))
+        return sorted(int(m[1]) for m in names if m)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,10 @@ import logging
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from pipeline.core import config as config_lib, files, layout
+from pipeline.core.columns import ID
 from pipeline.core.errors import UsageError
 from pipeline.data import folds as folds_lib, tables
 from pipeline.kaggle import api, kernels
@@ -122,8 +125,13 @@ def check(cfg, run: Run, src: Run, handle: str) -> list[int]:
         raise RunError(f"{where} trained with {trained_with}, this run's folds with {want['versions']}: a bundle "
                        "runs one keras / keras-hub; package the code dataset from this environment")
     new = []
+    fold_of = folds_lib.by_id(cfg, tables.load(cfg, "train"))
     for k in src.finished_folds():
         src.verify_weights(k)
+        rows = pd.read_csv(src.fold(k).oof, usecols=[ID])[ID]
+        if set(rows) != set(fold_of.index[fold_of == k]):
+            raise RunError(f"{where}: its fold {k} predicted {len(rows)} out-of-fold rows that are not fold {k}'s "
+                           f"{int((fold_of == k).sum())} rows of {cfg.folds_file}; it holds another fold's output")
         m = files.read_json(src.fold(k).metrics)
         run.check_global_batch(m.get("global_batch"), m.get("replicas", 1), where)
         if m.get("precision"):

@@ -105,6 +105,17 @@ class Run(layout.RunPaths):
         raise MissingArtifact(f"no run {name_or_dir!r} (looked for {layout.RunPaths(p).config.name} in {p} and "
                               f"{layout.runs_root(cfg) / str(p)})")
 
+    def finished_folds(self) -> list[int]:
+        """The finished folds, which must be folds of this run: fold0 .. fold{n-1} of its folds.n_folds (a copied
+        `fold7` in a 3-fold run would count another fold twice)."""
+        found = super().finished_folds()
+        if found and self.config.is_file():
+            n = self.load_config().folds.n_folds
+            if extra := [f"fold{k}" for k in found if k >= n]:
+                raise RunError(f"{self.root}: {', '.join(extra)} are not folds of this {n}-fold run (fold0 .. "
+                               f"fold{n - 1}); move them out of the run directory")
+        return found
+
     # ---- what it records ----
     def load_config(self):
         """The run's resolved config (config.toml)."""
@@ -305,7 +316,12 @@ class Run(layout.RunPaths):
         done = self.finished_folds()
         if not done:
             raise MissingArtifact(f"{self.root}: no finished fold; run `python run.py train` first")
-        return pd.concat([pd.read_csv(self.fold(k).oof) for k in done], ignore_index=True)
+        oof = pd.concat([pd.read_csv(self.fold(k).oof) for k in done], ignore_index=True)
+        if oof[ID].duplicated().any():
+            twice = int(oof[ID][oof[ID].duplicated()].iloc[0])
+            raise RunError(f"{self.root}: the out-of-fold rows of folds {done} overlap ({ID} {twice} in two of "
+                           "them): a fold folder holds another fold's predictions; delete it and train it again")
+        return oof
 
     def summarize(self, train: pd.DataFrame) -> Path:
         """oof.csv and summary.json over the folds finished so far."""
