@@ -3,6 +3,7 @@ import copy
 import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -19,6 +20,7 @@ from pipeline.core.columns import ID, TARGETS
 from pipeline.core.errors import DamagedArtifact, PipelineError, UsageError
 from pipeline.kaggle import api, bundle, kernels, wheels
 from pipeline.kernel import inference
+from pipeline.run.rundir import Run
 
 if HAS_CLIENT:
     from kaggle_server import FakeApi, KaggleServer
@@ -536,3 +538,16 @@ def test_each_ensemble_owns_its_submission_and_current_covers_every_file(bundled
         stages.package(here, runs=runs, out=str(tmp_path / "b2"))
     stages.ensemble(here, runs=runs)
     stages.package(here, runs=runs, out=str(tmp_path / "b3"))
+
+
+def test_bundled_versions_come_from_the_folds_not_from_a_rewritten_run_record(bundled, tmp_path):
+    cfg, run_dirs, _, _ = bundled
+    run = Run(shutil.copytree(run_dirs[0], tmp_path / run_dirs[0].name))
+    trained = bundle.trained_versions([run])
+    files.write_json(run.info, {**files.read_json(run.info), "versions": {"keras": "0.0.1", "keras-hub": "0.0.1"}})
+    assert bundle.trained_versions([run]) == trained
+    metrics = files.read_json(run.fold(1).metrics)
+    metrics["provenance"]["versions"]["keras"] = "0.0.2"
+    files.write_json(run.fold(1).metrics, metrics)
+    with pytest.raises(UsageError, match="different library versions"):
+        bundle.trained_versions([run])

@@ -431,3 +431,39 @@ def test_folds_are_exactly_fold0_to_fold_n_minus_1(two_of_three, tmp_path):
     shutil.copy(run.fold(0).oof, run.fold(1).oof)
     with pytest.raises(RunError, match=r"out-of-fold rows of folds \[0, 1\] overlap"):
         stages.validate(cfg)
+
+
+def test_a_run_refuses_changed_labels_text_or_text_settings_between_commands(two_of_three):
+    """Labels changed in train.csv (same ids and texts) no longer rescore every fold: extending the run, validate
+    and ensemble refuse; a changed data.clean_text is refused and config.toml is left as it was."""
+    cfg = two_of_three
+    path = cfg.data_file("train_file")
+    original = path.read_text()
+    frame = pd.read_csv(path)
+    frame["answer_helpful"] = 1.0 - frame["answer_helpful"]
+    frame.to_csv(path, index=False)
+    cfg.train.folds = [2]
+    for stage in (stages.train, stages.validate, stages.ensemble):
+        with pytest.raises(RunError, match=r"train file's labels changed since .* folds \[0, 1\] were trained"):
+            stage(cfg)
+    path.write_text(original)
+    config_before = Run(cfg.run_dir).config.read_text()
+    config.override(cfg, "data.clean_text=false")
+    with pytest.raises(RunError, match=r"other settings \{'data.clean_text': \(True, False\)\}"):
+        stages.train(cfg)
+    assert Run(cfg.run_dir).config.read_text() == config_before
+
+
+def test_a_command_that_makes_no_fold_leaves_the_runs_records_alone(two_of_three):
+    """A probe (train.max_steps) on a run trains nothing: run.json and config.toml stay byte for byte; each fold
+    records its own provenance (versions, command, commit) when it finishes."""
+    cfg = two_of_three
+    run = Run(cfg.run_dir)
+    before = {p: p.read_bytes() for p in (run.info, run.config)}
+    config.override(cfg, "train.folds=[2]")
+    config.override(cfg, "train.max_steps=1")
+    stages.train(cfg)
+    assert run.probe(2).is_file() and {p: p.read_bytes() for p in before} == before
+    for k in run.finished_folds():
+        made = files.read_json(run.fold(k).metrics)["provenance"]
+        assert set(made["versions"]) >= {"keras", "keras-hub"} and made["command"] and made["git_commit"]

@@ -27,3 +27,13 @@ def library_versions() -> dict:
     import importlib.metadata
 
     return {d: importlib.metadata.version(d) for d in ("keras", "keras-hub", "tensorflow")}
+
+
+def record() -> dict:
+    """How a fold was made, recorded with the fold when it finishes (so a later command that makes no fold never
+    rewrites it): the command line, the code's commit, the library versions, the time."""
+    import datetime as dt
+    import sys
+
+    return {"command": list(sys.argv), "git_commit": git_commit(), "versions": library_versions(),
+            "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}

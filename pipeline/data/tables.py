@@ -156,3 +156,16 @@ def check_same_rows(test: pd.DataFrame, sample: pd.DataFrame, test_path: Path, s
 
 def targets(frame: pd.DataFrame) -> np.ndarray:
     return frame[list(TARGETS)].to_numpy(np.float32)
+
+
+def fingerprint(cfg) -> dict:
+    """What a run trains on, as read from the train file (before text cleaning, which the run's settings
+    record): a digest of its labels (qa_id + the 30 targets) and of its inputs (qa_id + every input column)."""
+    import hashlib
+
+    frame = read_csv(cfg.data_file("train_file"), "train")
+
+    def digest(columns) -> str:
+        return hashlib.sha256(pd.util.hash_pandas_object(frame[list(columns)], index=False).to_numpy().tobytes()
+                              ).hexdigest()[:16]
+    return {"labels": digest((ID,) + TARGETS), "inputs": digest(INPUT_COLUMNS)}

@@ -89,8 +89,10 @@ def load_members(cfg, members: list[Run], test_csv: Path):
     prints = {r.name: r.read_info().folds_fingerprint for r in members}
     if len(set(prints.values())) > 1:
         raise RunError(f"runs were trained on different fold splits {prints}; their OOF cannot be blended")
+    data = tables.fingerprint(cfg)
     for r in members:
         r.check_folds(cfg)
+        r.check_data(data)
     oofs = [r.load_oof().set_index(ID) for r in members]
     common = oofs[0].index
     for o in oofs[1:]:

@@ -129,6 +129,7 @@ def _truncation(cfg, run: Run, train: pd.DataFrame) -> list[dict]:
 def validate_run(cfg, run: Run) -> list[Path]:
     oof = run.load_oof()
     run.check_folds(cfg)
+    run.check_data(tables.fingerprint(cfg))
     for k in run.finished_folds():
         run.verify_weights(k)
     stamp = files.sha256_text(oof.to_csv(index=False), cfg.postprocess.methods, cfg.postprocess.round_grids,

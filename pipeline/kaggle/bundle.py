@@ -57,9 +57,9 @@ def trained_versions(members: list[Run]) -> dict[str, str]:
     """keras / keras-hub versions the runs were trained with (run.json), which the kernel must run."""
     found: dict[str, set] = {d: set() for d in wheels.TRAINED_WITH}
     for run in members:
-        recorded = run.read_info().versions or provenance.library_versions()
-        for dist in wheels.TRAINED_WITH:
-            found[dist].add(recorded[dist])
+        for recorded in fold_versions(run):
+            for dist in wheels.TRAINED_WITH:
+                found[dist].add(recorded[dist])
     mixed = {d: sorted(v) for d, v in found.items() if len(v) > 1}
     if mixed:
         raise UsageError(f"the runs were trained with different library versions {mixed}; bundle them separately")
@@ -78,6 +78,14 @@ def is_bundle(folder: Path) -> bool:
             files.read_json(manifest).get("format") == BUNDLE_FORMAT["format"]
     except (ValueError, AttributeError):
         return False
+
+
+def fold_versions(run: Run) -> list[dict]:
+    """The library versions each finished fold was trained with (its metrics.json; run.json's for folds from
+    before folds recorded them, since a command that trained no fold may have rewritten it)."""
+    fallback = run.read_info().versions or provenance.library_versions()
+    return [files.read_json(run.fold(k).metrics).get("provenance", {}).get("versions") or fallback
+            for k in run.finished_folds()]
 
 
 def _replaceable(out_dir: Path):

@@ -46,6 +46,7 @@ class RunInfo:
     tokenizer_fingerprint: str  # the tokenizer/ copy must reload as this
     backbone_sha256: str | None = None  # pretrained weights it started from (None: random init)
     folds_fingerprint: str | None = None  # folds.csv it was trained on
+    data_fingerprint: dict | None = None  # the train file's labels and inputs it was trained on (tables.fingerprint)
     precision: str | None = None  # the mixed-precision policy training resolved to
     seed: int | None = None
     command: list = field(default_factory=list)
@@ -78,7 +79,7 @@ def _resumable() -> set[tuple[str, str]]:
     return {(s, k) for s, k, facts in config_lib.field_facts() if facts.resumable or facts.location}
 
 
-_TRAINING_SECTIONS = ("folds", "encode", "model", "train")
+_TRAINING_SECTIONS = ("data", "folds", "encode", "model", "train")
 
 
 def training_settings(cfg) -> dict:
@@ -129,9 +130,12 @@ class Run(layout.RunPaths):
     def read_info(self) -> RunInfo:
         return RunInfo.read(self.info)
 
-    def record(self, cfg, model_info, tok, **extra) -> "Run":
-        """Create or re-open the run for training with cfg: check it fits, then record how it is trained."""
+    def record(self, cfg, model_info, tok, write: bool = True, **extra) -> "Run":
+        """Create or re-open the run for training with cfg: check it fits, then (write: the command will finish a
+        fold) record how it is trained. A command that makes no fold (a probe, every fold done) checks only, and
+        leaves the run's records as they are."""
         self.check_compatible(cfg)
+        self.check_data(extra.get("data_fingerprint"))
         info = RunInfo(
             model_path=str(model_info.path), family=model_info.family, uses_segments=model_info.uses_segments,
             max_positions=model_info.max_positions, tokenizer_fingerprint=tok.fingerprint,
@@ -140,6 +144,8 @@ class Run(layout.RunPaths):
             updated=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             versions=provenance.library_versions(), pretrained=_pretrained(model_info.path), **extra)
         self._check_backbone(info)
+        if not write:
+            return self
         files.write_text(self.config, config_lib.to_toml(cfg))
         files.write_json(self.info, info.to_dict())
         self.save_tokenizer(tok)
@@ -205,6 +211,19 @@ class Run(layout.RunPaths):
             raise RunError(f"{cfg.folds_file} changed since {self.name} was trained on it (fingerprint "
                            f"{current} vs {recorded} in {self.info}): its out-of-fold rows no longer match. "
                            "Restore that folds file (same folds.seed / n_folds / group_key) or train a new run")
+
+    def check_data(self, now: dict | None):
+        """The train file's labels and inputs must be those the run's finished folds were trained and scored on
+        (tables.fingerprint): another file's labels would rescore every fold's out-of-fold rows, other text would
+        mix folds trained on different inputs."""
+        if not (now and self.info.is_file() and self.finished_folds()):
+            return
+        then = self.read_info().data_fingerprint or {}
+        if changed := [k for k in ("labels", "inputs") if then.get(k) and then[k] != now.get(k)]:
+            raise RunError(f"the train file's {' and '.join(changed)} changed since {self.name}'s folds "
+                           f"{self.finished_folds()} were trained ({changed[0]} fingerprint {now[changed[0]]} vs "
+                           f"{then[changed[0]]} in {self.info}): the run would mix data. Restore that train file, or "
+                           "train a new train.run_name")
 
     def check_compatible(self, cfg):
         """A run is resumed or extended only with the settings (and the folds) it was trained with."""

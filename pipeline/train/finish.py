@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from pipeline.core import files
+from pipeline.core import files, provenance
 from pipeline.core.columns import ID
 from pipeline.data import metrics, submission
 from pipeline.run.rundir import Run, RunError, architecture, describe_differences
@@ -46,7 +46,8 @@ def save_fold(run: Run, k: int, model, coding, inp, va, oof, test_pred, history:
     files.write_csv(out.test, submission.predictions_frame(inp.test[ID], test_pred))
     files.write_csv(out.history, pd.DataFrame(history))
     result = {"fold": k, "val_spearman": score.mean, "n_constant": score.n_constant, **result,
-              "precision": keras.mixed_precision.global_policy().name, "per_column": score.per_column}
+              "precision": keras.mixed_precision.global_policy().name, "per_column": score.per_column,
+              "provenance": provenance.record()}
     files.write_json(out.metrics, result)
     files.write_json(out.finished, {"weights_sha256": weights_sha, "test_sha256": inp.test_sha,  # last
                                     "model_sha256": run.model_sha256(), "coding_sha256": files.sha256_file(out.coding)})

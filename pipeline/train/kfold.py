@@ -224,6 +224,7 @@ def train(cfg) -> list:
     done = run.finished_folds()
     if not cfg.train.max_steps and done and set(wanted) <= set(done):
         run.check_compatible(cfg)
+        run.check_data(tables.fingerprint(cfg))
         if not run.summary.is_file() or files.read_json(run.summary).get("folds_done") != done:  # killed before it
             run.summarize(tables.load(cfg, "train"))
         log.info("run %s: folds %s already finished", cfg.run_name, wanted)
@@ -238,17 +239,18 @@ def _train_folds(cfg, run: Run, wanted: list[int]) -> list:
     strat = device.strategy(cfg.train.strategy)
     kind = device.accelerator_kind(strat)
     policy = device.set_precision(cfg.train.mixed_precision, kind)
-    extra = {"folds_fingerprint": folds_lib.fingerprint(cfg), "precision": policy}
+    extra = {"folds_fingerprint": folds_lib.fingerprint(cfg), "precision": policy,
+             "data_fingerprint": tables.fingerprint(cfg)}
     if inp.pseudo is not None:
         extra["pseudo"] = inp.pseudo.record()
     replicas = strat.num_replicas_in_sync
     run.check_global_batch(global_batch(cfg.train, replicas), replicas)
     run.check_precision(policy)
-    run.record(cfg, info, encoder.tok, **extra)
     done = set(run.finished_folds())
     for k in sorted(done & set(wanted)):
         log.info("fold %d: already finished, skipped", k)
     todo = [k for k in wanted if k not in done]
+    run.record(cfg, info, encoder.tok, write=bool(todo) and not cfg.train.max_steps, **extra)
     if cfg.train.kind == "ridge":
         ridge.train_folds(cfg, inp, info, strat, run, todo, global_batch(cfg.train, replicas))
         todo = []
