@@ -467,3 +467,22 @@ def test_a_command_that_makes_no_fold_leaves_the_runs_records_alone(two_of_three
     for k in run.finished_folds():
         made = files.read_json(run.fold(k).metrics)["provenance"]
         assert set(made["versions"]) >= {"keras", "keras-hub"} and made["command"] and made["git_commit"]
+
+
+@pytest.mark.parametrize("sets, message", [
+    ({"model__pooling": "weighted", "model__pool_layers": 5}, r"pool_layers = 5: the backbone .* has 2 layers; "
+                                                               r"expected 1 \.\. 2"),
+    ({"train__grad_accum": 8}, r"= 128 rows per optimizer step, more than the \d+ training rows of the smallest fold"),
+])
+def test_settings_beyond_the_backbone_or_the_data_are_refused_before_training(tmp_path, synth_dir, tiny_model_dir,
+                                                                              sets, message):
+    cfg = tiny_train_config(tmp_path, synth_dir, tiny_model_dir, folds__n_folds=2, **sets)
+    stages.folds(cfg)
+    with pytest.raises(UsageError, match=message):
+        stages.train(cfg)
+    assert not Run(cfg.run_dir).finished_folds()
+
+
+def test_eval_rows_of_one_is_refused_with_the_valid_range():
+    with pytest.raises(config.ConfigError, match=r"postprocess.eval_rows.*0 \(all held rows\) or at least 20"):
+        config.load(None, ["postprocess.eval_rows=1"])

@@ -287,7 +287,8 @@ class PostprocessConfig:
     eval_rows: int = setting(476, "rows of each scored subset when estimating a transform's gain and deciding to "
                              "keep it: a transform's gain depends on the size of the set it meets, and 476 is "
                              "the competition's test.csv (the leaderboard's visible test); 0: all held rows",
-                             check=at_least(0))
+                             check=(lambda v: v == 0 or v >= 20, "0 (all held rows) or at least 20 (on fewer rows "
+                                    "a Spearman is mostly ties: with 1 row every score is 0)"))
 
 
 @dataclass

@@ -35,6 +35,7 @@ class ModelDir:
     vocab_size: int
     max_positions: int
     has_weights: bool
+    num_layers: int = 0  # transformer layers (0: the config does not say)
 
     @property
     def uses_segments(self) -> bool:
@@ -57,12 +58,13 @@ def inspect(path: str | Path) -> ModelDir:
         inner = config.get("config", {})
         family = _KERAS_HUB_FAMILY.get(config.get("class_name", ""), config.get("class_name", "?"))
         return ModelDir(path, "keras_hub", family, int(inner.get("vocabulary_size", 0)),
-                        int(inner.get("max_sequence_length", 512)), (path / "model.weights.h5").is_file())
+                        int(inner.get("max_sequence_length", 512)), (path / "model.weights.h5").is_file(),
+                        int(inner.get("num_layers", 0)))
     if "model_type" not in config:
         raise ModelDirError(f"{config_file}: neither a Hugging Face config (model_type) nor a keras-hub config (class_name)")
     return ModelDir(path, "huggingface", config["model_type"], int(config.get("vocab_size", 0)),
                     int(config.get("max_position_embeddings", 512)),
-                    any(path.glob("*.safetensors")))
+                    any(path.glob("*.safetensors")), int(config.get("num_hidden_layers", config.get("n_layers", 0))))
 
 
 def weights_sha256(info: ModelDir) -> str | None:

@@ -11,6 +11,7 @@ import pandas as pd
 
 from pipeline.core import files
 from pipeline.core.columns import TARGETS
+from pipeline.core.errors import UsageError
 from pipeline.data import folds as folds_lib, metrics, tables
 from pipeline.modeling import device, feeding
 from pipeline.run.rundir import Run
@@ -107,6 +108,20 @@ def epoch_eval(tcfg, val_feed, y_val):
 def global_batch(tcfg, replicas: int) -> int:
     """Rows per optimizer step over every replica (train.batch_size is per replica and per micro-batch)."""
     return tcfg.batch_size * replicas * tcfg.grad_accum
+
+
+def check_fits(cfg, info, fold: np.ndarray, batch: int, replicas: int):
+    """Settings whose valid range depends on the backbone and the data, checked before any work: weighted pooling
+    reads at most the backbone's layers; an optimizer step takes at most a fold's training rows."""
+    m = cfg.model
+    if m.pooling == "weighted" and info.num_layers and not 1 <= m.pool_layers <= info.num_layers:
+        raise UsageError(f"model.pool_layers = {m.pool_layers}: the backbone at {info.path} has {info.num_layers} "
+                         f"layers; expected 1 .. {info.num_layers}")
+    rows = min(int((fold != k).sum()) for k in np.unique(fold))
+    if batch > rows:
+        raise UsageError(f"train.batch_size x {replicas} replica(s) x train.grad_accum = {batch} rows per optimizer "
+                         f"step, more than the {rows} training rows of the smallest fold; expected at most {rows} "
+                         f"(train.grad_accum <= {max(rows // (cfg.train.batch_size * replicas), 1)})")
 
 
 def phases(tcfg) -> list[tuple[int, bool]]:
@@ -244,6 +259,7 @@ def _train_folds(cfg, run: Run, wanted: list[int]) -> list:
     if inp.pseudo is not None:
         extra["pseudo"] = inp.pseudo.record()
     replicas = strat.num_replicas_in_sync
+    check_fits(cfg, info, inp.fold, global_batch(cfg.train, replicas), replicas)
     run.check_global_batch(global_batch(cfg.train, replicas), replicas)
     run.check_precision(policy)
     done = set(run.finished_folds())
