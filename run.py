@@ -56,7 +56,7 @@ def main(argv=None) -> int:
             raise
         print(f"error: {message}", file=sys.stderr)
         return 2
-    for p in paths or []:
+    for p in (paths or []) if table.BY_NAME[args.stage].print_paths else []:
         print(p)
     return 0
 

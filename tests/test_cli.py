@@ -59,7 +59,9 @@ def test_demo_runs_offline_and_reruns_as_a_no_op(tmp_path):
     assert "== demo summary ==" in out.stdout and "OOF Spearman (all rows)" in out.stdout
     assert re.search(r"untouched [0-9.]+ -> post-processed, nested [0-9.]+; keep decision nested too", out.stdout)
     # A quiet terminal: no TensorFlow start-up lines, each data warning once, one display per epoch (2 folds x 1)
-    assert not re.search(r"^[IWE]\d{4} |oneDNN|absl::InitializeLog", out.stderr, re.M), out.stderr[:2000]
+    assert not re.search(r"^[IWE]\d{4} |oneDNN|absl::InitializeLog|PyTorch was not found", out.stderr, re.M), \
+        out.stderr[:2000]
+    assert out.stdout.rstrip().splitlines()[-1].startswith("report: ")  # the summary is the last thing seen
     warnings = [line for line in out.stderr.splitlines() if "empty value(s)" in line]
     assert warnings and len(warnings) == len(set(warnings))
     assert "Epoch 1/" not in out.stdout + out.stderr and out.stderr.count("  epoch 1: loss") == 2

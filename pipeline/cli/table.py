@@ -49,6 +49,7 @@ class Stage:
     call: Callable  # (stages module, config, parsed args) -> list of paths written
     options: tuple = ()  # (flag, [alias,] argparse keyword arguments) of the options only this stage takes
     sections: tuple = ()  # the config sections it reads: `run.py <stage> --help` lists their fields
+    print_paths: bool = True  # run.py lists the paths written (the demo ends on its summary instead)
 
     def settings_help(self) -> str:
         """Every field of the sections this stage reads: default, what it is for, the allowed values."""
@@ -107,7 +108,7 @@ STAGES = (
           lambda s, cfg, a: s.run_all(cfg),
           sections=("data", "folds", "encode", "model", "train", "postprocess", "ensemble")),
     Stage("demo", "the whole chain offline on generated QUEST-shaped data with a tiny backbone (minutes on CPU)",
-          lambda s, cfg, a: s.demo(cfg)),
+          lambda s, cfg, a: s.demo(cfg), print_paths=False),
     Stage("package", "write a Kaggle dataset folder: code, fold weights, tokenizer, blend, wheels (--upload); "
                      "--code-only: code, split and wheels for training kernels",
           lambda s, cfg, a: s.package(cfg, runs=a.runs, out=a.out, upload=a.upload, code_only=a.code_only),

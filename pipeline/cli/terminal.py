@@ -1,5 +1,5 @@
 """A quiet terminal: TensorFlow's native start-up lines (oneDNN notices, CUDA probing on a CPU machine, absl's
-pre-initialisation banner) are dropped from stderr unless `-v` asks for them.
+pre-initialisation banner) and transformers' advisory lines are dropped from stderr unless `-v` asks for them.
 
 They are written by C++ straight to file descriptor 2, before and around `import tensorflow`, so no Python
 logging setting reaches them: fd 2 is routed through a pipe whose reader drops those lines and passes every
@@ -46,6 +46,8 @@ def keep(chunk: bytes, pending: bytes) -> tuple[bytes, bytes]:
 def quiet_native_logs():
     """Route fd 2 through the filter for the rest of the process (and ask TensorFlow for warnings and up)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # transformers' advisory lines ("PyTorch was not found ..."): it serves tokenizers only here
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     original = os.dup(2)
     read_end, write_end = os.pipe()
     os.dup2(write_end, 2)

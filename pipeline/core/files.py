@@ -227,12 +227,14 @@ def write_json(path: str | Path, obj) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
 
 
-def read_json(path: str | Path):
-    """A JSON file; one that does not parse is a DamagedArtifact naming it (never a bare JSONDecodeError)."""
+def read_json(path: str | Path, remedy: str = "run the stage that writes it again",
+              error: type[Exception] = DamagedArtifact):
+    """A JSON file; one that does not parse is `error` naming it, what is wrong and the one remedy (never a bare
+    JSONDecodeError)."""
     try:
         return json.loads(Path(path).read_text())
     except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
-        raise DamagedArtifact(f"{path} is damaged ({err}); run the stage that writes it again") from None
+        raise error(f"{path} is damaged ({err}); {remedy}") from None
 
 
 def is_current(marker: str | Path, stamp, *outputs: str | Path) -> bool:

@@ -30,10 +30,7 @@ class RunError(PipelineError, ValueError):
 
 def read_record(path: Path):
     """A JSON artifact of a run; a damaged one is named, with what to do."""
-    try:
-        return files.read_json(path)
-    except ValueError as err:  # not JSON (a truncated write by hand, a disk error), or not text
-        raise RunError(f"{path} is damaged ({err}); train the run again into a new train.run_name") from None
+    return files.read_json(path, "train the run again into a new train.run_name", RunError)
 
 
 @dataclass(frozen=True)
