@@ -237,7 +237,7 @@ def test_package_replaces_only_a_bundle_it_marked_and_one_writer_at_a_time(bundl
 def test_kernel_never_writes_over_a_users_kernel_metadata(trained, tmp_path):
     cfg, _ = trained
     (tmp_path / "kernel-metadata.json").write_text('{"id": "me/my-own-kernel"}')
-    with pytest.raises(ValueError, match="holds a kernel-metadata.json that `kernel` did not write"):
+    with pytest.raises(ValueError, match="holds kernel-metadata.json that `kernel` did not write"):
         stages.kernel(cfg, out=str(tmp_path))
     assert (tmp_path / "kernel-metadata.json").read_text() == '{"id": "me/my-own-kernel"}'
     stages.kernel(cfg, out=str(tmp_path / "k"))
@@ -248,19 +248,27 @@ def test_kernel_follows_no_link_at_its_destination_and_never_copies_a_file_onto_
     cfg, _ = trained
     target = tmp_path / "precious.ipynb"
     target.write_text("mine")
-    (tmp_path / "k").mkdir()
-    (tmp_path / "k" / "kaggle_inference.ipynb").symlink_to(target)
-    with pytest.raises(ValueError, match="kaggle_inference.ipynb is a symbolic link"):
-        stages.kernel(cfg, out=str(tmp_path / "k"))
-    assert target.read_text() == "mine"
-    (tmp_path / "m").mkdir()
-    (tmp_path / "m" / "kernel-metadata.json").symlink_to(target)
-    (tmp_path / "m" / "kaggle_inference.ipynb").write_text("{}")
-    with pytest.raises(ValueError, match="kernel-metadata.json is a symbolic link"):
-        stages.kernel(cfg, out=str(tmp_path / "m"))
-    assert target.read_text() == "mine"
-    with pytest.raises(ValueError, match="is the file it would be copied from"):
+    for name in ("kaggle_inference.ipynb", "kernel-metadata.json"):  # in a folder it wrote, a file made a link
+        stages.kernel(cfg, out=str(tmp_path / name))
+        (tmp_path / name / name).unlink()
+        (tmp_path / name / name).symlink_to(target)
+        with pytest.raises(ValueError, match=f"{name} is a symbolic link"):
+            stages.kernel(cfg, out=str(tmp_path / name))
+        assert target.read_text() == "mine"
+    (tmp_path / "linked").symlink_to(tmp_path / "kaggle_inference.ipynb")  # the folder itself a link
+    with pytest.raises(ValueError, match="linked is a symbolic link"):
+        stages.kernel(cfg, out=str(tmp_path / "linked"))
+    with pytest.raises(ValueError, match="holds kaggle_inference.ipynb that `kernel` did not write"):
         stages.kernel(cfg, out=str(ROOT / "notebooks"))
+    with pytest.raises(ValueError, match="is the file it would be copied from"):
+        files.copy_file(layout.INFERENCE_NOTEBOOK, ROOT / "notebooks" / ".." / "notebooks" / "kaggle_inference.ipynb")
+    mine = tmp_path / "mine"  # a user's own kernel folder: both files, named as ours, none of them ours
+    mine.mkdir()
+    for name in ("kernel-metadata.json", "kaggle_inference.ipynb"):
+        (mine / name).write_text("{}")
+    with pytest.raises(ValueError, match="did not write"):
+        stages.kernel(cfg, out=str(mine))
+    assert all((mine / n).read_text() == "{}" for n in ("kernel-metadata.json", "kaggle_inference.ipynb"))
 
 
 def check_kernel_output(work, data, run_dirs, expected, atol=1e-5):

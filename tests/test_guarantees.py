@@ -486,3 +486,50 @@ def test_settings_beyond_the_backbone_or_the_data_are_refused_before_training(tm
 def test_eval_rows_of_one_is_refused_with_the_valid_range():
     with pytest.raises(config.ConfigError, match=r"postprocess.eval_rows.*0 \(all held rows\) or at least 20"):
         config.load(None, ["postprocess.eval_rows=1"])
+
+
+def test_a_run_refuses_folds_from_another_pseudo_label_set(two_of_three):
+    cfg = two_of_three
+    info = Run(cfg.run_dir).info
+    files.write_json(info, {**files.read_json(info), "pseudo": {"source": "x", "weight": 1.0, "stamp": "made-before"}})
+    cfg.train.folds = [2]
+    with pytest.raises(RunError, match="another pseudo-label set .*made-before"):
+        stages.train(cfg)
+
+
+def test_a_swap_killed_between_its_two_renames_is_finished_or_undone(tmp_path):
+    """staged_dir swaps by renames only (old -> aside, new -> place); the next writer puts back an old folder a
+    kill left aside with nothing in place, or deletes it when the new one is in place."""
+    dest = tmp_path / "bundle"
+    with files.staged_dir(dest) as staging:
+        (staging / "v1").write_text("1")
+    layout.aside(dest).parent.mkdir(exist_ok=True)
+    dest.rename(layout.aside(dest))  # killed after the first rename: the old folder aside, nothing in place
+    files.settle_swap(dest)
+    assert (dest / "v1").is_file() and not layout.aside(dest).exists()
+    with files.staged_dir(dest) as staging:
+        (staging / "v2").write_text("2")
+        layout.aside(dest).mkdir()  # killed after both renames, before the delete: both there
+        (layout.aside(dest) / "v1").write_text("1")
+    files.settle_swap(dest)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"] and (dest / "v2").is_file()
+    real_rename, calls = files.os.rename, []
+
+    def dies_on_second(a, b):
+        calls.append(a)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # a kill between the two renames
+        return real_rename(a, b)
+
+    files.os.rename = dies_on_second
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with files.staged_dir(dest) as staging:
+                (staging / "v3").write_text("3")
+    finally:
+        files.os.rename = real_rename
+    assert not dest.exists() and (layout.aside(dest) / "v2").is_file()
+    with files.staged_dir(dest) as staging:  # the next writer first puts the old folder back, then swaps
+        assert (dest / "v2").is_file()
+        (staging / "v4").write_text("4")
+    assert [p.name for p in dest.iterdir()] == ["v4"] and sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]

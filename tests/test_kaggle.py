@@ -174,3 +174,35 @@ def test_a_competition_zip_with_an_escaping_member_is_refused(tmp_path, synth_di
     with pytest.raises(api.KaggleUnavailable, match=r"'\.\./\.\./outside\.csv' \(a '\.\.' in its name\)"):
         stages.download(cfg, client=Hostile(synth_dir))
     assert not (tmp_path / "outside.csv").exists() and not (tmp_path / "comp" / "train.csv").exists()
+
+
+def test_download_replaces_only_a_model_folder_it_made(tmp_path, synth_dir, tiny_model_dir):
+    """--force downloads again over the pipeline's own folder, never over a user's model folder of that name."""
+    cfg = make_config(tmp_path, synth_dir, kaggle__model="someone/tiny-bert-hf", kaggle__model_name="mine")
+    mine = tmp_path / "models" / "mine"
+    shutil.copytree(tiny_model_dir, mine)
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(UsageError, match="did not make"):
+        api.download_model(cfg, client=FakeKaggle(tiny_model_dir), force=True)
+    assert (mine / "notes.txt").read_text() == "keep me"
+    ours = make_config(tmp_path, synth_dir, kaggle__model="someone/tiny-bert-hf")
+    first = api.download_model(ours, client=FakeKaggle(tiny_model_dir))[0]
+    (first / "stale.txt").write_text("from an earlier download")
+    assert api.download_model(ours, client=FakeKaggle(tiny_model_dir), force=True) == [first]
+    assert not (first / "stale.txt").exists() and (first / api.MODEL_SOURCE).is_file()
+    assert not [p for p in first.parent.iterdir() if p.name.startswith(".")]  # no staging, aside or lock left
+
+
+def test_a_dataset_zip_is_checked_too(tmp_path, synth_dir, tiny_model_dir):
+    class Hostile(FakeKaggle):
+        def dataset_download_files(self, *args, **kwargs):
+            a = bound_args("dataset_download_files", args, kwargs)
+            with zipfile.ZipFile(Path(a["path"]) / "tiny.zip", "w") as z:
+                z.writestr("inner/config.json", "{}")
+                info = zipfile.ZipInfo("inner/key")
+                info.external_attr = 0o120777 << 16
+                z.writestr(info, str(Path.home() / ".kaggle" / "kaggle.json"))
+
+    cfg = make_config(tmp_path, synth_dir, kaggle__model="someone/tiny-bert-hf")
+    with pytest.raises(api.KaggleUnavailable, match=r"'inner/key' \(a symbolic link\)"):
+        api.download_model(cfg, client=Hostile(tiny_model_dir))

@@ -12,7 +12,7 @@ from pipeline.core.errors import PipelineError
 USER_ERRORS = PipelineError  # anything else is a bug and keeps its traceback, but for the machine's answers below
 # What the file system says of a path the user chose (missing, read-only, full, a folder for a file ...).
 USER_OS_ERRORS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EISDIR,
-                  errno.ENOTDIR, errno.ENAMETOOLONG}
+                  errno.ENOTDIR, errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTEMPTY, errno.EBUSY, errno.EXDEV}
 
 
 def user_message(err: BaseException) -> str | None:

@@ -223,6 +223,16 @@ def write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
+def update_json(path: str | Path, key: str, value) -> Path:
+    """Set one key of a JSON record several processes write (uploads, pushed kernels): read, change and write
+    under the record's lock, so two writers at once never lose each other's entry."""
+    path = Path(path)
+    with exclusive(layout.lock_of(path), f"{path} is being updated by {{holder}}; try again in a moment"):
+        record = read_json(path) if path.is_file() else {}
+        record[key] = value
+        return write_json(path, record)
+
+
 def write_json(path: str | Path, obj) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
 

@@ -178,6 +178,7 @@ class Kernel:
     source = property(lambda self: TRAIN_NOTEBOOK if self.train else INFERENCE_NOTEBOOK)  # in notebooks/
     notebook = property(lambda self: self.root / self.source.name)
     metadata = property(lambda self: self.root / "kernel-metadata.json")
+    mark = property(lambda self: self.root / ".quest-kernel.json")  # `kernel` wrote this folder (never pushed)
 
 
 @dataclass(frozen=True)

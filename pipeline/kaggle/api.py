@@ -66,6 +66,11 @@ def download_competition(cfg, client=None, force: bool = False) -> list[Path]:
     paths = [cfg.data_file(key) for key in COMPETITION_FILES.values()]
     if not force and competition_files_valid(cfg):
         return paths
+    with files.exclusive(layout.lock_of(target), f"{target} is being downloaded by {{holder}}; wait for it"):
+        return _download_competition(cfg, target, paths, client)
+
+
+def _download_competition(cfg, target: Path, paths: list[Path], client) -> list[Path]:
     staging = _fresh_staging(target)
     try:
         client = client or get_client()
@@ -104,13 +109,21 @@ def download_model(cfg, client=None, force: bool = False) -> list[Path]:
     only downloads; the archive is unpacked here, checked member by member; the folder records its handle, and a
     folder holding another handle's model is refused rather than reused."""
     handle, target = cfg.kaggle.model.strip("/"), model_folder(cfg)
+    source = target / MODEL_SOURCE
+    held = files.read_json(source).get("handle") if source.is_file() else None
     if (target / "config.json").is_file() and not force:
-        source = target / MODEL_SOURCE
-        held = files.read_json(source).get("handle") if source.is_file() else None
         if held not in (None, handle):
             raise UsageError(f"{target} holds the model {held!r}, not {handle!r}: set kaggle.model_name to another "
                              "folder name, or --force to download it there again")
         return [target]
+    if os.path.lexists(target) and held is None and (target.is_symlink() or not target.is_dir() or any(target.iterdir())):
+        raise UsageError(f"{target} holds a model folder `download` did not make (no {MODEL_SOURCE}); it is never "
+                         "replaced: set kaggle.model_name to another folder name")
+    with files.exclusive(layout.lock_of(target), f"{target} is being downloaded by {{holder}}; wait for it"):
+        return _download_model(handle, target, cfg, client)
+
+
+def _download_model(handle: str, target: Path, cfg, client) -> list[Path]:
     staging = _fresh_staging(target)
     try:
         client = client or get_client()

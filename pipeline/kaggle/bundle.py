@@ -129,10 +129,7 @@ def _publish(cfg, out_dir: Path, handle: str, upload: bool, client) -> Path:
         if not handle:
             raise UsageError("set kaggle.dataset (or kaggle.code_dataset for --code-only) = 'owner/slug' to upload")
         action, version = api.upload_dataset(out_dir, client=client)
-        record = layout.uploaded_datasets(cfg)
-        known = files.read_json(record) if record.is_file() else {}
-        known[handle] = {"version": version, "folder": str(out_dir)}
-        files.write_json(record, known)
+        files.update_json(layout.uploaded_datasets(cfg), handle, {"version": version, "folder": str(out_dir)})
         log.info("dataset %s: %s, version %d (Kaggle processes it for a few minutes; `kernel --push` waits for it)",
                  handle, action, version)
     return out_dir

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 from pathlib import Path
 
 from pipeline.core import config as config_lib, files, layout
@@ -53,7 +54,7 @@ def validate_kernel_metadata(meta: dict):
 def kernel(cfg, out: str | None = None, push: bool = False, client=None, wait: float = 900) -> list[Path]:
     """The inference notebook + kernel-metadata.json; with push, wait (bounded) for the bundle dataset, then push."""
     target = layout.Kernel(cfg.path(out) if out else layout.kernel_dir(cfg))
-    _replaceable(target)
+    _claim(target)
     files.copy_file(target.source, target.notebook)
     meta = kernel_metadata(cfg, target.notebook.name)
     validate_kernel_metadata(meta)
@@ -70,12 +71,18 @@ def kernel(cfg, out: str | None = None, push: bool = False, client=None, wait: f
     return paths
 
 
-def _replaceable(target: layout.Kernel):
-    """`kernel` writes only into a new or empty folder, or one holding a kernel it wrote (its notebook beside
-    kernel-metadata.json): never over a user's own kernel-metadata.json."""
-    if target.metadata.is_file() and not target.notebook.is_file():
-        raise UsageError(f"--out {target.root} holds a kernel-metadata.json that `kernel` did not write (no "
-                         f"{target.notebook.name} beside it); choose an empty or new folder")
+KERNEL_MARK = {"format": "quest-kernel", "format_version": 1}
+
+
+def _claim(target: layout.Kernel):
+    """`kernel` writes only into a new or empty folder, or one it wrote (its mark, .quest-kernel.json): never over
+    a user's own kernel-metadata.json or notebook, whatever their names."""
+    files.refuse_link(target.root)
+    theirs = [p.name for p in (target.metadata, target.notebook) if os.path.lexists(p)]
+    if theirs and not (target.mark.is_file() and files.read_json(target.mark).get("format") == KERNEL_MARK["format"]):
+        raise UsageError(f"--out {target.root} holds {' and '.join(theirs)} that `kernel` did not write (no "
+                         f"{target.mark.name}); choose an empty or new folder")
+    files.write_json(target.mark, KERNEL_MARK)
 
 
 def train_kernel_handle(cfg, folds: list[int]) -> str:
@@ -114,7 +121,7 @@ def train_kernel(cfg, out: str | None = None, push: bool = False, client=None, w
     folds = cfg.train.folds or list(range(cfg.folds.n_folds))
     handle = train_kernel_handle(cfg, folds)
     target = layout.Kernel(cfg.path(out) if out else layout.training_kernels(cfg) / handle.split("/")[-1], train=True)
-    _replaceable(target)
+    _claim(target)
     datasets, models = model_sources(cfg)
     meta = _metadata(cfg, handle, target.notebook.name,
                      [code_dataset(cfg) or f"{PLACEHOLDER_OWNER}/quest-code", *datasets], models)
@@ -127,10 +134,9 @@ def train_kernel(cfg, out: str | None = None, push: bool = False, client=None, w
         api.wait_dataset_ready(code_dataset(cfg), client=client, timeout=wait,
                                version=uploaded_version(cfg, code_dataset(cfg)))
         pushed = api.push_kernel(target.root, client=client)
-        known = pushed_record(cfg)
-        known[handle] = {"run": cfg.run_name, "folds": folds, "version": pushed["version"],
-                         "pushed": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-        files.write_json(layout.pushed_kernels(cfg), known)
+        files.update_json(layout.pushed_kernels(cfg), handle, {
+            "run": cfg.run_name, "folds": folds, "version": pushed["version"],
+            "pushed": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
         log.info("training kernel %s version %s pushed (folds %s): %s; when it has run, "
                  "`python run.py collect --kernels %s` (add --wait SECONDS to wait for it)", handle,
                  pushed["version"], folds, pushed["url"], handle)

@@ -161,6 +161,10 @@ class Run(layout.RunPaths):
             raise RunError(f"{self.root} was trained from another backbone or tokenizer than {new.model_path} holds "
                            f"{changed} (old, new); point model.path at the one it was trained from, or train a new "
                            "train.run_name")
+        if (old.pseudo or {}).get("stamp") != (new.pseudo or {}).get("stamp"):
+            raise RunError(f"{self.root}'s folds were trained with another pseudo-label set (stamp "
+                           f"{(old.pseudo or {}).get('stamp')} vs {(new.pseudo or {}).get('stamp')} now): the pseudo set "
+                           "was made again since; restore it, or train a new train.run_name")
 
     def architecture(self) -> dict:
         """model.json without what may differ between its folds (see architecture())."""
@@ -307,7 +311,9 @@ class Run(layout.RunPaths):
 
     @contextlib.contextmanager
     def lock(self):
-        """One training process per run directory; stale temp files of a killed one are removed once we hold it."""
+        """One writing process per run directory (train, collect, predict, ensemble); stale temp files of a killed
+        one are removed once we hold it. A run folder that is a link is refused, never written through."""
+        files.refuse_link(self.root)
         with files.exclusive(self.lock_file, f"{self.root} is being written by {{holder}}; wait for it to finish, "
                              "or use another train.run_name", RunError, sweep=lambda: files.temp_files(self.root)):
             yield self
