@@ -142,8 +142,9 @@ def test_a_damaged_run_record_is_named_not_a_traceback(two_of_three):
     info.write_text(info.read_text()[:40])
     cfg.train.folds = [2]
     for stage in (stages.train, stages.validate):
-        with pytest.raises(RunError, match=r"run.json is damaged"):
+        with pytest.raises(RunError, match=r"run.json is damaged") as err:
             stage(cfg)
+        assert str(err.value).count(" is damaged") == 1 and str(err.value).count(";") == 1  # one cause, one remedy
     model = cfg.run_dir / "model.json"
     model.write_text(model.read_text()[:40])
     with pytest.raises(RunError, match=r"model.json is damaged"):

@@ -33,6 +33,7 @@ def test_recipe_runs_end_to_end(tmp_path, synth_dir, tiny_model_dir, recipe):
     overrides = [f"{k}={v}" for k, v in {
         "data.dir": synth_dir, "folds.file": base.folds.file, "encode.cache_dir": base.encode.cache_dir,
         "output.dir": base.output.dir, "output.submission": base.output.submission, "model.path": tiny_model_dir,
+        "model.pool_layers": 2,  # the tiny backbone has 2 layers (weighted pooling refuses more)
         **SMALL, **({"train.head_only_epochs": 1} if full.train.head_only_epochs else {})}.items()]
     cfg = config.load(recipe, overrides)
     stages.run_all(cfg)

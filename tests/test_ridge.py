@@ -70,7 +70,7 @@ def test_a_ridge_run_is_an_ordinary_run(tmp_path, synth_dir, tiny_model_dir):
     """Folds written like fine-tuned ones; the saved model (frozen backbone + the ridge as its head) reproduces the
     fold's predictions; every fold holds the same backbone; a re-fitted fold repeats exactly; predict averages."""
     cfg = tiny_train_config(tmp_path, synth_dir, tiny_model_dir, train__kind="ridge", model__pooling="weighted",
-                            train__ridge_alphas="[1.0, 100.0]", train__targets="rank")
+                            model__pool_layers=2, train__ridge_alphas="[1.0, 100.0]", train__targets="rank")
     stages.folds(cfg)
     run = Run(stages.train(cfg)[0])
     assert run.finished_folds() == [0, 1]

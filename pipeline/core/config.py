@@ -316,8 +316,9 @@ class OutputConfig:
 class KaggleConfig:
     competition: str = setting("google-quest-challenge", "competition slug for download and kernel sources")
     model: str = setting("", "model to download: owner/model/framework/variation (Kaggle Models) or owner/dataset")
-    model_name: str = setting("", "folder under models_dir for the downloaded model (default: last part of the "
-                              "handle)")
+    model_name: str = setting("", "folder under models_dir for the downloaded model (default: the whole handle, "
+                              "'/' as '__', so two models at one version number never share a folder); set it "
+                              "to the folder model.path names")
     models_dir: str = setting("input/models", "where downloaded models go", location=True)
     dataset: str = setting("", "owner/slug of the bundle dataset for package --upload and the kernel")
     kernel: str = setting("", "owner/slug of the inference kernel")
