@@ -534,3 +534,30 @@ def test_a_swap_killed_between_its_two_renames_is_finished_or_undone(tmp_path):
         assert (dest / "v2").is_file()
         (staging / "v4").write_text("4")
     assert [p.name for p in dest.iterdir()] == ["v4"] and sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+
+
+def test_no_link_inside_a_run_is_read_or_written_through(two_of_three, tmp_path):
+    """A run's report/ or predictions/ folder made a link (to somewhere else on the disk) is refused by every
+    stage that reads or writes the run, naming it; nothing is written where it points."""
+    cfg = two_of_three
+    run = Run(cfg.run_dir)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for name, stage in (("report", stages.validate), ("predictions", stages.predict), ("predictions", stages.ensemble)):
+        shutil.rmtree(run.root / name, ignore_errors=True)
+        (run.root / name).symlink_to(elsewhere)
+        with pytest.raises(UnsafePath, match=f"{name} is a symbolic link"):
+            stage(cfg)
+        (run.root / name).unlink()
+    assert not list(elsewhere.iterdir())
+
+
+def test_a_prediction_made_before_a_fold_was_trained_again_is_not_current(two_of_three):
+    cfg = two_of_three
+    run = Run(cfg.run_dir)
+    test_csv = cfg.data_file("test_file")
+    stages.predict(cfg)
+    assert run.current_prediction(test_csv) is not None
+    finished = run.fold(1).finished
+    files.write_json(finished, {**files.read_json(finished), "weights_sha256": "0" * 64})  # fold 1 trained again
+    assert run.current_prediction(test_csv) is None

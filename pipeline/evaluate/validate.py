@@ -127,7 +127,7 @@ def _truncation(cfg, run: Run, train: pd.DataFrame) -> list[dict]:
 
 
 def validate_run(cfg, run: Run) -> list[Path]:
-    oof = run.load_oof()
+    oof = run.refuse_links().load_oof()
     run.check_folds(cfg)
     run.check_data(tables.fingerprint(cfg))
     for k in run.finished_folds():

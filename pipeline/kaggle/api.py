@@ -338,10 +338,11 @@ def download_kernel_output(handle: str, dest: Path, client=None) -> list[Path]:
     checked to be plain files before anything reads it."""
     client = client or get_client()
     names = kernel_output_names(handle, client)
-    files.remove_tree(dest)
-    dest.mkdir(parents=True)
-    exact = "^(?:" + "|".join(re.escape(n) for n in names) + ")$"
-    with answering(f"downloading the output of kernel {handle}"):
-        client.kernels_output(handle, path=str(dest), file_pattern=exact, force=True, quiet=True)
-    archives.check_tree(dest)
-    return sorted(p for p in dest.rglob("*") if p.is_file())
+    with files.exclusive(layout.lock_of(dest), f"{dest} is being downloaded by {{holder}}; wait for it"):
+        files.remove_tree(dest)
+        dest.mkdir(parents=True)
+        exact = "^(?:" + "|".join(re.escape(n) for n in names) + ")$"
+        with answering(f"downloading the output of kernel {handle}"):
+            client.kernels_output(handle, path=str(dest), file_pattern=exact, force=True, quiet=True)
+        archives.check_tree(dest)
+        return sorted(p for p in dest.rglob("*") if p.is_file())

@@ -103,6 +103,14 @@ class Run(layout.RunPaths):
         raise MissingArtifact(f"no run {name_or_dir!r} (looked for {layout.RunPaths(p).config.name} in {p} and "
                               f"{layout.runs_root(cfg) / str(p)})")
 
+    def refuse_links(self) -> "Run":
+        """A run folder, and every entry in it (fold folders, report/, predictions/, tokenizer/ ...), must not be a
+        link: the pipeline reads and writes a run through none (UnsafePath naming the first)."""
+        files.refuse_link(self.root)
+        for entry in sorted(self.root.iterdir()) if self.root.is_dir() else ():
+            files.refuse_link(entry)
+        return self
+
     def finished_folds(self) -> list[int]:
         """The finished folds, which must be folds of this run: fold0 .. fold{n-1} of its folds.n_folds (a copied
         `fold7` in a 3-fold run would count another fold twice)."""
@@ -312,8 +320,8 @@ class Run(layout.RunPaths):
     @contextlib.contextmanager
     def lock(self):
         """One writing process per run directory (train, collect, predict, ensemble); stale temp files of a killed
-        one are removed once we hold it. A run folder that is a link is refused, never written through."""
-        files.refuse_link(self.root)
+        one are removed once we hold it. A run folder holding a link is refused, never written through."""
+        self.refuse_links()
         with files.exclusive(self.lock_file, f"{self.root} is being written by {{holder}}; wait for it to finish, "
                              "or use another train.run_name", RunError, sweep=lambda: files.temp_files(self.root)):
             yield self
@@ -322,8 +330,9 @@ class Run(layout.RunPaths):
     def prediction_inputs(self, csv_path: Path, precision: str | None = None) -> dict:
         """What a prediction of csv_path by this run depends on: the input's content, the finished folds,
         precision."""
-        return {"input": str(csv_path), "input_sha256": files.sha256_file(csv_path), "folds": self.finished_folds(),
-                "precision": precision or "run"}
+        weights = {k: read_record(self.fold(k).finished).get("weights_sha256") for k in self.finished_folds()}
+        return {"input": str(csv_path), "input_sha256": files.sha256_file(csv_path), "folds": list(weights),
+                "weights": list(weights.values()), "precision": precision or "run"}
 
     def current_prediction(self, csv_path: Path, out_dir: Path | None = None, precision: str | None = None,
                            stamp: dict | None = None) -> Path | None:
