@@ -559,3 +559,31 @@ def test_bundled_versions_come_from_the_folds_not_from_a_rewritten_run_record(bu
     files.write_json(run.fold(1).metrics, metrics)
     with pytest.raises(UsageError, match="different library versions"):
         bundle.trained_versions([run])
+
+
+def test_fold_weights_are_the_models_alone_and_old_folds_are_bundled_without_the_optimizer(bundled, tmp_path):
+    """A fold's model.weights.h5 held AdamW's moments beside the weights (3x the size); it now holds the weights
+    only, and package re-saves an older fold's weights without them (its finished.json records both hashes)."""
+    import keras
+
+    from pipeline.modeling import model as model_lib
+
+    cfg, run_dirs, out, _ = bundled
+    run = Run(shutil.copytree(run_dirs[0], tmp_path / run_dirs[0].name))
+    weights = run.fold(0).weights
+    assert not model_lib.holds_optimizer_state(weights)
+    model = run.load_fold(0)
+    n_bytes = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in model.weights)
+    assert weights.stat().st_size < 1.2 * n_bytes + 2**16
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    model.save_weights(weights)  # as folds were saved before
+    files.write_json(run.fold(0).finished, {**files.read_json(run.fold(0).finished),
+                                            "weights_sha256": files.sha256_file(weights)})
+    assert model_lib.holds_optimizer_state(weights) and weights.stat().st_size > 2 * n_bytes
+    b = stages.package(cfg, runs=[str(run.root)], out=str(tmp_path / "b"))[0]
+    shipped = Run(b / "runs" / run.name)
+    assert not model_lib.holds_optimizer_state(shipped.fold(0).weights)
+    assert files.read_json(shipped.fold(0).finished)["converted_from_sha256"] == files.sha256_file(weights)
+    a, c = (np.concatenate([w.ravel() for w in r.load_fold(0).get_weights()]) for r in (run, shipped))
+    assert np.array_equal(a, c)

@@ -177,8 +177,14 @@ def package(cfg, run_names: list[str], out: str | None = None, upload: bool = Fa
             files.copy_tree(run.tokenizer, dst.tokenizer)
             for k in run.finished_folds():
                 run.verify_weights(k)
+                converted = run.weights_without_optimizer(k, dst.fold(k).weights)
                 for attr in FOLD_FILES:
-                    _copy(getattr(run.fold(k), attr), getattr(dst.fold(k), attr), within=run.root)
+                    if not (converted and attr in ("weights", "finished")):
+                        _copy(getattr(run.fold(k), attr), getattr(dst.fold(k), attr), within=run.root)
+                if converted:
+                    files.write_json(dst.fold(k).finished, converted)
+                    log.info("%s fold %d: weights saved with the optimizer's state (an older fold); bundled "
+                             "without it", run.name, k)
         blend, pp = _blend_for(cfg, members)
         files.write_json(target.manifest, {**BUNDLE_FORMAT, "kind": "inference", "runs": [r.name for r in members], **blend,
                                            "git_commit": provenance.git_commit(), "versions": versions,

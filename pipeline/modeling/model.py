@@ -252,6 +252,24 @@ def host_vocabulary(frame, min_rows: int = 1) -> list[str]:
     return [str(h) for h, n in counts.items() if n >= min_rows]
 
 
+def save_weights(model: keras.Model, path: str | Path):
+    """The model's weights alone: Keras' save_weights also writes the optimizer's state (AdamW's two moments, EMA
+    copies) when the model is compiled, 3-4x the model's size in every fold file and bundle. Prediction and
+    bundles need the weights only; a fold never resumes mid-training."""
+    from keras.src.saving import saving_lib  # save_weights' own writer, with its skip list (keras 3.13 and up)
+
+    optimizer = getattr(model, "optimizer", None)  # an uncompiled model has none
+    saving_lib.save_weights_only(model, str(path), objects_to_skip=[optimizer] if optimizer else None)
+
+
+def holds_optimizer_state(path: str | Path) -> bool:
+    """Whether a weights file holds an optimizer's state (folds saved before save_weights left it out)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return "optimizer" in f
+
+
 def model_to_json(model: QuestModel) -> str:
     """The model's whole description (backbone architecture + head settings), no weights, no dtype policy."""
     return json.dumps({"class_name": "quest>QuestModel", "config": model.get_config()}, indent=1)

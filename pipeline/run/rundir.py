@@ -317,6 +317,20 @@ class Run(layout.RunPaths):
             raise RunError(f"{path} cannot be loaded ({err}); delete {path.parent} and train fold {k} again") from None
         return m
 
+    def weights_without_optimizer(self, k: int, dest: Path) -> dict | None:
+        """Fold k's weights for a bundle: None when its file holds the model's weights only (copied as they are);
+        else (a fold saved before the optimizer's state was left out: 3-4x the size) the weights re-saved alone
+        into dest, and its finished.json record with their sha256 (and the one it replaces)."""
+        from pipeline.modeling import model as model_lib
+
+        if not model_lib.holds_optimizer_state(self.verify_weights(k)):
+            return None
+        with files.atomic_path(dest, suffix=".weights.h5") as tmp:
+            model_lib.save_weights(self.load_fold(k), tmp)
+            sha = files.sha256_file(tmp)
+        finished = read_record(self.fold(k).finished)
+        return {**finished, "weights_sha256": sha, "converted_from_sha256": finished.get("weights_sha256")}
+
     @contextlib.contextmanager
     def lock(self):
         """One writing process per run directory (train, collect, predict, ensemble); stale temp files of a killed

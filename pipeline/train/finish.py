@@ -35,12 +35,14 @@ def save_fold(run: Run, k: int, model, coding, inp, va, oof, test_pred, history:
     """Write fold k of run; `result` holds how it was trained, to which the score and precision are added."""
     import keras
 
+    from pipeline.modeling import model as model_lib
+
     out = run.fold(k)
     score = metrics.spearman(inp.y[va], oof)
     files.write_json(out.coding, coding.to_dict())
     needs = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in model.weights) + 2**20  # + HDF5's own
     with files.atomic_path(out.weights, suffix=".weights.h5", needs=needs) as tmp:
-        model.save_weights(tmp)
+        model_lib.save_weights(model, tmp)
         weights_sha = files.sha256_file(tmp)
     files.write_csv(out.oof, submission.predictions_frame(inp.train[ID].to_numpy()[va], oof))
     files.write_csv(out.test, submission.predictions_frame(inp.test[ID], test_pred))
