@@ -258,3 +258,42 @@ def test_the_fake_refuses_as_kagglesdk_does():
     assert err.value.response.status_code == 404 and "Failed to resolve" in str(err.value)
     with pytest.raises(ValueError, match="Permission 'kernels.get' was denied"):  # the client's own translation
         FakeApi().kernels_status("someone/nothing-here")
+
+
+def test_a_trailing_v_does_not_turn_the_login_check_off(tmp_path):
+    """The client exempts command lines ending in -v ("version") from login; our -v means verbose. With no login,
+    `run.py download -v` still stops with the login message (exit 2)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAGGLE_")}
+    env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), HTTPS_PROXY="http://127.0.0.1:9")
+    done = subprocess.run([sys.executable, str(config_lib.ROOT / "run.py"), "download", "--set",
+                           f"data.dir={tmp_path / 'comp'}", "-v"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "no working Kaggle login found" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_revoked_token_beside_a_working_key_is_named(tmp_path, monkeypatch):
+    """Kaggle refuses the token in ~/.kaggle/access_token (introspection: not active); the client falls back to
+    the legacy key but would send the refused token on every call: the login stops and names the file."""
+    from kagglesdk.kaggle_http_client import KaggleHttpClient
+    from kagglesdk.security.types.oauth_service import IntrospectTokenResponse
+
+    (tmp_path / ".kaggle").mkdir()
+    (tmp_path / ".kaggle" / "access_token").write_text("KGAT_revoked\n")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KAGGLE_API_TOKEN", raising=False)
+    monkeypatch.setenv("KAGGLE_USERNAME", "someone")  # the legacy key (kaggle.json's folder is fixed at import)
+    monkeypatch.setenv("KAGGLE_KEY", "abc")
+
+    def network(self, service, name, request, response_type):  # Kaggle's answer: the token is not active
+        answer = IntrospectTokenResponse()
+        answer.active = False
+        return answer
+
+    monkeypatch.setattr(KaggleHttpClient, "call", network)
+    with pytest.raises(client_lib.KaggleUnavailable, match=r"does not accept the API token in ~/.kaggle/access_token "
+                                                           r".*delete ~/.kaggle/access_token"):
+        client_lib.get_client()
+    (tmp_path / ".kaggle" / "access_token").unlink()
+    assert client_lib.get_client().config_values["username"] == "someone"

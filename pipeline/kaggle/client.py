@@ -72,7 +72,29 @@ def get_client():
                                 f"{LOGIN_HELP}") from None
     except Exception as err:  # checking a token needs the network
         raise KaggleUnavailable(f"logging in to Kaggle failed ({type(err).__name__}: {err}). {LOGIN_HELP}") from None
+    check_login(api)
     return api
+
+
+def check_login(api):
+    """What authenticate() left, checked whatever sys.argv says: the client lets a command line ending in -v or
+    -h (taken for "version"/"help") go on logged out, and our -v means verbose. A login is a token, or a user
+    name with a key. A token the client found but Kaggle refused (expired, revoked) is still sent on every call
+    beside a working kaggle.json key: named, with the fix."""
+    values = api.config_values
+    token, user, key = (values.get(n) for n in (api.CONFIG_NAME_TOKEN, api.CONFIG_NAME_USER, api.CONFIG_NAME_KEY))
+    if not (token or (user and key)):
+        raise KaggleUnavailable(f"no working Kaggle login found. {LOGIN_HELP}")
+    if not token:
+        from kagglesdk import get_access_token_from_env
+
+        refused, source = get_access_token_from_env()
+        if refused:
+            where = "~/.kaggle/access_token" if source == "access_token" else source
+            raise KaggleUnavailable(f"Kaggle does not accept the API token in {where} (expired or revoked), and the "
+                                    "client sends it on every call instead of your legacy key: delete "
+                                    f"{where} (or unset the variable), or save a new token from "
+                                    "https://www.kaggle.com/settings there")
 
 
 def status_of(err: BaseException) -> int | None:
