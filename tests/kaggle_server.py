@@ -32,6 +32,8 @@ from pipeline.kaggle import client as client_lib
 # parts served above the transport; their failures are made the same way.
 
 KaggleApi = client_lib.api_class()
+# The machine shapes Kaggle's kernel push takes (others: 400).
+MACHINE_SHAPES = ("NvidiaTeslaP100", "NvidiaTeslaT4", "NvidiaTeslaT4Highmem", "NvidiaL4", "NvidiaL4X1", "Tpu1VmV38")
 EXTENDED = sys.modules[KaggleApi.__module__]
 
 
@@ -187,9 +189,14 @@ class KaggleServer:
         if handle.split("/")[0] != self.user:
             raise Refusal(403, "Permission 'kernels.update' was denied")
         out = kernel_types.ApiSaveKernelResponse()
+        if r.machine_shape and r.machine_shape not in MACHINE_SHAPES:
+            raise Refusal(400, f"Invalid machine shape '{r.machine_shape}'")
         missing = [s for s in r.dataset_data_sources if s not in self.datasets]
         if missing or self.push_error:
             out.invalid_dataset_sources, out.error = missing, self.push_error
+            return out
+        if not self.rules_accepted:  # a competition whose rules the user has not accepted is not a usable source
+            out.invalid_competition_sources = list(r.competition_data_sources)
             return out
         k = self.kernels.get(handle)
         k = self.add_kernel(handle, version=k.version + 1) if k else self.add_kernel(handle, version=1)
@@ -208,6 +215,19 @@ class KaggleServer:
         if handle not in self.kernels:
             raise Refusal(403, "Permission 'kernels.get' was denied")
         return handle, self.kernels[handle]
+
+    def GetKernel(self, r):
+        """What kernels_pull asks: the kernel (slug, or slug/version) and its metadata."""
+        slug, _, version = r.kernel_slug.partition("/")
+        handle, k = self._kernel(r.user_name, slug)
+        self.calls.append(("get kernel", handle))
+        if version and int(version) > k.version:
+            raise Refusal(404, "Kernel version not found")
+        meta = kernel_types.ApiKernelMetadata()
+        meta.ref, meta.slug, meta.title, meta.current_version_number = handle, slug, slug, k.version
+        out = kernel_types.ApiGetKernelResponse()
+        out.metadata = meta
+        return out
 
     def GetKernelSessionStatus(self, r):
         handle, k = self._kernel(r.user_name, r.kernel_slug)
@@ -262,7 +282,13 @@ class KaggleServer:
         if self.submissions_left <= 0:
             raise Refusal(400, "Submission not allowed: Your team has used its daily Submission allowance (5) today, "
                                "please try again tomorrow UTC.")
-        self._kernel(r.kernel_owner, r.kernel_slug)
+        _, k = self._kernel(r.kernel_owner, r.kernel_slug)
+        status = k.statuses[0] if isinstance(k.statuses[0], str) else k.statuses[0][0]
+        if r.kernel_version == k.version and status != "complete":
+            raise Refusal(400, f"Submission not allowed: version {r.kernel_version} of the notebook has not "
+                               "completed successfully")
+        if r.kernel_version == k.version and k.output is not None and not (Path(k.output) / r.file_name).is_file():
+            raise Refusal(400, f"Submission not allowed: {r.file_name} was not found in the notebook's output")
         self.submissions_left -= 1
         out = competition_types.ApiCreateCodeSubmissionResponse()
         out.message, out.ref = "Your submission was successfully saved", 7

@@ -391,9 +391,9 @@ def test_submit_sends_the_kernel_version_and_reports_refusals(trained):
         server.add_kernel("someone/quest-inference", version=3)
         stages.submit(cfg, version=3, client=FakeApi(server))
         assert server.calls[-1] == ("submit", "google-quest-challenge", "someone/quest-inference", 3, "submission.csv")
-        with pytest.raises(api.KaggleApiError, match=r"submitting someone/quest-inference version 3 .*403: Permission "
+        with pytest.raises(api.KaggleApiError, match=r"looking up kernel someone/quest-inference: .*403: Permission "
                                                      r"'kernels.get' was denied"):
-            stages.submit(cfg, version=3, client=FakeApi())  # Kaggle has no such kernel of ours
+            stages.submit(cfg, version=3, client=FakeApi())  # Kaggle has no such kernel of ours: the exact lookup
         with pytest.raises(ValueError, match="--version 0"):
             stages.submit(cfg, version=0, client=FakeApi(server))
     finally:

@@ -110,8 +110,52 @@ def test_submission_refusals_carry_kaggles_message_and_the_next_step(tmp_path):
                                                  r"challenge/rules"):
         api.submit_kernel("google-quest-challenge", "someone/quest-inference", 3, "m", FakeApi(server))
     server.rules_accepted, server.submissions_left = True, 0
-    with pytest.raises(api.KaggleApiError, match=r"400: Submission not allowed: .*daily Submission allowance"):
+    with pytest.raises(api.KaggleApiError, match=r"400: Submission not allowed: .*daily Submission allowance.*"
+                                                 r"the daily submission limit is reached: submit again after it resets"):
         api.submit_kernel("google-quest-challenge", "someone/quest-inference", 3, "m", FakeApi(server))
+    server.submissions_left = 5
+    output = tmp_path / "work"
+    output.mkdir()  # the version ran, but wrote no submission.csv
+    server.kernels["someone/quest-inference"].output = output
+    with pytest.raises(api.KaggleApiError, match=r"400: Submission not allowed: submission.csv was not found.*check "
+                                                 r"that version 3 wrote submission.csv"):
+        api.submit_kernel("google-quest-challenge", "someone/quest-inference", 3, "m", FakeApi(server))
+
+
+@pytest.mark.parametrize("code, step", [(401, "make a new API token"), (403, "check that the handle"),
+                                        (500, "Kaggle's service failed on its side"),
+                                        (503, "Kaggle's service failed on its side")])
+def test_status_and_output_refusals_name_kaggles_status_and_the_right_step(code, step, tmp_path):
+    """kernels_status / kernels_output turn a 401 or 403 into a ValueError about benchmark slugs: Kaggle's own
+    status and message come back with the step for that status; 5xx get theirs."""
+    class Refusing(KaggleServer):
+        def GetKernelSessionStatus(self, r):
+            from kaggle_server import Refusal
+            raise Refusal(code, {401: "Unauthenticated", 403: "Permission 'kernels.get' was denied"}.get(
+                code, "Internal error"))
+
+    server = Refusing()
+    server.add_kernel("someone/quest-k")
+    with pytest.raises(api.KaggleApiError, match=rf"Kaggle answered {code}: .*{step}") as err:
+        api.kernel_status("someone/quest-k", FakeApi(server))
+    assert "benchmark" not in str(err.value)
+
+
+def test_an_older_version_cannot_be_checked_so_it_is_refused_with_the_reason():
+    server = KaggleServer()
+    server.add_kernel("someone/quest-inference", version=4)
+    with pytest.raises(api.KaggleApiError, match=r"version 2 is not its latest \(4\): .*latest version only.*"
+                                                 r"Output > Submit"):
+        api.submit_kernel("google-quest-challenge", "someone/quest-inference", 2, "m", FakeApi(server))
+    assert "submit" not in [c[0] for c in server.calls] and ("get kernel", "someone/quest-inference") in server.calls
+
+
+def test_the_fake_refuses_a_submission_of_a_running_version_as_kaggle_does():
+    server = KaggleServer()
+    server.add_kernel("someone/quest-inference", version=2, statuses=["running"])
+    with pytest.raises(Exception, match="has not completed"):
+        FakeApi(server).competition_submit_code("submission.csv", "m", "google-quest-challenge",
+                                                kernel="someone/quest-inference", kernel_version=2, quiet=True)
 
 
 def test_a_push_kaggle_refuses_is_an_error_naming_it(tmp_path, trained):
@@ -121,6 +165,15 @@ def test_a_push_kaggle_refuses_is_an_error_naming_it(tmp_path, trained):
     k = _kernel_config(cfg)
     with pytest.raises(api.KaggleApiError, match=r"pushing the kernel .*403: Permission 'kernels.update' was denied"):
         kernels.kernel(k, out=str(tmp_path / "k"), push=True, client=FakeApi(server))
+    server = KaggleServer(rules_accepted=False)  # the competition as a source needs its rules accepted
+    server.add_dataset("someone/quest-bundle")
+    with pytest.raises(api.KaggleApiError, match=r"does not accept these sources: \['google-quest-challenge'\] .*"
+                                                 r"accept the competition's rules at"):
+        kernels.kernel(k, out=str(tmp_path / "k2"), push=True, client=FakeApi(server))
+    meta = tmp_path / "k2" / "kernel-metadata.json"
+    files.write_json(meta, {**files.read_json(meta), "machine_shape": "NvidiaTeslaV100"})  # edited by hand
+    with pytest.raises(api.KaggleApiError, match=r"400: Invalid machine shape 'NvidiaTeslaV100'"):
+        api.push_kernel(tmp_path / "k2", FakeApi(KaggleServer()))
 
 
 def _kernel_config(cfg, **changes):
@@ -241,7 +294,7 @@ def _client_calls() -> list[tuple[str, int, list[str], str]]:
 def test_every_api_call_binds_to_the_installed_client():
     calls = _client_calls()
     assert {c[0] for c in calls} >= {"dataset_status", "dataset_create_new", "dataset_create_version",
-                                     "kernels_push", "kernels_status", "kernels_output", "kernels_list",
+                                     "kernels_push", "kernels_status", "kernels_output", "build_kaggle_client",
                                      "competition_submit_code", "competition_download_files"}
     for name, n_args, keywords, where in calls:
         method = getattr(KaggleApi, name, None)

@@ -173,10 +173,15 @@ def test_status_polling_is_bounded_and_reports_failures(monkeypatch):
     assert api.wait_kernel("someone/quest-k", ended, timeout=600) == ("error", "CUDA out of memory")
     with pytest.raises(api.KaggleApiError, match=r"is 'running'; collect it when it has run \(--wait"):
         api.wait_kernel("someone/quest-k", _kaggle(".", "someone/quest-k", statuses=["running"]))  # look once
-    # Kaggle answers 403 for a kernel that is not there or not yours; the client turns it into ValueError
-    with pytest.raises(api.KaggleApiError, match=r"status of kernel someone/quest-typo failed .*kernels.get.* "
-                                                 r"check the handle"):
+    # Kaggle answers 403 for a kernel that is not there or not yours; the client turns it into a ValueError about
+    # benchmark slugs: Kaggle's own status and message come back, with the next step for a 403
+    with pytest.raises(api.KaggleApiError, match=r"status of kernel someone/quest-typo: Kaggle answered 403: "
+                                                 r"Permission 'kernels.get' was denied\. .*check that the handle"):
         api.wait_kernel("someone/quest-typo", client)
+    with pytest.raises(api.KaggleApiError, match=r"has not run \('new_script'"):
+        api.wait_kernel("someone/quest-k", _kaggle(".", "someone/quest-k", statuses=["new_script"]), timeout=600)
+    ended = _kaggle(".", "someone/quest-k", statuses=["cancel_requested", "cancel_requested", "cancel_acknowledged"])
+    assert api.wait_kernel("someone/quest-k", ended, timeout=600)[0] == "cancel_acknowledged"  # requested: not ended
 
 
 @requires_client

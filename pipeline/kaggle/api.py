@@ -168,7 +168,9 @@ def check_result(result, what: str):
                          ("invalid_model_sources", "invalidModelSources")):
         bad = _field(result, snake, camel)
         if bad:
-            raise KaggleApiError(f"{what} failed: Kaggle does not accept these sources: {list(bad)} ({snake})")
+            step = (f"; if you have not yet: {rules_step(list(bad)[0])}" if snake == "invalid_competition_sources"
+                    else "")
+            raise KaggleApiError(f"{what} failed: Kaggle does not accept these sources: {list(bad)} ({snake}){step}")
     return result
 
 
@@ -240,16 +242,23 @@ def push_kernel(folder: Path, client=None) -> dict:
     return {"version": _field(res, "version_number", "versionNumber"), "url": _field(res, "url")}
 
 
-def kernel_version(handle: str, client) -> int | None:
-    """The kernel's latest version number, from the logged-in user's own kernel list, private ones included
-    (None when it is not listed there: the callers then skip the version check rather than guess)."""
+def kernel_version(handle: str, client) -> int:
+    """The kernel's latest version number, by the exact lookup the client's kernels_pull makes (GetKernel:
+    metadata.current_version_number), never a title search that may lag or match another kernel. A kernel Kaggle
+    does not show is an error naming the handle."""
+    from kagglesdk.kernels.types.kernels_api_service import ApiGetKernelRequest
+
     owner, slug = handle.split("/")
-    with answering(f"listing the kernels of {owner}"):
-        found = client.kernels_list(mine=True, user=owner, search=slug, page_size=100) or []
-    for k in found:
-        if k is not None and str(k.ref).lower() == handle.lower():
-            return k.current_version_number
-    return None
+    request = ApiGetKernelRequest()
+    request.user_name, request.kernel_slug = owner, slug
+    with answering(f"looking up kernel {handle}", {404: "not found: check the handle (owner/slug)"}), \
+            client.build_kaggle_client() as kaggle:
+        found = kaggle.kernels.kernels_api_client.get_kernel(request)
+    version = getattr(getattr(found, "metadata", None), "current_version_number", None)
+    if not version:
+        raise KaggleApiError(f"kernel {handle}: Kaggle shows no version of it (pushed but never saved?); push it "
+                             "again (`python run.py kernel --push`)")
+    return int(version)
 
 
 def submit_kernel(competition: str, kernel: str, version: int, message: str, client=None,
@@ -257,17 +266,23 @@ def submit_kernel(competition: str, kernel: str, version: int, message: str, cli
     """Submit a kernel version's output file to a code competition, once that version is known to have run."""
     client = client or get_client()
     latest = kernel_version(kernel, client)
-    if latest is not None and version > latest:
+    if version > latest:
         raise KaggleApiError(f"{kernel} has no version {version} (its latest is {latest})")
-    if latest == version:
-        status, failure = kernel_status(kernel, client)
-        if status != "complete":
-            raise KaggleApiError(f"{kernel} version {version} is {status!r}{': ' + failure if failure else ''}; "
-                                 f"submit it when it has finished (run `python run.py submit --version {version}` again)")
+    if version < latest:
+        raise KaggleApiError(f"{kernel} version {version} is not its latest ({latest}): Kaggle's API reports the run "
+                             f"status and output of the latest version only, so whether version {version} ran and "
+                             f"wrote {file_name} cannot be checked from here. Submit it from the kernel's page "
+                             f"(kaggle.com/code/{kernel}, version {version}, Output > Submit), or submit version "
+                             f"{latest}")
+    status, failure = kernel_status(kernel, client)
+    if status != "complete":
+        raise KaggleApiError(f"{kernel} version {version} is {status!r}{': ' + failure if failure else ''}; "
+                             f"submit it when it has finished (run `python run.py submit --version {version}` again)")
     what = f"submitting {kernel} version {version} to {competition}"
-    with answering(what, {403: rules_step(competition), 429: "the daily submission limit is reached: try again "
-                          "after it resets (00:00 UTC)", 400: "Kaggle refused the submission as asked: check the "
-                          f"version has {file_name} in its output"}):
+    with answering(what, {403: rules_step(competition), 429: DAILY_LIMIT, 400: lambda message: DAILY_LIMIT if
+                          "allowance" in message.lower() or "daily" in message.lower() else
+                          f"Kaggle refused the submission as sent: check that version {version} wrote {file_name} "
+                          "to its working directory"}):
         res = client.competition_submit_code(file_name, message, competition, kernel=kernel, kernel_version=version,
                                              quiet=True)
     if res is None:
@@ -288,7 +303,11 @@ def kernel_status(handle: str, client=None) -> tuple[str, str]:
     return name, str(_field(res, "failure_message", "failureMessage") or "")
 
 
-KERNEL_FINAL = ("complete", "error", "cancel_requested", "cancel_acknowledged")
+DAILY_LIMIT = "the daily submission limit is reached: submit again after it resets (00:00 UTC)"
+# A version's run has ended (cancel_requested has not: it still runs until acknowledged).
+KERNEL_FINAL = ("complete", "error", "cancel_acknowledged")
+# No run of the version will come (a new script saved without running): waiting would never end.
+KERNEL_NO_RUN = ("new_script",)
 
 
 def wait_kernel(handle: str, client=None, timeout: float = 0, poll: float = 60) -> tuple[str, str]:
@@ -301,6 +320,9 @@ def wait_kernel(handle: str, client=None, timeout: float = 0, poll: float = 60) 
         status, failure = kernel_status(handle, client)
         if status in KERNEL_FINAL:
             return status, failure
+        if status in KERNEL_NO_RUN:
+            raise KaggleApiError(f"kernel {handle}'s latest version has not run ({status!r}: saved without running); "
+                                 "run it on kaggle.com or push it again (`python run.py kernel --push`)")
         if waited >= timeout:
             raise KaggleApiError(f"kernel {handle} is {status!r}" + (f" after {timeout:.0f}s" if timeout else "") +
                                  "; collect it when it has run (--wait SECONDS waits for it)")

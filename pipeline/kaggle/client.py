@@ -26,6 +26,7 @@ NEXT_STEP = {
     409: "it already exists under another handle or title",
     429: "too many requests or a daily limit reached: wait and try again later",
 }
+SERVER_STEP = "Kaggle's service failed on its side: try again in a few minutes (kaggle.com/status shows outages)"
 
 
 class KaggleUnavailable(PipelineError, RuntimeError):
@@ -115,11 +116,23 @@ def answering(what: str, next_step: dict[int, str] | str | None = None):
         raise KaggleUnavailable(f"{what}: Kaggle could not be reached ({type(err).__name__}: {err}); check the "
                                 "network and try again") from None
     except requests.HTTPError as err:
-        code = status_of(err)
-        steps = next_step if isinstance(next_step, dict) else {}
-        hint = steps.get(code) or (next_step if isinstance(next_step, str) else None) or NEXT_STEP.get(code, "")
-        text = str(err).rstrip(". ")
-        raise KaggleApiError(f"{what}: Kaggle answered {code}: {text}" + (f". {hint}" if hint else ""), code) from None
-    except Exception as err:  # the client's own refusals (ValueError for 401/403 ...) and anything else
+        raise _refused(what, err, next_step) from None
+    except Exception as err:  # the client's own refusals and anything else
+        if isinstance(err.__context__, requests.HTTPError):  # kernels_status / kernels_output turn a 401 or 403
+            raise _refused(what, err.__context__, next_step) from None  # into a ValueError about another API
         hint = next_step if isinstance(next_step, str) else ""
         raise KaggleApiError(f"{what} failed ({type(err).__name__}: {err})" + (f". {hint}" if hint else "")) from None
+
+
+def _refused(what: str, err, next_step) -> KaggleApiError:
+    """Kaggle's answer (its status and its own message) and the next step: the call's own for that status, else
+    the general one (NEXT_STEP, 5xx: Kaggle's side)."""
+    code = status_of(err)
+    text = str(err).rstrip(". ")
+    steps = next_step if isinstance(next_step, dict) else {}
+    general = code in NEXT_STEP or (code or 0) >= 500  # a login, permission or server failure: not the call's
+    hint = steps.get(code) or (next_step if isinstance(next_step, str) and not general else None)
+    if callable(hint):
+        hint = hint(text)
+    hint = hint or NEXT_STEP.get(code) or (SERVER_STEP if code and code >= 500 else "")
+    return KaggleApiError(f"{what}: Kaggle answered {code}: {text}" + (f". {hint}" if hint else ""), code)
