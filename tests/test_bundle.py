@@ -587,3 +587,32 @@ def test_fold_weights_are_the_models_alone_and_old_folds_are_bundled_without_the
     assert files.read_json(shipped.fold(0).finished)["converted_from_sha256"] == files.sha256_file(weights)
     a, c = (np.concatenate([w.ravel() for w in r.load_fold(0).get_weights()]) for r in (run, shipped))
     assert np.array_equal(a, c)
+
+
+def test_the_notebooks_first_cell_and_find_bundle_pick_the_same_bundle(tmp_path, monkeypatch):
+    """A code dataset and an inference bundle both attached: the inference notebook's first cell and find_bundle
+    both take the inference bundle (whatever the names), the training notebook's and find_bundle both the
+    shallowest, then by path; the competition folder is the one the bundle names (kaggle.competition)."""
+    from pipeline.kernel import environment
+
+    root = tmp_path / "input"
+    for name, kind in (("aaa-quest-code", "code"), ("zzz-quest-models", "inference")):
+        b = root / "datasets" / "someone" / name
+        b.mkdir(parents=True)
+        (b / "pipeline").mkdir()
+        files.write_json(b / "bundle.json", {**bundle.BUNDLE_FORMAT, "kind": kind, "competition": "quest-rerun"})
+    for slug in ("google-quest-challenge", "quest-rerun"):
+        (root / "competitions" / slug).mkdir(parents=True)
+        for f in ("test.csv", "sample_submission.csv"):
+            (root / "competitions" / slug / f).write_text("")
+    monkeypatch.delenv("QUEST_BUNDLE", raising=False)
+    monkeypatch.delenv("QUEST_DATA", raising=False)
+    for notebook, kind in ((layout.INFERENCE_NOTEBOOK, "inference"), (layout.TRAIN_NOTEBOOK, None)):
+        res = subprocess.run([sys.executable, "-c", _first_cell(notebook) + "\nprint(BUNDLE)"], capture_output=True,
+                             text=True, env={**os.environ, "QUEST_INPUT_ROOT": str(root)})
+        assert res.returncode == 0, res.stderr[-800:]
+        assert res.stdout.strip().splitlines()[-1] == str(environment.find_bundle(root, kind))
+    assert environment.find_bundle(root, "inference").name == "zzz-quest-models"
+    assert environment.find_bundle(root).name == "aaa-quest-code"
+    found, data = inference.find_inputs(root)
+    assert found.name == "zzz-quest-models" and data.name == "quest-rerun"

@@ -186,7 +186,7 @@ def package(cfg, run_names: list[str], out: str | None = None, upload: bool = Fa
                     log.info("%s fold %d: weights saved with the optimizer's state (an older fold); bundled "
                              "without it", run.name, k)
         blend, pp = _blend_for(cfg, members)
-        files.write_json(target.manifest, {**BUNDLE_FORMAT, "kind": "inference", "runs": [r.name for r in members], **blend,
+        files.write_json(target.manifest, {**BUNDLE_FORMAT, "kind": "inference", "competition": cfg.kaggle.competition, "runs": [r.name for r in members], **blend,
                                            "git_commit": provenance.git_commit(), "versions": versions,
                                            "time_budget": cfg.kaggle.time_budget})
         files.write_json(target.postprocess, pp)
@@ -201,7 +201,7 @@ def package_code(cfg, out: str | None = None, upload: bool = False, client=None)
     versions = {d: v for d, v in provenance.library_versions().items() if d in wheels.TRAINED_WITH}
     with _staged(out_dir) as staging:
         _stage_code(cfg, staging, versions)
-        files.write_json(layout.Bundle(staging).manifest, {**BUNDLE_FORMAT, "kind": "code", "runs": [],
+        files.write_json(layout.Bundle(staging).manifest, {**BUNDLE_FORMAT, "kind": "code", "competition": cfg.kaggle.competition, "runs": [],
                                                            "git_commit": provenance.git_commit(), "versions": versions})
         _metadata(staging, code_dataset(cfg))
     return [_publish(cfg, out_dir, code_dataset(cfg), upload, client)]

@@ -61,17 +61,37 @@ def _override(var: str) -> Path | None:
     return Path(os.environ[var]) if os.environ.get(var) else None
 
 
-def find_bundle(root: Path) -> Path | None:
-    """The pipeline's dataset (a bundle or a code-only bundle): the folder holding bundle.json."""
-    return _override("QUEST_BUNDLE") or next(iter(search(root, (layout.MANIFEST_NAME,))), None)
+def bundle_rank(folder: str | Path, kind: str | None = None) -> tuple:
+    """The one rule that picks a bundle among several attached (the notebooks' first cell applies the same key
+    to the same folders, and tests/test_bundle.py checks they agree): one of the wanted `kind` first (an
+    inference bundle for the inference kernel, beside a code dataset), then the shallowest, then by path."""
+    folder = str(folder)
+    return (bool(kind) and _manifest(folder, "kind") != kind, folder.rstrip(os.sep).count(os.sep), folder)
 
 
-def find_competition(root: Path, files: tuple[str, ...]) -> Path | None:
-    """The competition folder: the one holding `files`, preferring a path that names the competition."""
+def _manifest(folder: str | Path, key: str):
+    """One entry of a bundle's bundle.json (None when it cannot be read: manifest.read checks it in full later)."""
+    try:
+        with open(os.path.join(folder, layout.MANIFEST_NAME)) as f:
+            return json.load(f).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def find_bundle(root: Path, kind: str | None = None) -> Path | None:
+    """The pipeline's dataset (a bundle or a code-only bundle): the folder holding bundle.json, by bundle_rank;
+    QUEST_BUNDLE (which the notebooks' first cell sets to its choice) wins."""
+    found = sorted(search(root, (layout.MANIFEST_NAME,)), key=lambda p: bundle_rank(p, kind))
+    return _override("QUEST_BUNDLE") or next(iter(found), None)
+
+
+def find_competition(root: Path, files: tuple[str, ...], slug: str = "google-quest-challenge") -> Path | None:
+    """The competition folder: the one holding `files`, preferring a path that names the competition (its slug:
+    kaggle.competition, recorded in the bundle)."""
     if _override("QUEST_DATA"):
         return _override("QUEST_DATA")
     found = search(root, files)
-    return next((p for p in found if "google-quest-challenge" in p.parts), found[0] if found else None)
+    return next((p for p in found if slug in p.parts), found[0] if found else None)
 
 
 def find_model(root: Path, hint: str = "", weights: bool = True) -> Path | None:
@@ -93,10 +113,15 @@ def require(root: Path, found: list[tuple[str, Path | None, str]]):
                              "\n(set QUEST_BUNDLE / QUEST_DATA / QUEST_MODEL to override). What is there:\n" + tree(root))
 
 
-def find_bundle_and_data(root: Path, data_files: tuple[str, ...], written_by: str) -> tuple[Path, Path]:
+def find_bundle_and_data(root: Path, data_files: tuple[str, ...], written_by: str, kind: str | None = None,
+                         competition: str | None = None) -> tuple[Path, Path]:
     """(the pipeline's bundle, the competition folder holding data_files) under root, or InputsNotFound naming
-    what is missing; written_by: the command that makes the bundle, for the message."""
-    bundle, data = find_bundle(root), find_competition(root, data_files)
+    what is missing; written_by: the command that makes the bundle, for the message; competition: the slug (else
+    the one the bundle records, kaggle.competition when it was packaged)."""
+    bundle = find_bundle(root, kind)
+    if competition is None and bundle is not None:
+        competition = _manifest(bundle, "competition")
+    data = find_competition(root, data_files, competition or "google-quest-challenge")
     require(root, [(f"bundle (a folder with bundle.json; attach the dataset written by `{written_by}`)", bundle,
                     layout.MANIFEST_NAME),
                    (f"competition data ({' + '.join(data_files)}; add the competition as an input)", data,

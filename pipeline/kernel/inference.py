@@ -22,7 +22,7 @@ LIMIT_GPU, LIMIT_CPU = 2 * 3600, 9 * 3600  # Kaggle's run-time limits for a code
 
 def find_inputs(root: str | Path = KAGGLE_INPUT) -> tuple[Path, Path]:
     """(bundle folder, competition data folder): by environment variable, else by contents under root."""
-    return environment.find_bundle_and_data(Path(root), DATA_FILES, "python run.py package")
+    return environment.find_bundle_and_data(Path(root), DATA_FILES, "python run.py package", kind="inference")
 
 
 def projected_seconds(bundle: str | Path, data_dir: str | Path, rows: int = HIDDEN_TEST_ROWS) -> float:

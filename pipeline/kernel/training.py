@@ -25,7 +25,11 @@ def main(config_text: str | None, folds: list[int], root: str | Path = KAGGLE_IN
         raise environment.InputsNotFound("no CONFIG in the parameters cell: push this notebook with "
                                         "`python run.py kernel --train --folds ...`, which fills it in")
     root = Path(root)
-    code, data_dir = environment.find_bundle_and_data(root, TRAIN_FILES, "python run.py package --code-only")
+    import tomllib
+
+    competition = tomllib.loads(config_text).get("kaggle", {}).get("competition")
+    code, data_dir = environment.find_bundle_and_data(root, TRAIN_FILES, "python run.py package --code-only",
+                                                      competition=competition)
     environment.require(root, [("the split (folds/folds.csv in the code dataset; package it again after "
                                "`python run.py folds`)", layout.Bundle(code).folds.parent, layout.Bundle(code).folds.name)])
     print(f"code: {code}\ncompetition data: {data_dir}", flush=True)
