@@ -10,10 +10,12 @@ import json
 import shutil
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 from unittest import mock
 
 import requests
+from kagglesdk.blobs.types import blob_api_service as blob_types
 from kagglesdk.competitions.types import competition_api_service as competition_types
 from kagglesdk.datasets.types import dataset_api_service as dataset_types
 from kagglesdk.datasets.types.dataset_enums import DatabundleVersionStatus
@@ -40,9 +42,9 @@ EXTENDED = sys.modules[KaggleApi.__module__]
 class Refusal(Exception):
     """An answer >= 400 from Kaggle: {"code": code, "message": message}, as its API sends them."""
 
-    def __init__(self, code: int, message: str):
+    def __init__(self, code: int, message: str, headers: dict | None = None):
         super().__init__(message)
-        self.code, self.message = code, message
+        self.code, self.message, self.headers = code, message, headers or {}
 
 
 def _response(code: int, body: str, url: str = "https://api.kaggle.com/v1/fake") -> requests.Response:
@@ -107,7 +109,9 @@ class KaggleServer:
         self.datasets: dict[str, Dataset] = {}
         self.kernels: dict[str, Kernel] = {}
         self.calls: list[tuple] = []
-        self.blobs: dict[str, Path] = {}
+        self.blobs: dict[str, Path] = {}  # output files served for download
+        self.blobs_uploaded: dict[str, dict] = {}  # token -> name, declared length, bytes received
+        self.rate_limited = 0  # StartBlobUpload calls to answer 429 first
 
     # -- scripting ------------------------------------------------------------------------------------------
     def add_dataset(self, handle: str, folder: Path | None = None, **kw) -> Dataset:
@@ -149,11 +153,36 @@ class KaggleServer:
         out.current_version_number = d.shown or d.version
         return out
 
-    def upload(self, folder: str, dir_mode: str, new: bool):
-        """dataset_create_new / dataset_create_version after the client has uploaded the files: what Kaggle
-        keeps is what the client sends (folders only with dir_mode zip or tar)."""
-        meta = json.loads((Path(folder) / "dataset-metadata.json").read_text())
-        handle, title = meta["id"], meta["title"]
+    # -- uploads: the client's own blob upload (StartBlobUpload, then a PUT of the bytes), then the create call --
+    def StartBlobUpload(self, r):
+        self.calls.append(("blob", r.name))
+        if self.rate_limited > 0:  # Kaggle's 429, with the Retry-After the client honours
+            self.rate_limited -= 1
+            raise Refusal(429, "Too many requests", headers={"Retry-After": "0"})
+        token = f"blob-{len(self.blobs_uploaded)}"
+        self.blobs_uploaded[token] = {"name": r.name, "length": r.content_length, "data": None}
+        out = blob_types.ApiStartBlobUploadResponse()
+        out.token, out.create_url = token, f"https://www.kaggle.com/api/upload/{token}"
+        return out
+
+    def put_blob(self, url: str, data=None) -> requests.Response:
+        """requests.Session.put of an upload URL: the bytes arrive (a resume probe sends none)."""
+        blob = self.blobs_uploaded.get(url.rsplit("/", 1)[-1])
+        if blob is None:
+            return _response(404, "{}", url)
+        if data is not None:
+            blob["data"] = data.read()
+        return _response(200 if blob["data"] is not None else 308, "{}", url)
+
+    def CreateDataset(self, r):
+        return self._create(f"{r.owner_slug}/{r.slug}", r.title, r.files, new=True)
+
+    def CreateDatasetVersion(self, r):
+        return self._create(f"{r.owner_slug}/{r.dataset_slug}", None, r.body.files, new=False)
+
+    def _create(self, handle: str, title, new_files, new: bool):
+        """What Kaggle keeps of a create or version call: the files whose blobs arrived whole (a folder sent as
+        the client's zip shows as a folder, unless `extracts` is off)."""
         self.calls.append(("create" if new else "version", handle))
         owner = handle.split("/")[0]
         out = dataset_types.ApiCreateDatasetResponse()
@@ -167,14 +196,15 @@ class KaggleServer:
             return out
         dest = self.tmp / "datasets" / handle.replace("/", "__") / f"v{len(self.calls)}"
         dest.mkdir(parents=True)
-        for item in Path(folder).iterdir():
-            if item.is_file():
-                shutil.copy2(item, dest / item.name)
-            elif dir_mode in ("zip", "tar") and self.extracts:
-                shutil.copytree(item, dest / item.name)
-            elif dir_mode in ("zip", "tar"):
-                with EXTENDED.DirectoryArchive(str(item), dir_mode) as archive:
-                    shutil.copy2(archive.path, dest / archive.name)
+        for f in new_files:
+            blob = self.blobs_uploaded.get(f.token)
+            if blob is None or blob["data"] is None or len(blob["data"]) != blob["length"]:
+                raise Refusal(400, f"Blob upload with token {f.token!r} is incomplete")
+            (dest / blob["name"]).write_bytes(blob["data"])
+            if self.extracts and blob["name"].endswith(".zip"):
+                with zipfile.ZipFile(dest / blob["name"]) as z:
+                    z.extractall(dest / blob["name"][:-len(".zip")])
+                (dest / blob["name"]).unlink()
         if new:
             self.add_dataset(handle, dest, title=title, version=1, statuses=list(self.processing))
         else:
@@ -319,23 +349,25 @@ class FakeApi(KaggleApi):
                 resp = _response(200, type(obj).to_json(obj))
             except Refusal as r:
                 resp = _response(r.code, json.dumps({"code": r.code, "message": r.message}))
+                resp.headers.update(r.headers)
             return http._prepare_response(response_type, resp)
 
         http.call = call
         return kaggle
 
-    def _upload(self, name: str, args, kwargs, new: bool):
-        a = bound_args(name, args, kwargs)
-        try:
-            return self.server.upload(a["folder"], a["dir_mode"], new)
-        except Refusal as r:
-            raise http_error(r.code, r.message) from None
+    def _uploading(self):
+        """The blob PUTs the client sends with its own requests.Session go to the server (the rest of an upload
+        already runs through the faked transport)."""
+        server = self.server
+        return mock.patch.object(requests.Session, "put", lambda session, url, data=None, **kw: server.put_blob(url, data))
 
     def dataset_create_new(self, *args, **kwargs):
-        return self._upload("dataset_create_new", args, kwargs, new=True)
+        with self._uploading():
+            return super().dataset_create_new(*args, **kwargs)
 
     def dataset_create_version(self, *args, **kwargs):
-        return self._upload("dataset_create_version", args, kwargs, new=False)
+        with self._uploading():
+            return super().dataset_create_version(*args, **kwargs)
 
     def kernels_output(self, *args, **kwargs):
         bound_args("kernels_output", args, kwargs)

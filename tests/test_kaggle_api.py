@@ -39,13 +39,33 @@ def _folder(tmp_path, handle="someone/quest-bundle", name="b") -> Path:
 
 # 1. The first upload creates the dataset; create-or-version is decided before anything is uploaded.
 def test_first_upload_creates_and_later_ones_add_versions(tmp_path):
+    """The client's real dataset_create_new / dataset_create_version run (metadata checks, its own status look-up,
+    the resumable blob upload with its retry on 429, the create request): only the transport is faked."""
     client = FakeApi()
+    client.server.rate_limited = 1  # the first blob upload start is answered 429 (Retry-After: 0), then retried
     assert api.upload_dataset(_folder(tmp_path), client) == ("created", 1)
-    assert client.calls == [("status", "someone/quest-bundle"), ("create", "someone/quest-bundle")]
+    handle = "someone/quest-bundle"
+    assert client.calls[:2] == [("status", handle), ("status", handle)]  # ours, then the client's own look-up
+    blobs = [name for kind, name in client.calls[2:-1]]  # a file, a folder as the client's zip; the first twice
+    assert len(blobs) == 3 and set(blobs) == {"bundle.json", "pipeline.zip"} and client.calls[-1] == ("create", handle)
     assert api.upload_dataset(_folder(tmp_path), client) == ("version", 2)
-    assert [c[0] for c in client.calls[2:]] == ["status", "version"]
-    folder = client.server.datasets["someone/quest-bundle"].folder
+    assert [c[0] for c in client.calls[6:]] == ["status", "blob", "blob", "version"]
+    folder = client.server.datasets[handle].folder
     assert (folder / "pipeline" / "code.py").is_file()  # folders went up (dir_mode zip), not skipped
+    assert (folder / "bundle.json").read_text() == "{}"  # every byte arrived
+
+
+def test_a_dataset_kaggle_shows_late_gets_a_version_not_a_title_error(tmp_path):
+    """Our first look answers 404 (a new dataset shows late) but the client's own look inside dataset_create_new
+    finds it and answers "the requested title ... is already in use": that means add a version."""
+    server = KaggleServer()
+    server.add_dataset("someone/quest-bundle", tmp_path, title="Quest Bundle", hidden=1)
+    assert api.upload_dataset(_folder(tmp_path), FakeApi(server)) == ("version", 2)
+    assert [c[0] for c in server.calls][-1] == "version"
+    other = KaggleServer()  # another dataset of ours holds the title: that one is a real clash
+    other.add_dataset("someone/another-slug", tmp_path, title="Quest Bundle")
+    with pytest.raises(api.KaggleApiError, match="title is already in use"):
+        api.upload_dataset(_folder(tmp_path), FakeApi(other))
 
 
 def test_a_dataset_that_is_not_yours_is_refused_with_the_next_step(tmp_path):

@@ -199,8 +199,13 @@ def upload_dataset(folder: Path, client=None, notes: str = "update") -> tuple[st
     if state is None:
         with answering(f"creating the dataset {handle} from {folder}"):
             result = client.dataset_create_new(str(folder), public=False, dir_mode="zip", quiet=False)
-        check_result(result, f"creating the dataset {handle} from {folder}")
-        return "created", 1
+        if "already in use" in str(_field(result, "error") or ""):
+            # The client asks for the dataset itself before creating it and answers "the requested title is already
+            # in use" when it is there: our first look missed it (Kaggle shows a new dataset late). Ours: add a version.
+            state = dataset_state(handle, client)
+        if state is None:
+            check_result(result, f"creating the dataset {handle} from {folder}")
+            return "created", 1
     with answering(f"adding a version to the dataset {handle}", {403: f"Kaggle shows {handle}, but you may not add "
                    "versions to it: choose a slug under your own user name (kaggle.dataset)"}):
         result = client.dataset_create_version(str(folder), version_notes=notes, dir_mode="zip", quiet=False)
