@@ -112,6 +112,8 @@ class KaggleServer:
         self.blobs: dict[str, Path] = {}  # output files served for download
         self.blobs_uploaded: dict[str, dict] = {}  # token -> name, declared length, bytes received
         self.rate_limited = 0  # StartBlobUpload calls to answer 429 first
+        self.failing: set[str] = set()  # output file names whose download answers 500
+        self.page_size = 0  # ListKernelSessionOutput: files per page (0: one page)
 
     # -- scripting ------------------------------------------------------------------------------------------
     def add_dataset(self, handle: str, folder: Path | None = None, **kw) -> Dataset:
@@ -295,11 +297,15 @@ class KaggleServer:
             item.file_name, item.url = str(f.relative_to(work)), f"https://www.kaggleusercontent.com/blob/{len(self.blobs)}"
             self.blobs[item.url] = f
             items.append(item)
+        if self.page_size and len(items) > self.page_size:
+            items, out.next_page_token = items[:self.page_size], "page-2"
         out.files, out.log = items, f"[log of {handle} version {k.version}]"
         return out
 
-    def fetch(self, url: str, stream: bool = False) -> requests.Response:
-        """requests.get of an output file's URL."""
+    def fetch(self, url: str, stream: bool = False, **kw) -> requests.Response:
+        """requests.get of an output file's URL (`failing`: names answered 500, as a storage hiccup would)."""
+        if any(url == u and f.name in self.failing for u, f in self.blobs.items()):
+            return _response(500, '{"error": "backend error"}', url)
         resp = _response(200, "", url)
         resp._content = self.blobs[url].read_bytes()
         return resp
@@ -323,6 +329,25 @@ class KaggleServer:
         out = competition_types.ApiCreateCodeSubmissionResponse()
         out.message, out.ref = "Your submission was successfully saved", 7
         return out
+
+
+class _Serving:
+    """The client object build_kaggle_client returns, which while open also serves the file URLs its answers
+    name (requests.get: output files), as Kaggle's storage does."""
+
+    def __init__(self, kaggle, serving):
+        self._kaggle, self._serving = kaggle, serving
+
+    def __enter__(self):
+        self._serving.start()
+        return self._kaggle.__enter__()
+
+    def __exit__(self, *exc):
+        self._serving.stop()
+        return self._kaggle.__exit__(*exc)
+
+    def __getattr__(self, name):
+        return getattr(self._kaggle, name)
 
 
 class FakeApi(KaggleApi):
@@ -353,7 +378,7 @@ class FakeApi(KaggleApi):
             return http._prepare_response(response_type, resp)
 
         http.call = call
-        return kaggle
+        return _Serving(kaggle, mock.patch.object(requests, "get", server.fetch))
 
     def _uploading(self):
         """The blob PUTs the client sends with its own requests.Session go to the server (the rest of an upload

@@ -314,7 +314,7 @@ def _client_calls() -> list[tuple[str, int, list[str], str]]:
 def test_every_api_call_binds_to_the_installed_client():
     calls = _client_calls()
     assert {c[0] for c in calls} >= {"dataset_status", "dataset_create_new", "dataset_create_version",
-                                     "kernels_push", "kernels_status", "kernels_output", "build_kaggle_client",
+                                     "kernels_push", "kernels_status", "build_kaggle_client",
                                      "competition_submit_code", "competition_download_files"}
     for name, n_args, keywords, where in calls:
         method = getattr(KaggleApi, name, None)

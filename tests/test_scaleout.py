@@ -334,3 +334,24 @@ def test_collect_never_merges_into_a_run_another_process_is_writing(trained, tmp
     finally:
         writer.kill()
         writer.wait()
+
+
+@requires_client
+def test_kernel_output_pages_and_failed_downloads_are_refused_not_merged(trained, tmp_path):
+    """An output listing cut into pages is refused with the count (the client reads the first page only); a
+    file whose download answers 500 is an error with Kaggle's status, not an error page saved as a fold file."""
+    cfg, (run_dir, _) = trained
+    here = _collector(trained, tmp_path)
+    out, _ = _kernel_output(tmp_path, run_dir)
+    handle = "someone/quest-train-f0-1"
+    paged = KernelOutput(out, [handle])
+    paged.page_size = 3
+    with pytest.raises(api.KaggleApiError, match=r"cut into pages \(3 files on the first\)"):
+        stages.collect(here, kernels=[handle], client=FakeApi(paged))
+    broken = KernelOutput(out, [handle])
+    broken.failing = {"model.weights.h5"}
+    with pytest.raises(api.KaggleApiError, match=r"Kaggle answered 500: .*Kaggle's service failed on its side"):
+        stages.collect(here, kernels=[handle], client=FakeApi(broken))
+    assert not Run(here.run_dir).finished_folds()
+    stages.collect(here, kernels=[handle], client=_kaggle(out, handle))
+    assert Run(here.run_dir).finished_folds() == [0, 1]

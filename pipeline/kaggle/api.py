@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import time
 from pathlib import Path
 
@@ -337,39 +336,39 @@ def wait_kernel(handle: str, client=None, timeout: float = 0, poll: float = 60) 
         waited += poll
 
 
-def kernel_output_names(handle: str, client) -> list[str]:
-    """The files a kernel's output lists, asked through the client's own request (the one kernels_output sends),
-    each checked to stay inside the folder it will be written to; UnsafeArchive names any that would not. An
-    answer cut into pages is refused with the count (kernels_output reads the first page only)."""
+def download_kernel_output(handle: str, dest: Path, client=None) -> list[Path]:
+    """A kernel's output files (its working directory, and its log) into dest, a fresh folder of the pipeline's,
+    under its lock. The listing is asked through the client's own request (the one kernels_output sends); every
+    name is checked to stay inside dest before a byte is fetched, an answer cut into pages is refused with the
+    count, and each file's download must answer 200 (kernels_output writes whatever comes back, an error page
+    included). Files are written whole (temp file + rename), never through a link."""
+    import requests
     from kagglesdk.kernels.types.kernels_api_service import ApiListKernelSessionOutputRequest
 
+    client = client or get_client()
     owner, slug = handle.split("/")
     request = ApiListKernelSessionOutputRequest()
     request.user_name, request.kernel_slug = owner, slug
-    with answering(f"listing the output of kernel {handle}"), client.build_kaggle_client() as kaggle:
+    what = f"downloading the output of kernel {handle}"
+    with files.exclusive(layout.lock_of(dest), f"{dest} is being downloaded by {{holder}}; wait for it"), \
+            answering(what), client.build_kaggle_client() as kaggle:
         response = kaggle.kernels.kernels_api_client.list_kernel_session_output(request)
-    names = [item.file_name for item in response.files or []]
-    if response.next_page_token:
-        raise KaggleApiError(f"kernel {handle}'s output is cut into pages ({len(names)} files on the first); the "
-                             "kaggle client downloads the first page only. Write fewer files from the kernel")
-    bad = [f"{n!r} ({why})" for n in names if (why := archives.name_problem(n))]
-    if bad:
-        raise archives.UnsafeArchive(f"kernel {handle}'s output names file(s) outside its folder: {', '.join(bad[:3])}; "
-                                     "nothing was downloaded")
-    return names
-
-
-def download_kernel_output(handle: str, dest: Path, client=None) -> list[Path]:
-    """A kernel's output files (its working directory, and its log) into dest, a fresh folder of the pipeline's:
-    only names checked to stay inside it are downloaded (kernel_output_names), and what the client wrote is
-    checked to be plain files before anything reads it."""
-    client = client or get_client()
-    names = kernel_output_names(handle, client)
-    with files.exclusive(layout.lock_of(dest), f"{dest} is being downloaded by {{holder}}; wait for it"):
+        items = list(response.files or [])
+        if response.next_page_token:
+            raise KaggleApiError(f"kernel {handle}'s output is cut into pages ({len(items)} files on the first); "
+                                 "the kaggle client reads the first page only. Write fewer files from the kernel")
+        bad = [f"{i.file_name!r} ({why})" for i in items if (why := archives.name_problem(i.file_name))]
+        if bad:
+            raise archives.UnsafeArchive(f"kernel {handle}'s output names file(s) outside its folder: "
+                                         f"{', '.join(bad[:3])}; nothing was downloaded")
         files.remove_tree(dest)
         dest.mkdir(parents=True)
-        exact = "^(?:" + "|".join(re.escape(n) for n in names) + ")$"
-        with answering(f"downloading the output of kernel {handle}"):
-            client.kernels_output(handle, path=str(dest), file_pattern=exact, force=True, quiet=True)
-        archives.check_tree(dest)
-        return sorted(p for p in dest.rglob("*") if p.is_file())
+        for item in items:
+            got = requests.get(item.url, stream=True, timeout=600)
+            got.raise_for_status()
+            with files.atomic_path(dest / item.file_name) as tmp:
+                tmp.write_bytes(got.content)
+        if response.log:
+            files.write_text(dest / f"{slug}.log", response.log)
+    archives.check_tree(dest)
+    return sorted(p for p in dest.rglob("*") if p.is_file())
