@@ -177,3 +177,29 @@ def test_validate_and_ensemble_on_real_rows(tmp_path, toy_dir):
     stages.ensemble(cfg)
     sub = pd.read_csv(cfg.submission_file)
     assert (sub[ID] == tables.load(cfg, "sample_submission")[ID]).all()
+
+
+def test_the_report_scores_the_kept_the_last_and_the_other_folds_epochs(trained):
+    """Beside the kept epochs' OOF (chosen on the rows that score it), the last epochs' and an honest one: each
+    fold at the epoch the other fold scores best. Every epoch's predictions are kept, and the kept epoch's equal
+    oof.csv."""
+    from pipeline.run.rundir import Run
+
+    cfg, (run_dir, _) = trained
+    stages.validate(cfg)
+    e = files.read_json(run_dir / "report" / "report.json")["epochs"]
+    run = Run(run_dir)
+    curves = {k: pd.read_csv(run.fold(k).history)["val_spearman"].to_numpy() for k in (0, 1)}
+    assert e["other_folds_epochs"] == {"0": int(np.argmax(curves[1])) + 1, "1": int(np.argmax(curves[0])) + 1}
+    frames = {}
+    for k in (0, 1):
+        with np.load(run.fold(k).epoch_oof) as z:
+            preds, ids = z["preds"], z["qa_id"]
+        kept = pd.read_csv(run.fold(k).oof).set_index(ID).loc[ids, list(TARGETS)].to_numpy()
+        assert len(preds) == len(curves[k]) and np.allclose(preds[e["kept_epochs"][str(k)] - 1], kept, atol=1e-6)
+        frames[k] = pd.DataFrame(preds[-1], columns=list(TARGETS)).assign(**{ID: ids})
+    last = pd.concat(frames.values())
+    train = tables.load(cfg, "train").set_index(ID).loc[last[ID]]
+    assert e["last"] == pytest.approx(metrics.spearman(train[list(TARGETS)].to_numpy(), last[list(TARGETS)].to_numpy()).mean)
+    md = (run_dir / "report" / "report.md").read_text()
+    assert f"- OOF at the last epoch: {e['last']:.4f}" in md and "chosen by its Spearman on the fold's own" in md

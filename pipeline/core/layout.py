@@ -56,6 +56,9 @@ class Fold:
     history = property(lambda self: self.root / "history.csv")
     metrics = property(lambda self: self.root / "metrics.json")
     coding = property(lambda self: self.root / "targets.json")  # target coding fitted on the fold's training rows
+    # Every epoch's out-of-fold predictions (qa_id, preds: epochs x rows x targets): scores at the last epoch and at
+    # an epoch chosen on the other folds, beside the kept one (oof.csv)
+    epoch_oof = property(lambda self: self.root / "oof_epochs.npz")
     # Written last, holding the hashes later stages check (weights, test file): the fold is finished.
     finished = property(lambda self: self.root / "finished.json")
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 SCORE_MEANINGS = (
     ("OOF Spearman (all rows)", "the competition metric (mean over the 30 targets of each target's Spearman) over "
-     "every out-of-fold row, each predicted by the one fold model that never saw its question: the CV number "
-     "write-ups quote. A question with many answers counts once per answer."),
+     "every out-of-fold row, each predicted by the one fold model that never saw its question, at the fold's kept "
+     "epoch: the CV number write-ups quote. With train.keep = best (the default) each fold's epoch was chosen by "
+     "its Spearman on these same rows, so this is optimistic (see the last two rows). A question with many answers "
+     "counts once per answer."),
     ("mean of folds", "each finished fold's Spearman on its own held rows, averaged: noisier than the pooled "
      "number, and what `train` logs per fold."),
     ("unique-question OOF", "question targets scored once per question (its answers' labels and predictions "
@@ -18,6 +20,11 @@ SCORE_MEANINGS = (
      "held sets."),
     ("keep decision nested too (honest)", "the keep-or-not decision is also made without the held set: what "
      "post-processing can be expected to give on a new test set of that size. Quote this one."),
+    ("OOF at the last epoch", "the same rows, each fold at its last epoch: no epoch chosen on any rows."),
+    ("OOF at the epoch chosen on the other folds (honest)", "each fold at the epoch the other folds score best "
+     "on average: no fold's epoch was chosen on its own rows (needs two folds or more). Quote this one, or the "
+     "last epoch's, as a score no epoch choice has seen; that epoch count, trained with train.keep = last, is the "
+     "honest way to fix the final model's epochs."),
 )
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 from pipeline.core import files, layout
 from pipeline.core.columns import ID, TARGETS
 from pipeline.data import folds, metrics, tables
-from pipeline.evaluate import baseline, postprocess, scores
+from pipeline.evaluate import baseline, epochs, postprocess, scores
 from pipeline.run.rundir import Run
 from pipeline.text import encode
 
@@ -80,6 +80,15 @@ def _spread(pp: dict) -> str:
             f"standard deviation of {g['sd']:.4f}, from {g['min']:+.4f} to {g['max']:+.4f} over {g['n']} sets)")
 
 
+KEPT = {"best": "each chosen by its Spearman on the fold's own held rows (train.keep = best)",
+        "last": "each fold's last (train.keep = last)"}
+
+
+def _maybe(value) -> str:
+    return "n/a (folds trained before every epoch's predictions were kept, or one fold)" if value is None \
+        else f"{value:.4f}"
+
+
 def _markdown(run: Run, rep: dict) -> str:
     sizes = [int(n) for n in next(iter(rep["postprocess_by_size"].values()), {})]
     pp, names = rep["postprocess"], [name for name, _ in scores.SCORE_MEANINGS]
@@ -91,6 +100,9 @@ def _markdown(run: Run, rep: dict) -> str:
              f"- {names[3]}: {pp['before']:.4f}; held sets: {pp['split']}",
              f"- {names[4]}: {pp['after_nested']:.4f} ({pp['n_applied']} column(s) changed)",
              f"- {names[5]}: **{pp['after_honest']:.4f}**{_spread(pp)}",
+             f"- {names[6]}: {_maybe(rep['epochs']['last'])} (epochs {rep['epochs']['last_epochs']})",
+             f"- {names[7]}: **{_maybe(rep['epochs']['other_folds'])}** (epochs {rep['epochs']['other_folds_epochs']}; "
+             f"kept: {rep['epochs']['kept_epochs']}, {KEPT[rep['keep']]})",
              f"- Constant columns (scored 0): {rep['n_constant']} {rep['constant_columns'] or ''}",
              f"- Folds: {rep['folds_done']}", "", "| fold | Spearman | best epoch |", "|---|---|---|"]
     lines += [f"| {k} | {v['val_spearman']:.4f} | {v['best_epoch']} |" for k, v in rep["per_fold"].items()]
@@ -118,7 +130,7 @@ def _markdown(run: Run, rep: dict) -> str:
     return "\n".join(lines)
 
 
-REPORT_VERSION = 5  # bump when the report gains content, so current-looking old reports are rebuilt
+REPORT_VERSION = 6  # bump when the report gains content, so current-looking old reports are rebuilt
 
 
 def _truncation(cfg, run: Run, train: pd.DataFrame) -> list[dict]:
@@ -132,7 +144,9 @@ def validate_run(cfg, run: Run) -> list[Path]:
     run.check_data(tables.fingerprint(cfg))
     for k in run.finished_folds():
         run.verify_weights(k)
-    stamp = files.sha256_text(oof.to_csv(index=False), cfg.postprocess.methods, cfg.postprocess.round_grids,
+    stamp = files.sha256_text(oof.to_csv(index=False), *(files.sha256_file(run.fold(k).epoch_oof) for k in
+                                                         run.finished_folds() if run.fold(k).epoch_oof.is_file()),
+                              cfg.postprocess.methods, cfg.postprocess.round_grids,
                               cfg.postprocess.kmeans_levels, cfg.postprocess.eval_rows, REPORT_VERSION)
     if files.is_current(run.report_json, stamp, run.report_md):
         return [run.report_json, run.report_md, run.postprocess]
@@ -165,12 +179,16 @@ def validate_run(cfg, run: Run) -> list[Path]:
            "n_constant": score.n_constant, "constant_columns": score.constant_columns, "per_fold": per_fold,
            "per_column": score.per_column, "postprocess": {**postprocess.summary(pp), "split": split_note},
            "postprocess_columns": pp, "postprocess_by_size": by_size, "eval_rows": cfg.postprocess.eval_rows,
-           "baseline_per_column": base, "truncation": truncation,
+           "baseline_per_column": base, "truncation": truncation, "epochs": epochs.scores(run, truth),
+           "keep": run.load_config().train.keep,
            "below_baseline": [c for c in TARGETS if score.per_column[c] < base[c]]}
     paths = _plots(run, score.per_column, pp, base)
     paths.append(files.write_json(run.postprocess, pp))
     paths.append(files.write_text(run.report_md, _markdown(run, rep)))
     paths.append(files.write_json(run.report_json, rep))  # last: its stamp marks the report current
+    log.info("%s: OOF %.4f at the kept epochs (%s), %s at the last, %s at the epochs the other folds choose "
+             "(honest)", run.name, score.mean, KEPT[rep["keep"]].split(" (")[0], _maybe(rep["epochs"]["last"]),
+             _maybe(rep["epochs"]["other_folds"]))
     log.info("%s: OOF %.4f, unique-question OOF %.4f, post-processed nested %.4f (honest %.4f), %d constant "
              "column(s), %d target(s) below the TF-IDF baseline -> %s", run.name, score.mean, unique.mean,
              rep["postprocess"]["after_nested"], rep["postprocess"]["after_honest"], score.n_constant,

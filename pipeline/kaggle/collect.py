@@ -28,7 +28,7 @@ from pipeline.text import modeldir, tokenizer as tokenizer_lib
 
 log = logging.getLogger(__name__)
 # What a collected fold brings (layout.Fold attributes); anything else in its folder stays behind.
-FOLD_FILES = ("weights", "coding", "oof", "test", "history", "metrics", "finished")
+FOLD_FILES = ("weights", "coding", "oof", "epoch_oof", "test", "history", "metrics", "finished")
 
 
 def collect(cfg, kernel_handles: list[str] | None = None, wait: float = 0, client=None) -> list[Path]:

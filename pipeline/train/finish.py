@@ -31,6 +31,13 @@ def describe(run: Run, model):
                        "at model.path changed?); a run keeps one model description: train a new train.run_name")
 
 
+def save_epochs(fold, ids: np.ndarray, preds: list[np.ndarray]):
+    """Every epoch's out-of-fold predictions, so a report can score the last epoch, or an epoch chosen on the
+    other folds, beside the kept one (evaluate/epochs.py). Written before finished.json."""
+    with files.atomic_path(fold.epoch_oof, suffix=".npz") as tmp:
+        np.savez_compressed(tmp, qa_id=np.asarray(ids, np.int64), preds=np.stack(preds).astype(np.float32))
+
+
 def save_fold(run: Run, k: int, model, coding, inp, va, oof, test_pred, history: list[dict], result: dict) -> dict:
     """Write fold k of run; `result` holds how it was trained, to which the score and precision are added."""
     import keras

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core import files
-from pipeline.core.columns import TARGETS
+from pipeline.core.columns import ID, TARGETS
 from pipeline.core.errors import UsageError
 from pipeline.data import folds as folds_lib, metrics, tables
 from pipeline.modeling import device, feeding
@@ -65,6 +65,7 @@ def epoch_eval(tcfg, val_feed, y_val):
         def __init__(self):
             super().__init__()
             self.rows, self.best, self.best_epoch, self.kept_weights, self.wait = [], -np.inf, -1, None, 0
+            self.preds = []  # every epoch's validation predictions (oof_epochs.npz)
             self.best_pred = self.last_pred = None
             self.stopped, self.stage = False, "finetune"  # the loop sets "head_only" for a frozen-backbone stage
 
@@ -90,6 +91,7 @@ def epoch_eval(tcfg, val_feed, y_val):
             log.info("  epoch %d: loss %.4f  val_loss %.4f  val_spearman %.4f  (%.0fs)", epoch + 1,
                      self.rows[-1]["loss"], val_loss, score, seconds)
             self.last_pred = pred
+            self.preds.append(np.asarray(pred, np.float32))
             if improved:
                 self.best, self.best_epoch, self.wait, self.best_pred = score, epoch + 1, 0, pred
             else:
@@ -224,6 +226,7 @@ def train_fold(cfg, k: int, inp: Inputs, info, strat, run: Run) -> dict:
     seconds = time.perf_counter() - start
     oof = callback.best_pred if tcfg.keep == "best" else callback.last_pred
     test_pred = feeding.predict(model, test_feed, tcfg.eval_batch_size, tcfg.batching, xla=tcfg.xla)
+    finish.save_epochs(run.fold(k), inp.train[ID].to_numpy()[va], callback.preds)
     result = finish.save_fold(run, k, model, coding, inp, va, oof, test_pred, callback.rows, {
         "best_epoch": callback.best_epoch if tcfg.keep == "best" else len(callback.rows),
         "epochs_run": len(callback.rows), "train_seconds": seconds, "pseudo_rows": n_pseudo, "replicas": replicas,
