@@ -70,6 +70,8 @@ def test_collected_folds_join_the_run_and_are_checked(trained, tmp_path):
      "tokenizer copy .* does not match its run.json"),
     (lambda src: src.fold(1).weights.write_bytes(b"half"), "fold1/model.weights.h5 is damaged"),
     (lambda src: shutil.copy(src.fold(0).oof, src.fold(1).oof), "its fold 1 predicted .* holds another fold's output"),
+    (lambda src: files.write_json(src.info, {**files.read_json(src.info), "data_fingerprint": {"labels": "x"}}),
+     "trained on another train file"),
     (lambda src: shutil.copytree(src.fold(0).root, src.root / "fold7"), "fold7 are not folds of this 2-fold run"),
     (lambda src: files.write_json(src.fold(0).metrics, {**files.read_json(src.fold(0).metrics), "global_batch": 32}),
      None),  # checked against this run's other folds below

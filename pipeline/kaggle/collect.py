@@ -110,6 +110,11 @@ def check(cfg, run: Run, src: Run, handle: str) -> list[int]:
         raise RunError(f"{where} trained on another split (folds fingerprint {info.folds_fingerprint}, here "
                        f"{folds_lib.fingerprint(cfg)} for {cfg.folds_file}): its OOF rows would not match this run's "
                        "folds. Package the code dataset again from this folds file and push the kernel again")
+    here = tables.fingerprint(cfg)
+    if info.data_fingerprint and info.data_fingerprint != here:
+        raise RunError(f"{where} trained on another train file (labels or inputs fingerprint "
+                       f"{info.data_fingerprint} vs {here} here for {cfg.data_file('train_file')}): its folds would "
+                       "be scored against other labels. Use the same competition files here and there")
     if tokenizer_lib.load(src.tokenizer).fingerprint != info.tokenizer_fingerprint:
         raise RunError(f"{where}: its tokenizer copy {src.tokenizer} does not match its run.json")
     want = expected_identity(cfg)
