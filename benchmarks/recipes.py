@@ -180,7 +180,8 @@ def markdown(rows: list[dict], smoke: bool) -> str:
     lines = ["# Recipes on the real rows" + (" (smoke: tiny random BERT, generated rows)" if smoke else ""), "",
              "Protocol (benchmarks/recipes.py): all 4,867 shared real train rows in the project's 5 question-grouped "
              "folds, fold 0 trained (3,891 rows) and scored on its 976 held rows; all-MiniLM-L6-v2 in place of each "
-             "recipe's backbone, its rate the recipe's lr_backbone x 4; joint 256 tokens, dual 128 + 128; the "
+             "recipe's backbone, its rate the recipe's lr_backbone x 4 (the head's rate is not scaled, so each "
+             "recipe's head / backbone ratio is a quarter of the team's); joint 256 tokens, dual 128 + 128; the "
              "recipe's epochs, at least 3 and at most 5 (head-only epochs at most 5); batch 16. One row per "
              "sitting, each with its date and device.", "",
              "Raw is the held rows' Spearman of the epoch the run kept (`train.keep`; `best` chooses it on these same "

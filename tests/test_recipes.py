@@ -52,3 +52,12 @@ def test_recipe_runs_end_to_end(tmp_path, synth_dir, tiny_model_dir, recipe):
     assert sub[list(TARGETS)].notna().all().all() and sub[list(TARGETS)].to_numpy().min() >= 0
     ens = files.read_json(layout.ensemble(cfg).summary)
     assert (ens["postprocess"] is not None) == full.postprocess.blend
+
+
+def test_recipes_md_lists_every_setting_each_recipe_inherits():
+    """A new default, or a recipe that stops setting something, changes the table: RECIPES.md must follow."""
+    from pipeline.dev import recipes
+
+    assert recipes.table() in (ROOT / "RECIPES.md").read_text()
+    inherited = recipes.inherited(ROOT / "configs" / "recipes" / "public-baseline.toml")
+    assert inherited["train.weight_decay"] == 0.01 and "train.lr_head" not in inherited
