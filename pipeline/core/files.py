@@ -197,7 +197,7 @@ def _hold(lock_file: Path, busy: str, error: type[Exception]):
         except BlockingIOError:
             holder = handle.read().strip() or "another process"
             handle.close()
-            raise error(busy.format(holder=holder)) from None
+            raise error(busy.replace("{holder}", holder)) from None
         try:
             if os.stat(lock_file, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
                 break

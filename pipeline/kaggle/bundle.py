@@ -47,12 +47,6 @@ def validate_dataset_metadata(meta: dict):
         raise UsageError("dataset metadata needs a licenses list")
 
 
-def _copy(src: Path, dst: Path, within: Path | None = None):
-    """One file into a bundle or kernel folder (files.copy_file: no link followed at either end, so a link in a
-    run folder to ~/.kaggle/kaggle.json never publishes the key)."""
-    files.copy_file(src, dst, within)
-
-
 def trained_versions(members: list[Run]) -> dict[str, str]:
     """keras / keras-hub versions the runs were trained with (run.json), which the kernel must run."""
     found: dict[str, set] = {d: set() for d in wheels.TRAINED_WITH}
@@ -102,14 +96,14 @@ def _stage_code(cfg, staging: Path, versions: dict[str, str]):
     code = [root / "pipeline" / "__init__.py"]
     code += [f for pkg in SHIPPED_PACKAGES for f in sorted((root / "pipeline" / pkg).glob("*.py"))]
     for src in code + [root / "run.py", root / "requirements.txt"]:
-        _copy(src, staging / src.relative_to(root))
+        files.copy_file(src, staging / src.relative_to(root))
     for src in sorted((root / "configs").glob("*.toml")):
-        _copy(src, staging / "configs" / src.name)
+        files.copy_file(src, staging / "configs" / src.name)
     if not cfg.folds_file.is_file():
         raise MissingArtifact(f"{cfg.folds_file} not found; run `python run.py folds` first (kernels train on this split)")
     target = layout.Bundle(staging)
     for src, dst in ((cfg.folds_file, target.folds), (layout.folds_meta(cfg.folds_file), layout.folds_meta(target.folds))):
-        _copy(src, dst)
+        files.copy_file(src, dst)
     wheels.collect(dict(versions), cfg.kaggle.wheels, wheels.read_image(cfg.path(cfg.kaggle.image)),
                    cfg.path(cfg.kaggle.wheel_dir), target.wheels)
 
@@ -172,7 +166,7 @@ def package(cfg, run_names: list[str], out: str | None = None, upload: bool = Fa
             dst = target.run(run.name)
             for attr in RUN_FILES:
                 if getattr(run, attr).is_file() or getattr(run, attr).is_symlink():
-                    _copy(getattr(run, attr), getattr(dst, attr), within=run.root)
+                    files.copy_file(getattr(run, attr), getattr(dst, attr), within=run.root)
             files.refuse_link(run.tokenizer, within=run.root)
             files.copy_tree(run.tokenizer, dst.tokenizer)
             for k in run.finished_folds():
@@ -180,7 +174,7 @@ def package(cfg, run_names: list[str], out: str | None = None, upload: bool = Fa
                 converted = run.weights_without_optimizer(k, dst.fold(k).weights)
                 for attr in FOLD_FILES:
                     if not (converted and attr in ("weights", "finished")):
-                        _copy(getattr(run.fold(k), attr), getattr(dst.fold(k), attr), within=run.root)
+                        files.copy_file(getattr(run.fold(k), attr), getattr(dst.fold(k), attr), within=run.root)
                 if converted:
                     files.write_json(dst.fold(k).finished, converted)
                     log.info("%s fold %d: weights saved with the optimizer's state (an older fold); bundled "
