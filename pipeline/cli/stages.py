@@ -78,19 +78,17 @@ def ensemble(cfg, runs: list[str] | None = None) -> list[Path]:
     """`predict` for each member whose test predictions are missing or stale, then the blend."""
     from pipeline.evaluate import ensemble as ensemble_lib
     from pipeline.run import predict as predict_lib
-    from pipeline.run.rundir import Run
 
-    names = runs or cfg.ensemble.runs or [str(cfg.run_dir)]
-    with _holding(names, cfg):
-        for name in names:
-            predict_lib.predict_run(Run.resolve(name, cfg), cfg.data_file("test_file"), cache_dir=cfg.cache_dir)
+    with _holding(runs or cfg.ensemble.runs or [str(cfg.run_dir)], cfg) as members:
+        for run in members:
+            predict_lib.predict_run(run, cfg.data_file("test_file"), cache_dir=cfg.cache_dir)
         return ensemble_lib.ensemble(cfg, runs)
 
 
 @contextlib.contextmanager
 def _holding(run_names: list[str], cfg):
     """The runs' locks, held while a stage writes predictions into them and reads their folds: a run that `train`
-    or `collect` is writing is refused in one line, never read half made."""
+    or `collect` is writing is refused in one line, never read half made. Yields the runs, resolved once."""
     from pipeline.run.rundir import Run
 
     own = str(cfg.run_dir)
@@ -99,7 +97,7 @@ def _holding(run_names: list[str], cfg):
         for run in runs.values():
             if run.root.is_dir():
                 held.enter_context(run.lock())
-        yield
+        yield list(runs.values())
 
 
 def run_all(cfg) -> list[Path]:

@@ -151,7 +151,7 @@ def copy_tree(src: str | Path, dst: str | Path) -> list[Path]:
     written = []
     for dirpath, dirnames, filenames in os.walk(src):
         here = Path(dirpath)
-        for name in sorted(dirnames + filenames):
+        for name in sorted(dirnames):  # a linked folder is listed here, never entered; files: copy_file checks
             refuse_link(here / name)
         for name in sorted(filenames):
             written.append(copy_file(here / name, dst / (here / name).relative_to(src)))

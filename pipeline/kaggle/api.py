@@ -370,5 +370,4 @@ def download_kernel_output(handle: str, dest: Path, client=None) -> list[Path]:
                 tmp.write_bytes(got.content)
         if response.log:
             files.write_text(dest / f"{slug}.log", response.log)
-    archives.check_tree(dest)
     return sorted(p for p in dest.rglob("*") if p.is_file())
