@@ -12,7 +12,7 @@ from conftest import ROOT, tiny_train_config
 from pipeline.cli import stages
 from pipeline.core import config, files, layout
 from pipeline.core.columns import ID, TARGETS, TEXT_COLUMNS
-from pipeline.data import tables
+from pipeline.data import folds as folds_lib, tables
 from pipeline.modeling import feeding
 from pipeline.run import predict
 from pipeline.run.rundir import Run
@@ -121,9 +121,10 @@ def test_logs_to_a_file_are_plain_lines_with_rate_and_eta(tmp_path, synth_dir, t
     assert quiet.returncode == 0 and " step " not in quiet.stdout + quiet.stderr
 
 
-@pytest.mark.parametrize("keep", ["best", "last"])
+@pytest.mark.parametrize("keep", ["best", "last", "inner"])
 def test_the_kept_epoch_is_what_is_saved(tmp_path, synth_dir, tiny_model_dir, keep, monkeypatch):
-    """keep=best restores the best epoch's weights (keep=last the last's); the saved score, OOF and weights agree.
+    """keep=best restores the best epoch's weights (keep=last the last's; keep=inner the epoch its inner rows,
+    held out of training, score best); the saved score, OOF and weights agree.
     The fold's train step is traced once for all its epochs and batch shapes (its Python runs only to trace)."""
     from pipeline.modeling import accumulate
 
@@ -137,8 +138,12 @@ def test_the_kept_epoch_is_what_is_saved(tmp_path, synth_dir, tiny_model_dir, ke
     fold = layout.RunPaths(run_dir).fold(0)
     history, saved = pd.read_csv(fold.history), files.read_json(fold.metrics)
     scores = history["val_spearman"]
-    assert saved["val_spearman"] == pytest.approx(scores.max() if keep == "best" else scores.iloc[-1])
-    assert saved["best_epoch"] == (int(scores.idxmax()) + 1 if keep == "best" else 3)
+    chosen = {"best": int(scores.idxmax()) + 1, "last": 3}.get(keep)
+    if keep == "inner":  # chosen by the inner rows' curve, whatever the held fold says; they were not trained on
+        chosen = int(history["inner_spearman"].idxmax()) + 1
+        held_out = (folds_lib.read(cfg, tables.load(cfg, "train")) != 0).sum()
+        assert saved["inner_rows"] > 0 and saved["train_rows"] + saved["inner_rows"] == held_out
+    assert saved["best_epoch"] == chosen and saved["val_spearman"] == pytest.approx(scores.iloc[chosen - 1])
     oof = pd.read_csv(fold.oof)
     train = tables.load(cfg, "train").set_index(ID).loc[oof[ID]].reset_index()
     encoder = encode.Encoder.for_model(cfg)

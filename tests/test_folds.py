@@ -69,3 +69,17 @@ def test_real_train_rows_keep_questions_together(tmp_path, real_dir):
     assert _same_question_same_fold(train, fold)
     sizes = np.bincount(fold)
     assert sizes.min() > 0.9 * sizes.max()
+
+
+def test_the_inner_split_holds_out_whole_questions_seeded():
+    """train.keep = inner: about `share` of a fold's training rows, whole question groups, drawn by the seed."""
+    groups = np.repeat(np.arange(60), np.tile([1, 2, 3], 20))  # 120 rows, 60 questions of 1-3 answers
+    rows = np.flatnonzero(groups % 5 != 0)  # a fold's training rows
+    fit, inner = folds.inner_split(groups, rows, 0.2, seed=7)
+    assert sorted(np.concatenate([fit, inner]).tolist()) == rows.tolist()
+    assert not set(groups[fit]) & set(groups[inner])  # no question on both sides
+    assert 0.2 * len(rows) <= len(inner) < 0.2 * len(rows) + 3  # whole questions: at most one group over
+    again, other = folds.inner_split(groups, rows, 0.2, seed=7)[1], folds.inner_split(groups, rows, 0.2, seed=8)[1]
+    assert again.tolist() == inner.tolist() and other.tolist() != inner.tolist()
+    with pytest.raises(folds.FoldsError, match="inner_share"):
+        folds.inner_split(np.zeros(10, int), np.arange(10), 0.2, seed=0)  # one question cannot be split

@@ -179,8 +179,8 @@ def test_the_size_table_is_the_report_s_estimate_at_each_size():
             assert table[method][str(size)] == pytest.approx(gain), (method, size)
 
 
-def test_the_honest_gain_s_spread_is_per_held_set_and_shrinks_as_the_sets_grow():
-    """The summary's spread is over the held sets' own gains (honest minus untouched, mean over the columns):
+def test_the_honest_gain_s_spread_is_per_scored_set_and_shrinks_as_the_sets_grow():
+    """The summary's spread is over the scored sets' own gains (honest minus untouched, mean over the columns):
     what one test set of that size may see. Larger sets average more rows, so their gains vary less."""
     rng = np.random.default_rng(2)
     n = 2400
@@ -188,16 +188,74 @@ def test_the_honest_gain_s_spread_is_per_held_set_and_shrinks_as_the_sets_grow()
     y2 = (rng.random((n, 2)) < [0.08, 0.3]).astype(float)  # two binary-like columns: ties gain
     p2 = np.where(y2 > 0, rng.normal(0.6, 0.2, y2.shape), rng.normal(0.3, 0.2, y2.shape))
     spread = {}
-    for size in (100, 1000):
+    for size in (100, 400):
         report = postprocess.fit(y2, p2, fold, ["a", "b"], eval_rows=size)
-        sets = postprocess.Held(fold, None, size).sets(np.ones(len(y2), bool))
-        first = [postprocess.score_column(y2[sets[0], j], p2[sets[0], j]) for j in range(2)]
-        assert [c["by_held_set"]["before"][0] for c in report.values()] == pytest.approx(first, abs=1e-6)
+        first = postprocess.Held(fold, None, size).units()[0][1][0]  # fold 0's first scored set
+        assert len(postprocess.Held(fold, None, size).units()) == 5 and first.sum() == size and (fold[first] == 0).all()
+        assert [c["by_held_set"]["before"][0] for c in report.values()] == pytest.approx(
+            [postprocess.score_column(y2[first, j], p2[first, j]) for j in range(2)], abs=1e-6)
         s = postprocess.summary(report)
         gains = np.mean([np.subtract(c["by_held_set"]["honest"], c["by_held_set"]["before"])
                          for c in report.values()], axis=0)
         assert s["after_honest"] - s["before"] == pytest.approx(gains.mean(), abs=1e-5)
         spread[size] = s["honest_gain_by_held_set"]
-        assert spread[size]["n"] == postprocess.DRAWS and spread[size]["min"] <= gains.mean() <= spread[size]["max"]
+        assert spread[size]["n"] == 5 * postprocess.DRAWS and spread[size]["min"] <= gains.mean() <= spread[size]["max"]
         assert s["after_honest"] > s["before"]  # a real gain, uncertain by a per-set spread
-    assert spread[100]["sd"] > 1.5 * spread[1000]["sd"] > 0
+    assert spread[100]["sd"] > 1.5 * spread[400]["sd"] > 0
+
+
+def test_the_honest_estimate_is_the_shipped_procedure_fitted_without_the_fold_it_scores():
+    """Each fold's honest gain is what `ensemble` ships, run on the other folds alone (fit, then apply), applied to
+    the fold's own 476-row-like sets: the fold's labels never choose a transform nor decide to keep it."""
+    rng = np.random.default_rng(11)
+    n = 1500
+    fold, groups = rng.integers(0, 5, n), np.arange(n) // 2
+    y = np.column_stack([(rng.random(n) < 0.1).astype(float), np.round(rng.random(n) * 3) / 3])
+    p = np.clip(y * 0.4 + rng.random((n, 2)) * 0.6, 0, 1)
+    report = postprocess.fit(y, p, fold, ["a", "b"], eval_rows=120, groups=groups, margin=0.5)
+    units = postprocess.Held(fold, groups, 120).units()
+    for k, (held, scored) in enumerate(units):
+        rest = ~held
+        shipped = postprocess.fit(y[rest], p[rest], fold[rest], ["a", "b"], eval_rows=120, groups=groups[rest],
+                                  margin=0.5)
+        for j, col in enumerate("ab"):
+            after = np.mean([postprocess.score_column(y[s, j], postprocess.apply(p[s], shipped, ["a", "b"])[:, j])
+                             for s in scored])
+            assert report[col]["by_part"]["after"][k] == pytest.approx(after, abs=1e-6), (k, col)
+    assert any(r["applied"] for r in report.values())
+
+
+def test_the_uncertainty_comes_from_the_folds_or_from_the_measured_rule_with_one():
+    rng = np.random.default_rng(4)
+    n = 1500
+    fold = rng.integers(0, 5, n)
+    y = (rng.random((n, 2)) < 0.1).astype(float)
+    p = np.where(y > 0, rng.normal(0.6, 0.2, y.shape), rng.normal(0.3, 0.2, y.shape))
+    s = postprocess.summary(postprocess.fit(y, p, fold, ["a", "b"], eval_rows=150))
+    parts = np.array(s["honest_gain_by_part"])
+    assert len(parts) == 5 and s["after_honest"] - s["before"] == pytest.approx(parts.mean(), abs=1e-5)
+    assert s["honest_uncertainty"]["plus_minus"] == pytest.approx(2 * parts.std(ddof=1) / np.sqrt(5), abs=1e-5)
+    one = fold == 0
+    sub, _ = postprocess.split_for_nesting(fold[one], np.arange(one.sum()))
+    s1 = postprocess.summary(postprocess.fit(y[one], p[one], sub, ["a", "b"], eval_rows=100, one_fold=True),
+                             one_fold=True)
+    assert s1["honest_uncertainty"]["plus_minus"] == 2 * postprocess.ONE_FOLD_RMSE  # one fold cannot show it
+    assert "+- " in postprocess.gain_text(s1) and "measured rule" in postprocess.gain_text(s1)
+
+
+def test_a_keep_margin_keeps_only_gains_that_clear_their_own_uncertainty():
+    """margin 0 keeps any nested gain; a margin keeps fewer columns, never more; a huge one keeps none."""
+    rng = np.random.default_rng(9)
+    n, cols = 1200, 8
+    fold = rng.integers(0, 4, n)
+    y = np.round(rng.random((n, cols)) * 4) / 4
+    p = np.clip(y * rng.random(cols) * 0.5 + rng.random((n, cols)), 0, 1)  # columns from weak to no signal
+    kept = [sum(r["applied"] for r in postprocess.fit(y, p, fold, list(range(cols)), eval_rows=200,
+                                                        margin=m).values()) for m in (0.0, 1.0, 3.0, 1e6)]
+    assert kept[0] > 0 and kept == sorted(kept, reverse=True) and kept[-1] == 0
+    gains = np.array([0.01, 0.03, -0.01, 0.02])
+    held_by = postprocess.Held(fold, None, 200)
+    assert postprocess.clears(np.zeros(4), gains, 0.0, held_by, 1200)  # any positive mean gain
+    se = gains.std(ddof=1) / np.sqrt(1200 / 200)
+    assert postprocess.clears(np.zeros(4), gains, 0.99 * gains.mean() / se, held_by, 1200)
+    assert not postprocess.clears(np.zeros(4), gains, 1.01 * gains.mean() / se, held_by, 1200)

@@ -8,6 +8,7 @@ from pathlib import Path
 from pipeline.core import files, layout
 from pipeline.core.columns import TEXT_COLUMNS
 from pipeline.data import folds as folds_lib, tables
+from pipeline.evaluate import postprocess, scores
 from pipeline.kaggle import api
 from pipeline.text import encode as encode_lib
 
@@ -118,17 +119,16 @@ def demo(cfg) -> list[Path]:
     for k, v in summary["per_fold"].items():
         print(f"fold {k}: OOF Spearman {v:.4f}")
     pp = ens["postprocess"]
-    g = pp.get("honest_gain_by_held_set")
-    spread = f", one held set's gain +-{g['sd']:.4f} (sd)" if g else ""
     print(f"mean of folds {summary['mean_fold_spearman']:.4f}; OOF Spearman (all rows) {summary['oof_spearman']:.4f}")
     epochs = files.read_json(layout.RunPaths(cfg.run_dir).report_json)["epochs"]
     last, honest = (f"{v:.4f}" if v is not None else "n/a" for v in (epochs["last"], epochs["other_folds"]))
-    kept = "chosen on the rows that score them" if cfg.train.keep == "best" else "each fold's last"
+    kept = scores.KEPT_EPOCH[cfg.train.keep][0]
     print(f"OOF at the kept epochs {summary['oof_spearman']:.4f} (train.keep = {cfg.train.keep}: {kept}), at the "
           f"last epochs {last}, at the epochs the other folds choose {honest} (honest)")
     print(f"on held sets of {cfg.postprocess.eval_rows or 'a fold'} rows: untouched {pp['before']:.4f} -> "
           f"post-processed, nested {pp['after_nested']:.4f}; keep decision nested too (honest) "
-          f"{pp['after_honest']:.4f}{spread}  (what each score means: README.md, 'What each score means')")
+          f"{pp['after_honest']:.4f} ({postprocess.gain_text(pp, detail=False)})  (what each score means: README.md, "
+          "'What each score means')")
     print(f"submission: {cfg.submission_file}")
     print(f"report: {layout.RunPaths(cfg.run_dir).report_md}")
     return paths

@@ -180,7 +180,11 @@ class TrainConfig:
                            "modeling/targets.py)", choices=("raw", "rank", "ordinal"))
     pos_weight: list[float] = setting([], "BCE weight of positives: one value, or one per target", check=POSITIVE)
     clipnorm: float = setting(1.0, "global gradient-norm clip; 0 disables", check=at_least(0))
-    keep: str = setting("best", "best epoch by validation Spearman, or last", choices=("best", "last"))
+    keep: str = setting("best", "the epoch whose weights a fold keeps: best by the held fold's Spearman (optimistic: "
+                        "chosen on the rows that score it), last, or inner (best on inner_share of the training "
+                        "questions, held out of training: the held fold never chooses)", choices=("best", "last", "inner"))
+    inner_share: float = setting(0.1, "keep = inner: share of each fold's training questions held out to choose the "
+                                 "epoch (whole questions, seeded by the fold's seed)", check=between(0, 0.5, low_open=True))
     patience: int = setting(0, "early stopping after this many epochs without improvement; 0 disables",
                             check=at_least(0))
     bucketing: bool = setting(True, "group rows of similar length into batches")
@@ -284,6 +288,9 @@ class PostprocessConfig:
     round_grids: list[int] = setting([2, 3, 4, 5, 6, 8, 10], "k in round(p*k)/k", check=at_least(1))
     kmeans_levels: list[int] = setting([3, 4, 5, 6, 8], "k of the kmeans candidates", check=at_least(2))
     blend: bool = setting(True, "fit it on the ensemble's OOF and apply it to the test blend (the submission)")
+    keep_margin: float = setting(0.0, "a column keeps its transform when the nested gain clears this many of its own "
+                                 "standard errors (0: any gain); benchmarks/postprocess_transfer.py measures both",
+                                 check=at_least(0))
     eval_rows: int = setting(476, "rows of each scored subset when estimating a transform's gain and deciding to "
                              "keep it: a transform's gain depends on the size of the set it meets, and 476 is "
                              "the competition's test.csv (the leaderboard's visible test); 0: all held rows",

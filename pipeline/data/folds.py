@@ -41,6 +41,20 @@ def assign(train: pd.DataFrame, n_folds: int, seed: int, group_key: str, stratif
     return fold
 
 
+def inner_split(groups: np.ndarray, rows: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """rows split into (fit, inner): about `share` of them held out as whole question groups (groups, one key per
+    train row), drawn with `seed`; the inner rows choose a fold's epoch (train.keep = inner) and are never trained on."""
+    codes, inverse = np.unique(np.asarray(groups)[rows], return_inverse=True)
+    order = np.random.default_rng(seed).permutation(len(codes))
+    counts = np.bincount(inverse, minlength=len(codes))[order]
+    taken = order[:int(np.searchsorted(np.cumsum(counts), share * len(rows))) + 1]  # whole groups, >= share
+    if len(taken) >= len(codes):
+        raise FoldsError(f"{len(codes)} question group(s) in a fold's training rows: too few to hold out {share:.0%} "
+                         "of them and still train (train.inner_share)")
+    inner = np.isin(inverse, taken)
+    return rows[~inner], rows[inner]
+
+
 def settings(cfg) -> dict:
     f = cfg.folds
     return {"n_folds": f.n_folds, "seed": f.seed, "group_key": f.group_key, "stratify": f.stratify}

@@ -121,8 +121,9 @@ def ensemble(cfg, run_names: list[str] | None = None) -> list[Path]:
         return [out.summary, sub_path]
     truth = train.set_index(ID).loc[common]
     y = truth[list(TARGETS)].to_numpy()
-    fold, _ = postprocess.split_for_nesting(folds_lib.by_id(cfg, train).loc[common].to_numpy(),
-                                            truth[cfg.folds.group_key])
+    finished = folds_lib.by_id(cfg, train).loc[common].to_numpy()
+    one_fold = len(np.unique(finished)) < 2  # sub-folds of it stand in for folds
+    fold, _ = postprocess.split_for_nesting(finished, truth[cfg.folds.group_key])
     method, e = cfg.ensemble.method, cfg.ensemble
     weights = fit_weights(y, oof_preds, method, e.per_column, e.grid)
     nested = np.empty_like(y)
@@ -136,7 +137,7 @@ def ensemble(cfg, run_names: list[str] | None = None) -> list[Path]:
     if cfg.postprocess.blend:
         pp = postprocess.fit(y, nested, fold, TARGETS, y, cfg.postprocess.methods, cfg.postprocess.round_grids,
                              cfg.postprocess.kmeans_levels, cfg.postprocess.eval_rows,
-                             truth[cfg.folds.group_key].to_numpy())
+                             truth[cfg.folds.group_key].to_numpy(), cfg.postprocess.keep_margin, one_fold)
     test_blend = blend_members(tests, weights, method, pp)
     scores = {r.name: float(metrics.spearman(y, p).mean) for r, p in zip(members, oof_preds)}
     score = metrics.spearman(y, nested)
@@ -147,7 +148,7 @@ def ensemble(cfg, run_names: list[str] | None = None) -> list[Path]:
                "blend_oof_spearman_nested": score.mean, "equal_weights_oof_spearman": equal,
                "nested_gain_over_equal": score.mean - equal,
                "n_constant": score.n_constant, "n_rows": len(common),
-               "postprocess": postprocess.summary(pp) if pp else None}
+               "postprocess": postprocess.summary(pp, one_fold) if pp else None}
     paths = [files.write_text(out.config, config_lib.to_toml(cfg)),
              files.write_json(out.weights, {"method": method, "runs": [r.name for r in members],
                                                      "weights": weights.tolist()}),

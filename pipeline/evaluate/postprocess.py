@@ -138,27 +138,31 @@ def choose(y: np.ndarray, p: np.ndarray, cands) -> tuple[str, dict]:
     return best
 
 
-DRAWS, INNER_DRAWS = 20, 5  # held sets drawn at a size; fewer inside the keep-or-not decision (honest score)
+DRAWS = 20  # held sets drawn at a size, in every decision (the honest estimate runs the shipped procedure)
 
 
 @dataclass(frozen=True)
 class Held:
     """How held sets are drawn for the nested estimates: the (sub-)folds (size 0), or random question-grouped
     sets of `size` rows, the size of the set the transform will meet (postprocess.eval_rows), each scored after
-    the transform chosen on the rest. Draws are seeded by the pool, so a report is reproducible."""
+    the transform chosen on the rest. Draws are seeded by the pool, so a report is reproducible.
+    one_fold: the folds are sub-folds of the one finished fold (split_for_nesting)."""
     fold: np.ndarray
     groups: np.ndarray | None = None
     size: int = 0
+    one_fold: bool = False
 
     def sets(self, within: np.ndarray, draws: int = DRAWS) -> list[np.ndarray]:
         """Masks over all rows of held sets inside `within` (a mask): the rest of `within` trains."""
         if not self.size:
             return [within & (self.fold == k) for k in np.unique(self.fold[within])]
+        return self._draw(within, min(self.size, int(within.sum()) // 2), draws)  # the rest must still choose
+
+    def _draw(self, within: np.ndarray, size: int, draws: int) -> list[np.ndarray]:
         idx = np.flatnonzero(within)
-        size = min(self.size, len(idx) // 2)  # the rest must still choose a transform
         _, inv = np.unique(self.groups[idx] if self.groups is not None else idx, return_inverse=True)
         counts = np.bincount(inv)
-        rng = np.random.default_rng([self.size, len(idx)])
+        rng = np.random.default_rng([size, len(idx)])
         out = []
         for _ in range(draws):
             order = rng.permutation(len(counts))
@@ -166,6 +170,20 @@ class Held:
             held = np.zeros(len(within), bool)
             held[idx[np.isin(inv, taken)]] = True
             out.append(held)
+        return out
+
+    def units(self) -> list[tuple[np.ndarray, list[np.ndarray]]]:
+        """(held part, the sets it is scored on) for the honest estimate. With finished folds, each fold is held
+        whole and scored on random sets of `size` of its rows (the fold whole when it has fewer): the shipped
+        procedure fitted on the other folds meets rows no step has seen. With one fold, random held sets of the
+        rest's size, each scored whole."""
+        everything = np.ones(len(self.fold), bool)
+        if self.one_fold or not self.size:
+            return [(held, [held]) for held in self.sets(everything)]
+        out = []
+        for k in np.unique(self.fold):
+            held = self.fold == k
+            out.append((held, [held] if held.sum() <= self.size else self._draw(held, self.size, DRAWS)))
         return out
 
 
@@ -188,32 +206,56 @@ def _nested_gain(*args) -> float:
     return float(after.mean() - before.mean())
 
 
-def _honest(y: np.ndarray, p: np.ndarray, held_by: Held, held_sets, cands_for) -> np.ndarray:
-    """Each held set's score when the keep-or-not decision is nested too: for each held set, the candidates, the
-    transform and whether to keep it are decided on the rest alone (nothing can favour the held set)."""
-    scores = []
-    for held in held_sets:
+def clears(before: np.ndarray, after: np.ndarray, margin: float, held_by: Held, rows: int) -> bool:
+    """Keep a transform when its nested gain on the held sets clears `margin` times its own standard error: the
+    spread of the per-set gains scaled to the rows they come from (random sets overlap: as if rows / size
+    independent sets; folds: one set each). margin 0: any gain."""
+    gains = after - before
+    if not len(gains) or gains.mean() <= 0:
+        return False
+    if not margin or len(gains) < 2:
+        return True
+    independent = rows / held_by.size if held_by.size else len(gains)
+    return bool(gains.mean() > margin * gains.std(ddof=1) / np.sqrt(max(independent, 1.0)))
+
+
+def _honest(y: np.ndarray, p: np.ndarray, held_by: Held, cands_for, margin: float) -> dict:
+    """The shipped procedure judged on rows it never saw: for each held part (Held.units), the candidates, the
+    transform (chosen on all the other rows) and whether to keep it (its nested gain on held sets of the other
+    rows, DRAWS of them, clearing the margin), as `ensemble` decides them, then the part's sets scored untouched
+    and transformed. Returns per part the mean scores, and per scored set the scores."""
+    parts = {"before": [], "after": []}
+    sets = {"before": [], "after": []}
+    for held, scored in held_by.units():
         train = ~held
-        inner = held_by.sets(train, INNER_DRAWS)
-        keep = len(inner) >= 2 and _nested_gain(y, p, train, inner, cands_for) > 0
+        before_in, after_in = _nested(y, p, train, held_by.sets(train), cands_for)
+        keep = clears(before_in, after_in, margin, held_by, int(train.sum()))
         method, params = choose(y[train], p[train], cands_for(train)) if keep else ("none", {})
-        scores.append(score_column(y[held], apply_one(p[held], method, params)))
-    return np.array(scores)
+        b = [score_column(y[s], p[s]) for s in scored]
+        a = [score_column(y[s], apply_one(p[s], method, params)) for s in scored]
+        parts["before"].append(float(np.mean(b)))
+        parts["after"].append(float(np.mean(a)))
+        sets["before"] += b
+        sets["after"] += a
+    return {"parts": parts, "sets": sets}
 
 
 def fit(y: np.ndarray, p: np.ndarray, fold: np.ndarray, columns, y_label_source: np.ndarray | None = None,
         methods=("snap", "round", "clip"), round_grids=(2, 3, 4, 5, 6, 8, 10), kmeans_ks=(3, 4, 5, 6, 8),
-        eval_rows: int = 0, groups=None) -> dict:
-    """Per column: nested before/after and the transform to use at predict time.
+        eval_rows: int = 0, groups=None, margin: float = 0.0, one_fold: bool = False) -> dict:
+    """Per column: nested before/after, the honest gain, and the transform to use at predict time.
 
     Held sets: with eval_rows, random question-grouped sets (groups) of that many rows, each transformed as chosen
     on all the other rows; the size matters, because the gain of adding ties depends on the size of the set
     they meet: on a few hundred rows a few rounded ties move a rare-positive column's Spearman far more than on
     a larger test. Without eval_rows, the (sub-)folds in `fold`, as before. A column keeps its transform when
-    after_nested beats before; since that decision looks at the same held sets, after_honest also nests the
-    decision (what to expect on new data). Everything a candidate learns from labels (snap's levels) is learnt
-    from the training part only inside both nested scores; the transform kept for predict time learns from all
-    rows. y_label_source: the labels, row for row with y, whose distribution `snap` copies (default y).
+    its nested gain clears `margin` standard errors (clears). Since that decision looks at the same held sets,
+    after_honest runs the whole procedure (choice and keep decision) on each fold's complement and scores the fold
+    (one_fold: `fold` holds sub-folds of one finished fold, and random held sets take the folds' place): what to
+    expect on new data, with each fold's own gain beside it (its spread is the estimate's uncertainty). Everything
+    a candidate learns from labels (snap's levels) is learnt from the training part only inside the nested
+    scores; the transform kept for predict time learns from all rows. y_label_source: the labels, row for row
+    with y, whose distribution `snap` copies (default y).
     """
     report = {}
     if len(np.unique(fold)) < 2 and not eval_rows:
@@ -221,7 +263,7 @@ def fit(y: np.ndarray, p: np.ndarray, fold: np.ndarray, columns, y_label_source:
     labels = y if y_label_source is None else y_label_source
     if len(labels) != len(y):
         raise ValueError(f"y_label_source has {len(labels)} rows; expected the {len(y)} rows of y (row for row)")
-    held_by = Held(np.asarray(fold), None if groups is None else np.asarray(groups), eval_rows)
+    held_by = Held(np.asarray(fold), None if groups is None else np.asarray(groups), eval_rows, one_fold)
     everything = np.ones(len(y), bool)
     held_sets = held_by.sets(everything)
     for j, col in enumerate(columns):
@@ -230,14 +272,16 @@ def fit(y: np.ndarray, p: np.ndarray, fold: np.ndarray, columns, y_label_source:
 
         before_sets, after_sets = _nested(y[:, j], p[:, j], everything, held_sets, cands_for)
         before, after = float(before_sets.mean()), float(after_sets.mean())
-        honest_sets = _honest(y[:, j], p[:, j], held_by, held_sets, cands_for)
+        honest = _honest(y[:, j], p[:, j], held_by, cands_for, margin)
+        gain = float(np.mean(np.subtract(honest["parts"]["after"], honest["parts"]["before"])))
         method, params = choose(y[:, j], p[:, j], cands_for(everything))
-        applied = after > before and method != "none"
+        applied = clears(before_sets, after_sets, margin, held_by, len(y)) and method != "none"
         report[col] = {"method": method if applied else "none", "params": params if applied else {},
                        "before": before, "after_nested": after, "applied": applied,
-                       "gain": (after - before) if applied else 0.0, "after_honest": float(honest_sets.mean()),
-                       "by_held_set": {"before": before_sets.round(6).tolist(),
-                                       "honest": honest_sets.round(6).tolist()}}
+                       "gain": (after - before) if applied else 0.0, "after_honest": before + gain,
+                       "by_part": {k: np.round(v, 6).tolist() for k, v in honest["parts"].items()},
+                       "by_held_set": {"before": np.round(honest["sets"]["before"], 6).tolist(),
+                                       "honest": np.round(honest["sets"]["after"], 6).tolist()}}
     return report
 
 
@@ -261,7 +305,24 @@ def gain_by_size(y: np.ndarray, p: np.ndarray, fold: np.ndarray, columns, sizes,
     return out
 
 
-def summary(report: dict) -> dict:
+# One finished fold cannot show how its estimate moves between folds: benchmarks/postprocess_transfer.py
+# measured it (one fold's honest estimate against the gain on an unseen fold, its 476-row subsets; RMSE over the
+# rotations and model kinds) and the report prints twice the largest as the uncertainty of a one-fold estimate.
+ONE_FOLD_RMSE = 0.010
+
+
+def uncertainty(part_gains: np.ndarray, one_fold: bool) -> dict:
+    """The honest gain's uncertainty, about a 95% interval's half width: from the spread of the folds' own gains
+    (2 standard errors of their mean) with several finished folds; with one, 2 x ONE_FOLD_RMSE (measured)."""
+    if one_fold or len(part_gains) < 2:
+        return {"plus_minus": 2 * ONE_FOLD_RMSE, "from": "a measured rule (one fold: 2 x the RMSE of one fold's "
+                f"estimate on unseen folds, {ONE_FOLD_RMSE}; benchmarks/postprocess_transfer.py)"}
+    se = float(np.std(part_gains, ddof=1) / np.sqrt(len(part_gains)))
+    return {"plus_minus": 2 * se, "from": f"the {len(part_gains)} folds' own gains (2 standard errors; sd "
+            f"{np.std(part_gains, ddof=1):.4f})"}
+
+
+def summary(report: dict, one_fold: bool = False) -> dict:
     before = float(np.mean([r["before"] for r in report.values()]))
     after = float(np.mean([r["after_nested"] if r["applied"] else r["before"] for r in report.values()]))
     honest = float(np.mean([r["after_honest"] for r in report.values()]))
@@ -273,7 +334,26 @@ def summary(report: dict) -> dict:
         if len(gains) > 1:  # a spread needs two held sets
             out["honest_gain_by_held_set"] = {"n": len(gains), "sd": float(gains.std(ddof=1)),
                                               "min": float(gains.min()), "max": float(gains.max())}
+    if all("by_part" in r for r in report.values()):
+        parts = np.mean([np.subtract(r["by_part"]["after"], r["by_part"]["before"]) for r in report.values()], axis=0)
+        out["honest_gain_by_part"] = parts.round(6).tolist()
+        out["honest_uncertainty"] = uncertainty(parts, one_fold)
     return out
+
+
+def gain_text(pp: dict, detail: bool = True) -> str:
+    """The honest gain with its uncertainty, and how one test set's gain varies (a summary()'s keys): the words the
+    report, the demo summary and the log share."""
+    u, g = pp.get("honest_uncertainty"), pp.get("honest_gain_by_held_set")
+    if not g:
+        return ""
+    gain = f"gain {pp['after_honest'] - pp['before']:+.4f}"
+    if u:
+        gain += f" +- {u['plus_minus']:.4f}" + (f" (uncertainty from {u['from']})" if detail else "")
+    if not detail:
+        return f"{gain}; one held set's gain +-{g['sd']:.4f} (sd)"
+    return (f"{gain}; one held set's gain varies with a standard deviation of {g['sd']:.4f}, from {g['min']:+.4f} "
+            f"to {g['max']:+.4f} over {g['n']} sets")
 
 
 def apply(preds: np.ndarray, report: dict, columns) -> np.ndarray:

@@ -48,6 +48,8 @@ def _plots(run: Run, per_column: dict, pp: dict, base: dict) -> list[Path]:
         a1.plot(h["epoch"], h["loss"], "-o", color=f"C{k}", label=f"fold {k} train")
         a1.plot(h["epoch"], h["val_loss"], "--", color=f"C{k}", label=f"fold {k} val")
         a2.plot(h["epoch"], h["val_spearman"], "-o", color=f"C{k}", label=f"fold {k}")
+        if "inner_spearman" in h:  # train.keep = inner: the rows that chose the epoch
+            a2.plot(h["epoch"], h["inner_spearman"], ":", color=f"C{k}", label=f"fold {k} inner (chooses)")
     a1.set(xlabel="epoch", ylabel="BCE loss", title="loss")
     a2.set(xlabel="epoch", ylabel="Spearman", title="validation Spearman")
     a1.legend(fontsize=7), a2.legend(fontsize=7)
@@ -71,19 +73,6 @@ def _size(n) -> str:
     return f"{int(n)}-row held sets" if int(n) else "held (sub-)folds"
 
 
-def _spread(pp: dict) -> str:
-    """How much the honest gain varies between the held sets: what one test set of that size may see."""
-    g = pp.get("honest_gain_by_held_set")
-    if not g:
-        return ""
-    return (f" (gain {pp['after_honest'] - pp['before']:+.4f} on average; one held set's gain varies with a "
-            f"standard deviation of {g['sd']:.4f}, from {g['min']:+.4f} to {g['max']:+.4f} over {g['n']} sets)")
-
-
-KEPT = {"best": "each chosen by its Spearman on the fold's own held rows (train.keep = best)",
-        "last": "each fold's last (train.keep = last)"}
-
-
 def _maybe(value) -> str:
     return "n/a (folds trained before every epoch's predictions were kept, or one fold)" if value is None \
         else f"{value:.4f}"
@@ -99,10 +88,10 @@ def _markdown(run: Run, rep: dict) -> str:
              f"- {names[2]}: {rep['oof_spearman_unique_questions']:.4f}",
              f"- {names[3]}: {pp['before']:.4f}; held sets: {pp['split']}",
              f"- {names[4]}: {pp['after_nested']:.4f} ({pp['n_applied']} column(s) changed)",
-             f"- {names[5]}: **{pp['after_honest']:.4f}**{_spread(pp)}",
+             f"- {names[5]}: **{pp['after_honest']:.4f}** ({postprocess.gain_text(pp)})",
              f"- {names[6]}: {_maybe(rep['epochs']['last'])} (epochs {rep['epochs']['last_epochs']})",
              f"- {names[7]}: **{_maybe(rep['epochs']['other_folds'])}** (epochs {rep['epochs']['other_folds_epochs']}; "
-             f"kept: {rep['epochs']['kept_epochs']}, {KEPT[rep['keep']]})",
+             f"kept: {rep['epochs']['kept_epochs']}, {scores.KEPT_EPOCH[rep['keep']][1]})",
              f"- Constant columns (scored 0): {rep['n_constant']} {rep['constant_columns'] or ''}",
              f"- Folds: {rep['folds_done']}", "", "| fold | Spearman | best epoch |", "|---|---|---|"]
     lines += [f"| {k} | {v['val_spearman']:.4f} | {v['best_epoch']} |" for k, v in rep["per_fold"].items()]
@@ -130,7 +119,7 @@ def _markdown(run: Run, rep: dict) -> str:
     return "\n".join(lines)
 
 
-REPORT_VERSION = 6  # bump when the report gains content, so current-looking old reports are rebuilt
+REPORT_VERSION = 7  # bump when the report gains content, so current-looking old reports are rebuilt
 
 
 def _truncation(cfg, run: Run, train: pd.DataFrame) -> list[dict]:
@@ -147,7 +136,8 @@ def validate_run(cfg, run: Run) -> list[Path]:
     stamp = files.sha256_text(oof.to_csv(index=False), *(files.sha256_file(run.fold(k).epoch_oof) for k in
                                                          run.finished_folds() if run.fold(k).epoch_oof.is_file()),
                               cfg.postprocess.methods, cfg.postprocess.round_grids,
-                              cfg.postprocess.kmeans_levels, cfg.postprocess.eval_rows, REPORT_VERSION)
+                              cfg.postprocess.kmeans_levels, cfg.postprocess.eval_rows, cfg.postprocess.keep_margin,
+                              REPORT_VERSION)
     if files.is_current(run.report_json, stamp, run.report_md):
         return [run.report_json, run.report_md, run.postprocess]
     train = tables.load(cfg, "train")
@@ -157,6 +147,7 @@ def validate_run(cfg, run: Run) -> list[Path]:
     unique = metrics.score_unique_questions(truth, oof, cfg.folds.group_key)
     fold_of = folds.by_id(cfg, train)  # read folds.csv once: nesting below, the baseline further down
     groups = truth[cfg.folds.group_key].to_numpy()
+    one_fold = len(np.unique(fold_of.loc[truth[ID]])) < 2  # sub-folds of it stand in for folds
     fold, split_note = postprocess.split_for_nesting(fold_of.loc[truth[ID]].to_numpy(), groups)
     pp_cfg = cfg.postprocess
     if pp_cfg.eval_rows:
@@ -165,7 +156,7 @@ def validate_run(cfg, run: Run) -> list[Path]:
                       f"random question-grouped sets of {min(pp_cfg.eval_rows, len(y) // 2)} held rows, each "
                       f"transformed as chosen on the other rows ({postprocess.DRAWS} draws)")
     pp = postprocess.fit(y, p, fold, TARGETS, y, pp_cfg.methods, pp_cfg.round_grids, pp_cfg.kmeans_levels,
-                         pp_cfg.eval_rows, groups)
+                         pp_cfg.eval_rows, groups, pp_cfg.keep_margin, one_fold)
     sizes = sorted({s for s in (100, 250, pp_cfg.eval_rows, 1000) if 0 < s <= len(y) // 2}) + [0]
     by_size = postprocess.gain_by_size(y, p, fold, TARGETS, sizes, pp_cfg.methods, pp_cfg.round_grids,
                                        pp_cfg.kmeans_levels, groups)
@@ -177,7 +168,7 @@ def validate_run(cfg, run: Run) -> list[Path]:
     rep = {"run": run.name, "stamp": stamp, "n_rows": len(truth), "folds_done": list(per_fold),
            "oof_spearman": score.mean, "oof_spearman_unique_questions": unique.mean,
            "n_constant": score.n_constant, "constant_columns": score.constant_columns, "per_fold": per_fold,
-           "per_column": score.per_column, "postprocess": {**postprocess.summary(pp), "split": split_note},
+           "per_column": score.per_column, "postprocess": {**postprocess.summary(pp, one_fold), "split": split_note},
            "postprocess_columns": pp, "postprocess_by_size": by_size, "eval_rows": cfg.postprocess.eval_rows,
            "baseline_per_column": base, "truncation": truncation, "epochs": epochs.scores(run, truth),
            "keep": run.load_config().train.keep,
@@ -187,7 +178,7 @@ def validate_run(cfg, run: Run) -> list[Path]:
     paths.append(files.write_text(run.report_md, _markdown(run, rep)))
     paths.append(files.write_json(run.report_json, rep))  # last: its stamp marks the report current
     log.info("%s: OOF %.4f at the kept epochs (%s), %s at the last, %s at the epochs the other folds choose "
-             "(honest)", run.name, score.mean, KEPT[rep["keep"]].split(" (")[0], _maybe(rep["epochs"]["last"]),
+             "(honest)", run.name, score.mean, scores.KEPT_EPOCH[rep["keep"]][0], _maybe(rep["epochs"]["last"]),
              _maybe(rep["epochs"]["other_folds"]))
     log.info("%s: OOF %.4f, unique-question OOF %.4f, post-processed nested %.4f (honest %.4f), %d constant "
              "column(s), %d target(s) below the TF-IDF baseline -> %s", run.name, score.mean, unique.mean,

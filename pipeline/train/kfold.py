@@ -54,9 +54,10 @@ def prepare(cfg) -> tuple[Inputs, encode.Encoder]:
     return inputs, encoder
 
 
-def epoch_eval(tcfg, val_feed, y_val):
+def epoch_eval(tcfg, val_feed, y_val, chooser=None):
     """Keras callback: validation Spearman each epoch (of the EMA weights when train.ema is on), the kept epoch's
-    weights and predictions held (never recomputed), optional early stop. Spans every training stage."""
+    weights and predictions held (never recomputed), optional early stop. Spans every training stage.
+    chooser: (feed, labels) of the inner rows that choose the epoch (train.keep = inner) in place of the held fold."""
     import keras
 
     from pipeline.train import optim
@@ -77,8 +78,10 @@ def epoch_eval(tcfg, val_feed, y_val):
             with optim.ema_weights(self.model.optimizer) as ema:
                 pred = feeding.predict(self.model, val_feed, tcfg.eval_batch_size, tcfg.batching, xla=tcfg.xla)
                 score = metrics.spearman(y_val, pred).mean
-                improved = score > self.best
-                if (tcfg.keep == "best" and improved) or (tcfg.keep == "last" and ema.active):
+                chosen_by = score if chooser is None else metrics.spearman(chooser[1], feeding.predict(
+                    self.model, chooser[0], tcfg.eval_batch_size, tcfg.batching, xla=tcfg.xla)).mean
+                improved = chosen_by > self.best
+                if (tcfg.keep != "last" and improved) or (tcfg.keep == "last" and ema.active):
                     self.kept_weights = self.model.get_weights()
             val_loss = finish.bce(y_val, pred)
             opt = self.model.optimizer
@@ -86,14 +89,16 @@ def epoch_eval(tcfg, val_feed, y_val):
             self.rows.append({"epoch": epoch + 1, "stage": self.stage,
                               "loss": float((logs or {}).get("loss", np.nan)), "val_loss": val_loss,
                               "val_spearman": score,  # lr_backbone: the backbone's own rate, 0 when frozen
+                              **({} if chooser is None else {"inner_spearman": chosen_by}),
                               "lr_backbone": lr * getattr(opt, "backbone_multiplier", 1.0),
                               "train_seconds": seconds})  # the epoch's training, its evaluation not included
-            log.info("  epoch %d: loss %.4f  val_loss %.4f  val_spearman %.4f  (%.0fs)", epoch + 1,
-                     self.rows[-1]["loss"], val_loss, score, seconds)
+            log.info("  epoch %d: loss %.4f  val_loss %.4f  val_spearman %.4f%s  (%.0fs)", epoch + 1,
+                     self.rows[-1]["loss"], val_loss, score,
+                     "" if chooser is None else f"  inner_spearman {chosen_by:.4f} (chooses)", seconds)
             self.last_pred = pred
             self.preds.append(np.asarray(pred, np.float32))
             if improved:
-                self.best, self.best_epoch, self.wait, self.best_pred = score, epoch + 1, 0, pred
+                self.best, self.best_epoch, self.wait, self.best_pred = chosen_by, epoch + 1, 0, pred
             else:
                 self.wait += 1
                 if tcfg.patience and self.wait >= tcfg.patience:
@@ -180,6 +185,10 @@ def train_fold(cfg, k: int, inp: Inputs, info, strat, run: Run) -> dict:
     tcfg = cfg.train
     keras.utils.set_random_seed(tcfg.seed * 1000 + k)  # derived from the run seed: a resumed fold repeats
     tr, va = np.flatnonzero(inp.fold != k), np.flatnonzero(inp.fold == k)
+    inner = np.array([], int)
+    if tcfg.keep == "inner":  # the epoch is chosen on training questions held out of training, never on fold k
+        tr, inner = folds_lib.inner_split(inp.train[cfg.folds.group_key].to_numpy(), tr, tcfg.inner_share,
+                                          tcfg.seed * 1000 + k)
     coding = targets.fit(tcfg.targets, inp.y[tr])  # training rows only
     replicas = strat.num_replicas_in_sync
     batch = global_batch(tcfg, replicas)
@@ -194,20 +203,21 @@ def train_fold(cfg, k: int, inp: Inputs, info, strat, run: Run) -> dict:
     feed, y_train, weights = train_feed.rows(tr), coding.encode(inp.y[tr]), None
     n_pseudo = 0
     if inp.pseudo is not None:  # fold k's own labels (teacher fold k), on rows of no validation question
-        feed, y_train, weights, n_pseudo = inp.pseudo.extend(k, feed, y_train, model, coding, inp.train, va,
-                                                             cfg.folds.group_key)
+        feed, y_train, weights, n_pseudo = inp.pseudo.extend(k, feed, y_train, model, coding, inp.train,
+                                                             np.concatenate([va, inner]), cfg.folds.group_key)
         steps = batching.batches_per_epoch(len(feed), batch)
     dataset = lambda first_epoch: feeding.train_dataset(  # noqa: E731  (endless: fit takes steps_per_epoch)
         feed, y_train, batch, tcfg.seed * 1000 + k, tcfg.batching, first_epoch, weights)
     finish.describe(run, model)
-    log.info("fold %d: %d train rows, %d validation rows, %d steps/epoch, phases %s", k, len(tr), len(va), steps,
-             phases(tcfg))
+    log.info("fold %d: %d train rows, %d validation rows%s, %d steps/epoch, phases %s", k, len(tr), len(va),
+             f", {len(inner)} inner rows choosing the epoch" if len(inner) else "", steps, phases(tcfg))
     if tcfg.max_steps:
         with strat.scope():
             optim.compile_built(model, optim.make(tcfg, tcfg.max_steps, model_lib.head_variables(model), factors,
                                                   reduced_by_step=True), loss, tcfg.xla)
         return _probe(model, dataset(0), tcfg, k, batch, run)
-    callback = epoch_eval(tcfg, train_feed.rows(va), inp.y[va])
+    callback = epoch_eval(tcfg, train_feed.rows(va), inp.y[va],
+                          (train_feed.rows(inner), inp.y[inner]) if len(inner) else None)
     start, epoch = time.perf_counter(), 0
     for n_epochs, head_only in phases(tcfg):
         model.freeze_backbones(head_only)
@@ -224,11 +234,11 @@ def train_fold(cfg, k: int, inp: Inputs, info, strat, run: Run) -> dict:
             break
     callback.restore()
     seconds = time.perf_counter() - start
-    oof = callback.best_pred if tcfg.keep == "best" else callback.last_pred
+    oof = callback.last_pred if tcfg.keep == "last" else callback.best_pred
     test_pred = feeding.predict(model, test_feed, tcfg.eval_batch_size, tcfg.batching, xla=tcfg.xla)
     finish.save_epochs(run.fold(k), inp.train[ID].to_numpy()[va], callback.preds)
     result = finish.save_fold(run, k, model, coding, inp, va, oof, test_pred, callback.rows, {
-        "best_epoch": callback.best_epoch if tcfg.keep == "best" else len(callback.rows),
+        "best_epoch": len(callback.rows) if tcfg.keep == "last" else callback.best_epoch, "inner_rows": len(inner),
         "epochs_run": len(callback.rows), "train_seconds": seconds, "pseudo_rows": n_pseudo, "replicas": replicas,
         "global_batch": batch, "train_rows": len(feed),
         "train_samples_per_s": len(feed) * len(callback.rows) / seconds})  # every epoch, evaluations included
