@@ -185,9 +185,11 @@ def markdown(rows: list[dict], smoke: bool) -> str:
              "recipe's epochs, at least 3 and at most 5 (head-only epochs at most 5); batch 16. One row per "
              "sitting, each with its date and device.", "",
              "Raw is the held rows' Spearman of the epoch the run kept (`train.keep`; `best` chooses it on these same "
-             "rows, so it leans optimistic), with the last epoch's beside it. The post-processing columns are on "
-             "random 476-row question-grouped held sets (the test set's size), untouched -> transformed, as "
-             "validate reports them.", "",
+             "rows, so it leans optimistic), with the last epoch's beside it; a recipe beats the frozen model only when "
+             "both do. The post-processing columns are of the kept epoch's predictions, on random 476-row "
+             "question-grouped held sets (the test set's size), untouched -> transformed, as validate reported them "
+             "when the row was measured (rows before 2026-12-07: the honest column's keep decisions used 5 inner "
+             "draws, not the 20 `ensemble` uses).", "",
              "| recipe | measured | epochs (+ head-only) | backbone lr | raw: kept epoch (last) | post-processed, "
              "nested | keep decision nested too | frozen-feature model | TF-IDF + ridge | samples/s | wall time | "
              "beats the frozen model |",

@@ -62,3 +62,36 @@ def test_the_gpu_check_keeps_the_arms_it_finished_when_a_later_arm_fails(tmp_pat
     assert names[2] in md.split("Not finished")[1]
     sys.modules.pop("record", None)
     sys.modules.pop("gpu_check", None)
+
+
+def test_the_transfer_benchmark_measures_on_rows_its_models_never_saw(tmp_path, monkeypatch):
+    """postprocess_transfer.py: in both scenarios every prediction comes from a model whose fitted rows exclude
+    the validated and unseen rows (one fold), or the unseen part and the held fold (five folds); the folds files it
+    writes for a trained run hold v and v+1 together in fold 3."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import numpy as np
+    import pandas as pd
+    import postprocess_transfer as bench
+
+    rng = np.random.default_rng(0)
+    n = 720
+    groups = np.arange(n) // 2
+    fold, part = (groups % 5), (groups * 7 % 6)
+    y = np.round(rng.random((n, 30)) * 3) / 3
+    calls = []
+
+    def predict(fit_rows, rows):
+        calls.append((set(fit_rows.tolist()), set(rows.tolist())))
+        return np.clip(y[rows] * 0.5 + rng.random((len(rows), 30)) * 0.5, 0, 1)
+
+    row = bench.one_fold(y, fold, groups, predict, 2, 0.0, {})
+    assert len(calls) == 1 and not calls[0][0] & calls[0][1] and calls[0][1] == set(np.flatnonzero(np.isin(fold, [2, 3])))
+    assert {"estimated", "uncertainty", "measured", "covered"} <= set(row)
+    calls.clear()
+    bench.five_folds(y, part, groups, predict, 4, 1.0, {})
+    unseen = set(np.flatnonzero(part == 4))
+    assert len(calls) == 5 and all(not fit & unseen and not fit & (rows - unseen) for fit, rows in calls)
+    train = pd.DataFrame({"qa_id": np.arange(n)})
+    bench.write_folds(tmp_path, train, fold)
+    merged = pd.read_csv(tmp_path / "folds-rotation4.csv")["fold"].to_numpy()
+    assert (merged[np.isin(fold, [4, 0])] == 3).all() and set(merged[~np.isin(fold, [4, 0])]) == {0, 1, 2}
