@@ -72,7 +72,25 @@ bench: setup
 	$(BIN)/python benchmarks/bench_train.py --quick
 
 # The prepared GPU check (benchmarks/gpu_check.py): bert-base-sized, no download; a CPU smoke without a GPU.
+# BACKEND=jax: on a machine with JAX and no TensorFlow, with the Python there ($(PY)) and the wheels of gpu-wheels.
+BACKEND ?= tensorflow
+ifeq ($(BACKEND),jax)
+gpu-check:
+	$(PY) benchmarks/gpu_check.py --backend jax
+else
 gpu-check: setup
 	$(BIN)/python benchmarks/gpu_check.py
+endif
 
-.PHONY: setup kaggle-setup jax-setup demo test kaggle-check jax-check bench gpu-check
+# What a JAX machine lacks for gpu-check BACKEND=jax: keras and keras-hub (pure-Python wheels, for
+# the Python given by GPU_PYTHON_VERSION), into input/wheels/gpu/, their total checked against a 64 MiB carry.
+GPU_WHEELS := keras==3.15.1 keras-hub==0.32.0 namex==0.1.0
+GPU_PYTHON_VERSION ?= 3.11
+gpu-wheels:
+	mkdir -p input/wheels/gpu
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version $(GPU_PYTHON_VERSION) \
+		--platform manylinux2014_x86_64 --platform manylinux_2_27_x86_64 --platform any -d input/wheels/gpu $(GPU_WHEELS)
+	@du -cb input/wheels/gpu/*.whl | tail -1 | awk '{ printf "gpu wheels: %.1f MiB (a carry takes 64)\n", $$1 / 1048576; \
+		if ($$1 > 64 * 1048576) exit 1 }'
+
+.PHONY: setup kaggle-setup jax-setup demo test kaggle-check jax-check bench gpu-check gpu-wheels
