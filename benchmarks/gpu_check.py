@@ -56,6 +56,8 @@ def parse(argv=None):
     p.add_argument("--smoke", action="store_true", help="the CPU smoke, even with a GPU")
     p.add_argument("--all-arms", action="store_true", help="with the smoke: every arm in its own precision (the "
                    "preflight before a GPU session, ~2 min on a CPU)")
+    p.add_argument("--backend", choices=("tensorflow", "jax"), default=os.environ.get("KERAS_BACKEND", "tensorflow"),
+                   help="the Keras backend (jax: a machine with JAX and no TensorFlow; README 'Backends')")
     return p.parse_args(argv)
 
 
@@ -83,11 +85,13 @@ def model_dir(work: Path, smoke: bool) -> Path:
     return out
 
 
-def arms(n_gpus: int) -> list[dict]:
+def arms(n_gpus: int, backend: str = "tensorflow") -> list[dict]:
     base = {"precision": "bfloat16", "xla": False, "bucketing": True, "grad_accum": 1, "strategy": "default"}
     # The issue's goal arms first (bf16 MFU, bucketed vs padded): a run cut short still answers them.
     out = [base, {**base, "bucketing": False}, {**base, "xla": True}, {**base, "precision": "float16"},
            {**base, "precision": "float16", "xla": True}, {**base, "grad_accum": 2}]
+    if backend == "jax":  # JAX always compiles: its XLA arms would repeat the others
+        out = [a for a in out if not a["xla"]]
     if n_gpus > 1:
         out.append({**base, "strategy": "mirrored"})
     return out
@@ -101,7 +105,6 @@ def name_of(arm: dict) -> str:
 def run_arm(arm: dict, work: Path, mdir: Path, data: Path, args, gpu_name: str) -> dict:
     import keras
     import numpy as np
-    import tensorflow as tf
 
     import project_walltime
     from pipeline.core import config
@@ -136,12 +139,13 @@ def run_arm(arm: dict, work: Path, mdir: Path, data: Path, args, gpu_name: str) 
     plan = batching.plan(feed.seq_lengths, batch, np.random.default_rng([0, 0]), t.bucketing, t.pad_multiple)
     shapes = len({tuple(feed.widths(b, t.dynamic_padding, t.pad_multiple)) for b in plan})
     warm, steps = len(plan), args.steps  # one whole planned epoch first: every batch shape traced before timing
-    ds = feeding.train_dataset(feed, y.astype("float32"), batch, 0, t.batching)
+    ds = feeding.train_dataset(feed, y.astype("float32"), batch, 0, t.batching, micro_batches=t.grad_accum)
     if gpu_name:
-        tf.config.experimental.reset_memory_stats("GPU:0")
-    m.fit(ds, epochs=1, steps_per_epoch=warm, verbose=0)  # traces (and XLA-compiles) the shapes met early
+        memory(args.backend, reset=True)
+    fit_steps = lambda n: feeding.steps_per_epoch(n, t.grad_accum)  # noqa: E731  (JAX: one per micro-batch)
+    m.fit(ds, epochs=1, steps_per_epoch=fit_steps(warm), verbose=0)  # traces (and XLA-compiles) the shapes met early
     start = time.perf_counter()
-    history = m.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0)
+    history = m.fit(ds, epochs=1, steps_per_epoch=fit_steps(steps), verbose=0)
     train_s = time.perf_counter() - start
     loss = history.history["loss"][-1]
     if not np.isfinite(loss):
@@ -165,14 +169,40 @@ def run_arm(arm: dict, work: Path, mdir: Path, data: Path, args, gpu_name: str) 
               "mfu": (train_flops / train_s / 1e12 / peak) if peak else None, "final_loss": float(loss),
               "true_tokens_per_row": float(feed.lengths.mean()),
               "computed_tokens_per_row": float(sum(b * w for b, w in widths) / max(sum(len(b) for b in timed), 1)),
-              "shapes": shapes, "peak_memory_gib": (tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**30
-                                                    if gpu_name else None)}
+              "shapes": shapes, "peak_memory_gib": memory(args.backend) if gpu_name else None,
+              "backend": args.backend}
     print(json.dumps(result), flush=True)
     return result
 
 
+def memory(backend: str, reset: bool = False) -> float | None:
+    """The first GPU's peak memory in GiB (TensorFlow: since the last reset; JAX: since the process started, it
+    has no reset), or reset it."""
+    if backend == "jax":
+        import jax
+
+        peak = (jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use")
+        return None if reset or peak is None else peak / 2**30
+    import tensorflow as tf
+
+    if reset:
+        tf.config.experimental.reset_memory_stats("GPU:0")
+        return None
+    return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**30
+
+
+def gpus_of(backend: str) -> list:
+    if backend == "jax":
+        import jax
+
+        return [d for d in jax.devices() if d.platform == "gpu"]
+    import tensorflow as tf
+
+    return tf.config.list_physical_devices("GPU")
+
+
 def markdown(res: dict) -> str:
-    lines = [f"# GPU check: {res['device']}", "",
+    lines = [f"# GPU check: {res['device']} ({res['versions'].get('backend', 'tensorflow')} backend)", "",
              f"Measured {res['date']} by `python benchmarks/gpu_check.py` ({res['seconds']:.0f} s): a bert-base-sized "
              f"model with random weights, joint {res['max_len']} tokens, generated rows of the real length shape, "
              f"{res['steps']} timed steps of {res['batch_size']} rows per replica after the shapes were traced. "
@@ -192,11 +222,11 @@ def markdown(res: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse(argv)
-    import tensorflow as tf
-
+    os.environ["KERAS_BACKEND"] = args.backend  # before Keras is first imported
+    from pipeline.core import provenance
     from pipeline.dev import synth
 
-    gpus = tf.config.list_physical_devices("GPU")
+    gpus = gpus_of(args.backend)
     smoke = args.smoke = args.smoke or not gpus
     gpu_name = "" if smoke else record.gpu_name()
     if smoke:
@@ -209,16 +239,17 @@ def main(argv=None) -> int:
     mdir = model_dir(work, smoke)
     started = time.perf_counter()
     if not smoke:
-        todo = arms(len(gpus))
+        todo = arms(len(gpus), args.backend)
     else:  # the preflight includes the mirrored arm (one CPU replica)
-        todo = arms(2) if args.all_arms else arms(0)[:1]
-    results, path = [], record.RESULTS / f"gpu-{gpu_name.replace(' ', '-').lower()}.json"
+        todo = arms(2, args.backend) if args.all_arms else arms(0, args.backend)[:1]
+    results = []
+    path = record.RESULTS / f"gpu-{gpu_name.replace(' ', '-').lower()}{'-jax' if args.backend == 'jax' else ''}.json"
     for arm in todo:
         results.append(run_arm(arm, work, mdir, data, args, gpu_name))
         if not smoke:  # written after every arm: a run stopped at its time limit keeps the arms it finished
             res = {**record.stamp(__file__, argv), "max_len": args.max_len, "batch_size": args.batch_size,
                    "steps": args.steps, "seconds": time.perf_counter() - started,
-                   "versions": {"tensorflow": tf.__version__}, "arms": results,
+                   "versions": provenance.library_versions(), "arms": results,
                    "arms_left": [name_of(a) for a in todo[len(results):]]}
             record.write(res, markdown(res), path)
     if smoke:

@@ -18,7 +18,13 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def gpu_name() -> str:
-    """The first GPU's name as the driver gives it ("NVIDIA H100 80GB HBM3"), or "" without a GPU."""
+    """The first GPU's name as the driver gives it ("NVIDIA H100 80GB HBM3"), or "" without a GPU; under
+    KERAS_BACKEND=jax as JAX lists it (TensorFlow may be absent there)."""
+    if os.environ.get("KERAS_BACKEND") == "jax":
+        import jax
+
+        gpus = [d for d in jax.devices() if d.platform == "gpu"]
+        return gpus[0].device_kind if gpus else ""
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
@@ -30,9 +36,14 @@ def device(tensorflow: bool = True) -> str:
     benchmark that computes without TensorFlow (`tensorflow=False`: numpy and scikit-learn run on the CPU)."""
     name = gpu_name() if tensorflow else ""
     if name:
-        import tensorflow as tf
+        if os.environ.get("KERAS_BACKEND") == "jax":
+            import jax
 
-        n = len(tf.config.list_physical_devices("GPU"))
+            n = len([d for d in jax.devices() if d.platform == "gpu"])
+        else:
+            import tensorflow as tf
+
+            n = len(tf.config.list_physical_devices("GPU"))
         return name if n == 1 else f"{n} x {name}"
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 

@@ -24,6 +24,8 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: end-to-end runs (subprocesses, notebooks, real backbones); "
                                        "`pytest -m 'not slow'` skips them, `make test` runs everything")
     config.addinivalue_line("markers", "xdist_group(name): tests that one parallel worker runs (make test)")
+    config.addinivalue_line("markers", "backend: tests of the code every Keras backend runs; `make jax-check` runs "
+                                       "them under KERAS_BACKEND=jax")
 
 
 def _worker_group(item) -> str:

@@ -124,12 +124,22 @@ def test_xla_training_and_prediction_match_the_plain_run(tiny_model_dir, referen
 
 
 @pytest.mark.slow
-def test_the_gpu_check_says_there_is_no_gpu_and_smokes_its_code_on_the_cpu(tmp_path):
+@pytest.mark.backend
+def test_the_gpu_check_says_there_is_no_gpu_and_smokes_its_code_on_the_cpu(tmp_path, monkeypatch):
     """`make gpu-check` on a machine without a GPU: it says so, runs the same code on a tiny model, writes
-    nothing, exits 0 (on a GPU it measures: benchmarks/gpu_check.py)."""
+    nothing, exits 0 (on a GPU it measures: benchmarks/gpu_check.py). Under JAX (make jax-check) the preflight
+    before a GPU session: every arm, on this backend."""
+    import keras
+
+    backend = keras.config.backend()
     before = sorted((ROOT / "benchmarks" / "results").glob("gpu-*"))
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--smoke"], capture_output=True,
-                         text=True, timeout=600, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--smoke", "--backend", backend,
+                          *(["--all-arms"] if backend == "jax" else [])], capture_output=True,
+                         text=True, timeout=600, env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu"})
     assert out.returncode == 0, out.stderr[-3000:]
     assert "CPU smoke passed" in out.stdout and '"final_loss"' in out.stdout
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import gpu_check
+
+    assert backend == "tensorflow" or out.stdout.count('"backend": "jax"') == len(gpu_check.arms(2, "jax")) == 5
     assert sorted((ROOT / "benchmarks" / "results").glob("gpu-*")) == before

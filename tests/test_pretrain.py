@@ -20,6 +20,8 @@ from pipeline.modeling import model
 from pipeline.run.rundir import Run
 from pipeline.text import masking, modeldir, tokenizer as tokenizer_lib
 
+pytestmark = pytest.mark.backend  # run under JAX too (make jax-check)
+
 
 @pytest.fixture(scope="module")
 def tok(tiny_model_dir):

@@ -203,3 +203,29 @@ def test_the_report_scores_the_kept_the_last_and_the_other_folds_epochs(trained)
     assert e["last"] == pytest.approx(metrics.spearman(train[list(TARGETS)].to_numpy(), last[list(TARGETS)].to_numpy()).mean)
     md = (run_dir / "report" / "report.md").read_text()
     assert f"- OOF at the last epoch: {e['last']:.4f}" in md and "chosen by its Spearman on the fold's own" in md
+
+
+def test_a_fold_from_another_backend_is_used_only_where_it_predicts_alike_here(trained, tmp_path):
+    """A fold whose metrics say another backend predicts a few of its held rows here; equal to what it predicted
+    when trained: accepted and said; its saved predictions off by more than the tolerance: refused, naming it."""
+    import shutil
+
+    import keras
+
+    from pipeline.run import predict
+    from pipeline.run.rundir import RunError
+
+    cfg, (run_dir, _) = trained
+    copy = tmp_path / run_dir.name
+    shutil.copytree(run_dir, copy)
+    other = {"tensorflow": "jax", "jax": "tensorflow"}[keras.config.backend()]
+    metrics_path = copy / "fold0" / "metrics.json"
+    files.write_json(metrics_path, {**files.read_json(metrics_path), "backend": other})
+    train = tables.load(cfg, "train")
+    said = predict.check_backends(copy, train)
+    assert len(said) == 1 and f"fold 0 was trained on {other}" in said[0]  # fold 1 is this backend's: not checked
+    oof = pd.read_csv(copy / "fold0" / "oof.csv")
+    oof.loc[3, TARGETS[0]] += 0.01  # what it "predicted there" differs by more than float32 allows
+    oof.to_csv(copy / "fold0" / "oof.csv", index=False)
+    with pytest.raises(RunError, match=f"fold 0 was trained on {other}.*KERAS_BACKEND={other}"):
+        predict.check_backends(copy, train)

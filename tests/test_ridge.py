@@ -13,6 +13,8 @@ from pipeline.modeling import targets
 from pipeline.run.rundir import Run
 from pipeline.train import ridge
 
+pytestmark = pytest.mark.backend  # run under JAX too (make jax-check)
+
 
 def _planted(n=360, d=12, seed=0):
     """Features, labels and groups: the first 10 targets a clean linear signal, the rest pure noise."""

@@ -26,7 +26,15 @@ def library_versions() -> dict:
     """Versions a saved model depends on; `package` bundles the pure-Python ones for the Kaggle kernel."""
     import importlib.metadata
 
-    return {d: importlib.metadata.version(d) for d in ("keras", "keras-hub", "tensorflow")}
+    import keras
+
+    out = {"backend": keras.config.backend()}
+    for dist in ("keras", "keras-hub", "tensorflow", "jax", "jaxlib"):  # the backend's own, whichever is installed
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
 
 
 def record() -> dict:

@@ -17,6 +17,7 @@ from pipeline.core.columns import ID, TARGETS
 from pipeline.core.errors import MissingArtifact
 from pipeline.data import folds as folds_lib, metrics, submission, tables
 from pipeline.evaluate import postprocess
+from pipeline.run import predict
 from pipeline.run.rundir import Run, RunError
 
 log = logging.getLogger(__name__)
@@ -90,9 +91,11 @@ def load_members(cfg, members: list[Run], test_csv: Path):
     if len(set(prints.values())) > 1:
         raise RunError(f"runs were trained on different fold splits {prints}; their OOF cannot be blended")
     data = tables.fingerprint(cfg)
+    train = tables.load(cfg, "train")
     for r in members:
         r.check_folds(cfg)
         r.check_data(data)
+        predict.check_backends(r, train)  # folds of another backend: used where they predict alike here
     oofs = [r.load_oof().set_index(ID) for r in members]
     common = oofs[0].index
     for o in oofs[1:]:
@@ -148,7 +151,9 @@ def ensemble(cfg, run_names: list[str] | None = None) -> list[Path]:
                "blend_oof_spearman_nested": score.mean, "equal_weights_oof_spearman": equal,
                "nested_gain_over_equal": score.mean - equal,
                "n_constant": score.n_constant, "n_rows": len(common),
-               "postprocess": postprocess.summary(pp, one_fold) if pp else None}
+               "postprocess": postprocess.summary(pp, one_fold) if pp else None,
+               "backends": {r.name: sorted({files.read_json(r.fold(k).metrics).get("backend", "tensorflow")
+                                            for k in r.finished_folds()}) for r in members}}
     paths = [files.write_text(out.config, config_lib.to_toml(cfg)),
              files.write_json(out.weights, {"method": method, "runs": [r.name for r in members],
                                                      "weights": weights.tolist()}),

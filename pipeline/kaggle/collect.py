@@ -149,6 +149,9 @@ def check(cfg, run: Run, src: Run, handle: str) -> list[int]:
                                f"{here.root} to take {where}'s, or leave it out")
             continue
         new.append(k)
+    from pipeline.run import predict
+
+    predict.check_backends(src, tables.load(cfg, "train"), new)  # a kernel on another backend: equal predictions
     return new
 
 

@@ -1,4 +1,4 @@
-"""Pick the tf.distribute strategy and the precision policy for this machine."""
+"""Pick the tf.distribute strategy (on JAX: the devices, backend.py) and the precision policy for this machine."""
 from __future__ import annotations
 
 import logging
@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from pipeline.core.errors import UsageError
+from pipeline.modeling import backend
 
 log = logging.getLogger(__name__)
 _TPU_HINTS = ("TPU_NAME", "COLAB_TPU_ADDR", "TPU_ACCELERATOR_TYPE")
@@ -19,9 +20,12 @@ def strategy(setting: str = "auto", quiet: bool = False):
     MirroredStrategy over the GPUs when there are several (Kaggle's T4 x2), else the default strategy (one GPU
     such as the P100, or the CPU). default / mirrored / tpu force one; mirrored on a machine without GPUs
     mirrors over the logical CPU devices (tests split the CPU in two). quiet: say nothing (prediction)."""
+    say = (lambda *a: None) if quiet else log.info
+    backend.check_supported()
+    if backend.is_jax():
+        return backend.strategy(setting, say)
     import tensorflow as tf
 
-    say = (lambda *a: None) if quiet else log.info
     tpu_hinted = any(os.environ.get(v) for v in _TPU_HINTS) or Path("/dev/accel0").exists()
     if setting == "tpu" or (setting == "auto" and tpu_hinted):
         try:
@@ -49,6 +53,8 @@ def strategy(setting: str = "auto", quiet: bool = False):
 
 
 def accelerator_kind(strat) -> str:
+    if backend.is_jax():
+        return backend.accelerator_kind()
     import tensorflow as tf
 
     if isinstance(strat, tf.distribute.TPUStrategy):
@@ -58,6 +64,8 @@ def accelerator_kind(strat) -> str:
 
 def describe() -> str:
     """The device and the precision prediction will use, in words (for the Kaggle notebook)."""
+    if backend.is_jax():
+        return backend.describe()
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
@@ -72,16 +80,24 @@ def describe() -> str:
 def set_precision(setting: str, kind: str) -> str:
     """Apply the Keras dtype policy. auto: bf16 on TPU and Ampere+ GPUs, fp16 on older GPUs, fp32 on CPU."""
     import keras
-    import tensorflow as tf
 
     if setting == "auto":
         if kind == "tpu":
             setting = "bfloat16"
         elif kind == "gpu":
-            details = tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0])
-            setting = "bfloat16" if details.get("compute_capability", (0, 0))[0] >= 8 else "float16"
+            setting = "bfloat16" if _compute_capability() >= 8 else "float16"
         else:
             setting = "none"
     policy = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[setting]
     keras.mixed_precision.set_global_policy(policy)
     return policy
+
+
+def _compute_capability() -> int:
+    """The first GPU's major compute capability (8 = Ampere)."""
+    if backend.is_jax():
+        return backend.compute_capability()
+    import tensorflow as tf
+
+    details = tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0])
+    return details.get("compute_capability", (0, 0))[0]

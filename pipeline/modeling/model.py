@@ -168,11 +168,17 @@ class QuestModel(keras.Model):
 
     micro_batches = 1  # set by the trainer (train.grad_accum): each training step is this many micro-batches
 
-    def train_step(self, data):
-        """Keras' step, but over micro_batches, with the gradient clipped on its true norm (accumulate.py)."""
+    def train_step(self, *args):
+        """TensorFlow: Keras' step, but over micro_batches, with the gradient clipped on its true norm
+        (accumulate.py). JAX (whose step is train_step(state, data)): Keras' own, the optimizer accumulating the
+        micro-batches (gradient_accumulation_steps) and clipping their global norm (optim.make)."""
+        from pipeline.modeling import backend
+
+        if backend.is_jax():
+            return super().train_step(*args)
         from pipeline.modeling import accumulate
 
-        return accumulate.train_step(self, data, self.micro_batches)
+        return accumulate.train_step(self, *args, self.micro_batches)
 
     @property
     def backbones(self) -> list:

@@ -110,6 +110,39 @@ class Predictor:
         return max(first - batch, 0.0) * len(folds), batch / len(rows) * len(folds)
 
 
+PORTABLE_ROWS = 16  # held rows a fold trained on another backend predicts again here
+PORTABLE_TOLERANCE = {"float32": 1e-4}  # max |difference|; a mixed-precision fold's own rounding: 2e-2
+
+
+def check_backends(run, train: pd.DataFrame, folds: list[int] | None = None) -> list[str]:
+    """Folds trained on another Keras backend than this process's are accepted only where they predict alike here:
+    each predicts PORTABLE_ROWS of its held rows on this backend (float32), compared with what it predicted for them
+    when it was trained. Returns what was checked, in words; a fold beyond tolerance is refused (RunError)."""
+    import keras
+
+    from pipeline.run.rundir import RunError
+
+    run, here, said = Run(run), keras.config.backend(), []
+    for k in run.finished_folds() if folds is None else folds:
+        m = files.read_json(run.fold(k).metrics)
+        theirs = m.get("backend", "tensorflow")  # folds trained before they recorded it: TensorFlow's
+        if theirs == here:
+            continue
+        saved = pd.read_csv(run.fold(k).oof).head(PORTABLE_ROWS)
+        predictor = Predictor.of(run, precision="none")
+        rows = predictor.rows(train.set_index(ID).loc[saved[ID]].reset_index())
+        diff = float(np.abs(predictor.mean(rows, [k]) - saved[list(TARGETS)].to_numpy()).max())
+        tolerance = PORTABLE_TOLERANCE.get(m.get("precision", "float32"), 2e-2)
+        if not diff <= tolerance:
+            raise RunError(f"{run.root} fold {k} was trained on {theirs}; on {here} it predicts {len(saved)} of its held "
+                           f"rows up to {diff:.2g} away from what it predicted there (tolerance {tolerance:g}): its "
+                           f"weights do not carry across backends here. Predict with KERAS_BACKEND={theirs}")
+        said.append(f"{run.name} fold {k} was trained on {theirs}: on {here} it predicts {len(saved)} of its held rows "
+                    f"within {diff:.1e} of what it predicted there (tolerance {tolerance:g}), so it is used as is")
+        log.info(said[-1])
+    return said
+
+
 def predict_run(run, csv_path: Path, out_dir: Path | None = None, cache_dir: Path | None = None,
                 batch_size: int | None = None, reuse: bool = True, precision: str | None = None) -> Path:
     """`predict` for a run (a Run or its directory): precision "auto" (default: the run's

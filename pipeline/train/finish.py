@@ -55,7 +55,8 @@ def save_fold(run: Run, k: int, model, coding, inp, va, oof, test_pred, history:
     files.write_csv(out.test, submission.predictions_frame(inp.test[ID], test_pred))
     files.write_csv(out.history, pd.DataFrame(history))
     result = {"fold": k, "val_spearman": score.mean, "n_constant": score.n_constant, **result,
-              "precision": keras.mixed_precision.global_policy().name, "per_column": score.per_column,
+              "precision": keras.mixed_precision.global_policy().name, "backend": keras.config.backend(),
+              "per_column": score.per_column,
               "provenance": provenance.record()}
     files.write_json(out.metrics, result)
     files.write_json(out.finished, {"weights_sha256": weights_sha, "test_sha256": inp.test_sha,  # last

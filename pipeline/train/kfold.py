@@ -85,7 +85,7 @@ def epoch_eval(tcfg, val_feed, y_val, chooser=None):
                     self.kept_weights = self.model.get_weights()
             val_loss = finish.bce(y_val, pred)
             opt = self.model.optimizer
-            lr = float(opt.learning_rate.numpy()) if hasattr(opt.learning_rate, "numpy") else float("nan")
+            lr = optim.current_rate(opt)
             self.rows.append({"epoch": epoch + 1, "stage": self.stage,
                               "loss": float((logs or {}).get("loss", np.nan)), "val_loss": val_loss,
                               "val_spearman": score,  # lr_backbone: the backbone's own rate, 0 when frozen
@@ -164,12 +164,14 @@ def _probe(model, ds, tcfg, k: int, batch: int, run: Run) -> dict:
     import keras
 
     steps = tcfg.max_steps
-    warm = min(2, steps - 1)  # the first steps trace the shapes; time the rest
+    fit_steps = feeding.steps_per_epoch(steps, tcfg.grad_accum)  # JAX: one per micro-batch
+    rows = batch * steps // fit_steps
+    warm = min(2, fit_steps - 1)  # the first steps trace the shapes; time the rest
     clock = progress.StepClock(warm)
-    model.fit(ds, epochs=1, steps_per_epoch=steps,
-              callbacks=[clock, *progress.callbacks(tcfg, f"probe fold {k}", steps, batch)], verbose=0)
+    model.fit(ds, epochs=1, steps_per_epoch=fit_steps,
+              callbacks=[clock, *progress.callbacks(tcfg, f"probe fold {k}", fit_steps, rows)], verbose=0)
     result = {"fold": k, "probe": True, "steps": steps, "batch_size": batch,
-              "train_samples_per_s": (steps - warm) * batch / max(clock.seconds, 1e-9)}
+              "train_samples_per_s": (fit_steps - warm) * rows / max(clock.seconds, 1e-9)}
     files.write_json(run.probe(k), result)
     log.info("probe fold %d: %d steps, %.2f samples/s (not a finished fold)", k, steps, result["train_samples_per_s"])
     keras.backend.clear_session()
@@ -207,7 +209,8 @@ def train_fold(cfg, k: int, inp: Inputs, info, strat, run: Run) -> dict:
                                                              np.concatenate([va, inner]), cfg.folds.group_key)
         steps = batching.batches_per_epoch(len(feed), batch)
     dataset = lambda first_epoch: feeding.train_dataset(  # noqa: E731  (endless: fit takes steps_per_epoch)
-        feed, y_train, batch, tcfg.seed * 1000 + k, tcfg.batching, first_epoch, weights)
+        feed, y_train, batch, tcfg.seed * 1000 + k, tcfg.batching, first_epoch, weights, tcfg.grad_accum)
+    fit_steps = feeding.steps_per_epoch(steps, tcfg.grad_accum)
     finish.describe(run, model)
     log.info("fold %d: %d train rows, %d validation rows%s, %d steps/epoch, phases %s", k, len(tr), len(va),
              f", {len(inner)} inner rows choosing the epoch" if len(inner) else "", steps, phases(tcfg))
@@ -227,8 +230,8 @@ def train_fold(cfg, k: int, inp: Inputs, info, strat, run: Run) -> dict:
             optim.compile_built(model, opt, loss, tcfg.xla)
         what = f"fold {k}" + (" (head only)" if head_only else "")
         callback.stage = "head_only" if head_only else "finetune"
-        model.fit(dataset(epoch), initial_epoch=epoch, epochs=epoch + n_epochs, steps_per_epoch=steps,
-                  verbose=0, callbacks=[callback, *progress.callbacks(tcfg, what, steps, batch)])
+        model.fit(dataset(epoch), initial_epoch=epoch, epochs=epoch + n_epochs, steps_per_epoch=fit_steps,
+                  verbose=0, callbacks=[callback, *progress.callbacks(tcfg, what, fit_steps, batch * steps // fit_steps)])
         epoch += n_epochs
         if callback.stopped:
             break

@@ -109,6 +109,13 @@ class GroupAdamW(keras.optimizers.AdamW):
         finally:
             self.weight_decay = decay
 
+    def _get_current_learning_rate(self):
+        """The schedule at the optimizer's step. Keras (3.15) reads its schedule at the micro-batch count when it
+        accumulates gradients (JAX's train.grad_accum), which ran the schedule k times too fast."""
+        if isinstance(self._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+            return self._learning_rate(self.iterations)
+        return super()._get_current_learning_rate()
+
     def _use_weight_decay(self, variable):
         return self._multiplier(variable) != 0.0 and super()._use_weight_decay(variable)
 
@@ -137,7 +144,13 @@ def make(tcfg, optimizer_steps: int, head_vars, layer_factors=None, head_only: b
          reduced_by_step: bool = False) -> GroupAdamW:
     """The optimizer for one training stage of `optimizer_steps` steps (each of train.grad_accum micro-batches). The schedule
     peaks at lr_backbone (at lr_head in a head-only stage or when lr_backbone = 0); each group scales it.
-    reduced_by_step: for QuestModel's train step, which sums the replicas' gradients and clips them itself."""
+    reduced_by_step: for QuestModel's train step, which sums the replicas' gradients and clips them itself
+    (TensorFlow; on JAX Keras' own step clips the global norm and the optimizer accumulates train.grad_accum
+    micro-batches)."""
+    from pipeline.modeling import backend
+
+    jax = backend.is_jax()
+    reduced_by_step = reduced_by_step and not jax
     total = max(1, optimizer_steps)
     base = tcfg.lr_head if head_only else (tcfg.lr_backbone or tcfg.lr_head)
     if head_only and tcfg.head_only_lr:
@@ -149,7 +162,8 @@ def make(tcfg, optimizer_steps: int, head_vars, layer_factors=None, head_only: b
         backbone_multiplier=0.0 if head_only or not base else tcfg.lr_backbone / base, learning_rate=schedule,
         weight_decay=tcfg.weight_decay, global_clipnorm=None if reduced_by_step else tcfg.clipnorm or None,
         reduced_by_step=reduced_by_step, step_clipnorm=tcfg.clipnorm if reduced_by_step else 0.0,
-        use_ema=tcfg.ema > 0, ema_momentum=tcfg.ema or 0.99)  # grad_accum: micro-batches per step (modeling/accumulate.py)
+        use_ema=tcfg.ema > 0, ema_momentum=tcfg.ema or 0.99,  # grad_accum: micro-batches per step (accumulate.py)
+        gradient_accumulation_steps=tcfg.grad_accum if jax and tcfg.grad_accum > 1 else None)
     opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "layer_norm", "LayerNorm", "layer_logits"])
     opt.set_groups(head_vars, layer_factors)
     return opt
@@ -159,7 +173,9 @@ def compile_built(model, optimizer, loss, xla: bool = False) -> None:
     """compile, then create the optimizer's variables (moments, EMA, loss scale) at once: created inside the
     first traced train step instead, they make TensorFlow trace that step a second time, which on a CPU took
     as long as the first (~5 s per fold for a 2-layer model, far more for bert-base)."""
-    model.compile(optimizer=optimizer, loss=loss, jit_compile=xla)
+    from pipeline.modeling import backend
+
+    model.compile(optimizer=optimizer, loss=loss, jit_compile=xla or backend.is_jax())  # JAX: always compiled
     model.optimizer.build(model.trainable_variables)  # the list the train step applies its gradients to
 
 
@@ -186,3 +202,8 @@ class ema_weights:
             for v, value in zip(self.opt._trainable_variables, self.saved):
                 v.assign(value)
         return False
+
+
+def current_rate(optimizer) -> float:
+    """The optimizer's learning rate now (its schedule at its step), on any backend."""
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))

@@ -129,6 +129,11 @@ class Plan:
         return x, m["labels"], m["weights"]
 
     def dataset(self, steps: range):
+        """The steps' batches: a tf.data pipeline on TensorFlow, a generator of numpy batches on JAX."""
+        from pipeline.modeling import backend
+
+        if backend.is_jax():
+            return (self.batch_at(s) for s in steps)
         import tensorflow as tf
 
         names = ["token_ids", "padding_mask", "mask_positions"] + ["segment_ids"] * self.uses_segments
@@ -216,7 +221,8 @@ def _pretrain(cfg, info, tok, docs, sources, key: str, out: layout.Pretrained) -
     for start in range(state["step"], total, p.checkpoint_every):
         steps = range(start, min(start + p.checkpoint_every, total))
         t0 = time.perf_counter()
-        history = mlm.fit(plan.dataset(steps), steps_per_epoch=len(steps), epochs=1, verbose=0, callbacks=[bar])
+        history = keras.Model.fit(mlm, plan.dataset(steps), steps_per_epoch=len(steps), epochs=1, verbose=0,
+                                  callbacks=[bar])  # Keras' own fit: keras-hub's takes tf.data or grain only
         logs = {k: float(v[-1]) for k, v in history.history.items()}
         tokens, seconds = plan.tokens(steps), time.perf_counter() - t0
         state = {**state, "step": steps.stop, "tokens_seen": state["tokens_seen"] + tokens, "loss": logs["loss"],
