@@ -26,6 +26,8 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "xdist_group(name): tests that one parallel worker runs (make test)")
     config.addinivalue_line("markers", "backend: tests of the code every Keras backend runs; `make jax-check` runs "
                                        "them under KERAS_BACKEND=jax")
+    config.addinivalue_line("markers", "tensorflow_only: tests of TensorFlow's side (tf.distribute, tf.data, "
+                                       "tf.function tracing); skipped, saying so, on another backend")
 
 
 def _worker_group(item) -> str:
@@ -43,9 +45,13 @@ def _worker_group(item) -> str:
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
-    """Groups for the parallel workers (`--dist loadgroup`, make test): `_worker_group`."""
+    """Groups for the parallel workers (`--dist loadgroup`, make test): `_worker_group`. Under a backend other than
+    TensorFlow, tests marked tensorflow_only are skipped with the reason."""
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     for item in items:
         item.add_marker(pytest.mark.xdist_group(_worker_group(item)))
+        if backend != "tensorflow" and item.get_closest_marker("tensorflow_only"):
+            item.add_marker(pytest.mark.skip(reason=f"TensorFlow's side only; KERAS_BACKEND={backend}"))
 
 
 TOY = SHARED / "quest-toy"

@@ -23,6 +23,7 @@ def test_a_benchmark_result_states_date_device_and_command_beside_its_table(tmp_
     sys.modules.pop("record", None)
 
 
+@pytest.mark.tensorflow_only
 def test_the_gpu_check_keeps_the_arms_it_finished_when_a_later_arm_fails(tmp_path, monkeypatch):
     """A GPU session is short: each arm's result is written as soon as it is measured, so an arm that fails (as the
     real check does, SystemExit on a non-finite loss) or a time limit leaves the finished arms and names the rest.

@@ -19,7 +19,7 @@ from pipeline.modeling import model
 from pipeline.run import predict
 from pipeline.run.rundir import Run
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.tensorflow_only]  # MirroredStrategy over logical CPUs
 
 
 def _train(tmp_path, synth_dir, model_dir, name: str, replicas: int, **sets) -> dict:

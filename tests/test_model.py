@@ -125,6 +125,7 @@ def test_schedule_warms_up_then_decays():
     assert values == pytest.approx([0.0, 0.5, 1.0, 0.5, 0.0, 0.0])
 
 
+@pytest.mark.tensorflow_only
 @pytest.mark.parametrize("frozen", ["head", "backbone"])
 def test_two_learning_rates(backbone, frozen):
     """Each group steps at its own multiplier; 0 freezes that group (weight decay included), the other moves."""
