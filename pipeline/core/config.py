@@ -197,9 +197,10 @@ class TrainConfig:
                                    choices=("auto", "none", "bfloat16", "float16"), resumable=True)
     predict_precision: str = setting("auto", "auto: what the predicting device supports (fp16 on P100/T4), whatever "
                                      "trained", choices=("auto", "none", "bfloat16", "float16"), resumable=True)
-    xla: bool = setting(False, "jit-compile the train/predict steps (accelerators)", resumable=True)
-    strategy: str = setting("auto", "tf.distribute: auto (TPU, else Mirrored on 2+ GPUs, else one device), default "
-                            "(one device), mirrored (every GPU; batch_size rows each), tpu (see README)",
+    xla: bool = setting(False, "jit-compile the train/predict steps (accelerators; TensorFlow: JAX always compiles)",
+                        resumable=True)
+    strategy: str = setting("auto", "tf.distribute (JAX: DataParallel): auto (TPU, else Mirrored on 2+ GPUs, else one "
+                            "device), default (one device), mirrored (every GPU; batch_size rows each), tpu (README)",
                             choices=("auto", "default", "mirrored", "tpu"), resumable=True)
     verbose: int = setting(1, "progress within an epoch: 1 a bar on a terminal, else a log line every ~10% of an "
                            "epoch; 0 or 2 none (each epoch's result line is logged either way)", resumable=True)

@@ -12,7 +12,7 @@ Clipping (train.clipnorm): Keras clips each replica's share of the gradient befo
 repeated tokens (on a test batch 0.25 where the gradient's norm was 0.98). With an optimizer made
 reduced_by_step (optim.make), this step densifies the gradients, sums them over the replicas and clips their
 true global norm itself, and the optimizer neither sums nor clips again: one device and two replicas then
-take the same step. TensorFlow backend only, as the rest of the pipeline.
+take the same step. TensorFlow's side: on JAX the model takes Keras' own step (modeling/backend.py).
 """
 from __future__ import annotations
 

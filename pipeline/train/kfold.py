@@ -43,7 +43,7 @@ def prepare(cfg) -> tuple[Inputs, encode.Encoder]:
     enc_train, enc_test = encoder.encode(train, "train"), encoder.encode(test, "test")
     for enc, split in ((enc_train, "train"), (enc_test, "test")):
         encode.check_fingerprint(enc, encoder.tok, split)
-    from pipeline.modeling.model import host_vocabulary  # TensorFlow only once training starts
+    from pipeline.modeling.model import host_vocabulary  # Keras (and its backend) only once training starts
 
     inputs = Inputs(train, test, enc_train, enc_test, tables.targets(train), folds_lib.read(cfg, train),
                     files.sha256_file(cfg.data_file("test_file")), host_vocabulary(train))
