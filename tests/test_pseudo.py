@@ -35,6 +35,7 @@ def pseudo_set(trained, unlabeled):
     return stages.pseudo(cfg, teachers=[str(teacher)], input_csv=str(unlabeled))[0]
 
 
+@pytest.mark.backend  # under JAX: both trained runs (the dual-tower one too), pseudo-labels, predict
 def test_fold_k_labels_come_from_teacher_fold_k_only(trained, unlabeled, pseudo_set):
     cfg, (teacher, _) = trained
     predictor = predict.Predictor.of(teacher, cfg.cache_dir)
