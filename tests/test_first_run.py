@@ -159,7 +159,7 @@ def test_the_kept_epoch_is_what_is_saved(tmp_path, synth_dir, tiny_model_dir, ke
 
 
 def test_patience_stops_when_the_score_stalls(tmp_path, synth_dir, tiny_model_dir):
-    cfg = tiny_train_config(tmp_path, synth_dir, tiny_model_dir, train__epochs=6, train__patience=2,
+    cfg = tiny_train_config(tmp_path, synth_dir, tiny_model_dir, train__epochs=6, train__patience=2, train__keep="best",
                             train__lr_backbone=0.0, train__lr_head=0.0, train__folds="0")  # nothing can improve
     stages.folds(cfg)
     run_dir = stages.train(cfg)[0]

@@ -180,9 +180,10 @@ class TrainConfig:
                            "modeling/targets.py)", choices=("raw", "rank", "ordinal"))
     pos_weight: list[float] = setting([], "BCE weight of positives: one value, or one per target", check=POSITIVE)
     clipnorm: float = setting(1.0, "global gradient-norm clip; 0 disables", check=at_least(0))
-    keep: str = setting("best", "the epoch whose weights a fold keeps: best by the held fold's Spearman (optimistic: "
-                        "chosen on the rows that score it), last, or inner (best on inner_share of the training "
-                        "questions, held out of training: the held fold never chooses)", choices=("best", "last", "inner"))
+    keep: str = setting("last", "the epoch whose weights a fold keeps: last (honest; measured no worse on the real rows, "
+                        "README 'Honest validation'), best by the held fold's Spearman (optimistic: chosen on the rows "
+                        "that score it), or inner (best on inner_share of the training questions, held out of "
+                        "training: the held fold never chooses)", choices=("last", "best", "inner"))
     inner_share: float = setting(0.1, "keep = inner: share of each fold's training questions held out to choose the "
                                  "epoch (whole questions, seeded by the fold's seed)", check=between(0, 0.5, low_open=True))
     patience: int = setting(0, "early stopping after this many epochs without improvement; 0 disables",

@@ -1,4 +1,4 @@
-"""Which epoch a score comes from. `train.keep = "best"` keeps each fold's epoch with the best Spearman on its own
+"""Which epoch a score comes from. `train.keep = "best"` (not the default) keeps each fold's epoch with the best Spearman on its own
 held rows, so the kept out-of-fold score was chosen on the rows that score it (optimistic). Beside it: the last
 epoch's score, and an honest one, each fold at the epoch the *other* folds score best on average (no fold's
 epoch is chosen on its own rows). From each fold's oof_epochs.npz (every epoch's predictions) and history.csv.

@@ -5,7 +5,7 @@ from __future__ import annotations
 SCORE_MEANINGS = (
     ("OOF Spearman (all rows)", "the competition metric (mean over the 30 targets of each target's Spearman) over "
      "every out-of-fold row, each predicted by the one fold model that never saw its question, at the fold's kept "
-     "epoch: the CV number write-ups quote. With train.keep = best (the default) each fold's epoch was chosen by "
+     "epoch: the CV number write-ups quote. With train.keep = last (the default) no epoch was chosen on any rows; with best each fold's epoch was chosen by "
      "its Spearman on these same rows, so this is optimistic (see the last two rows); with train.keep = inner it "
      "was chosen on training questions held out of training, and this is honest. A question with many answers "
      "counts once per answer."),
