@@ -17,6 +17,7 @@ import importlib.util
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,9 +48,7 @@ def probe(backend: str, sets: list[str], work: Path) -> dict:
         out[stage] = {"wall_s": time.perf_counter() - start,
                       "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)}
     result = json.loads(next((work / "out" / "runs").glob("*/probes/fold0.json")).read_text())
-    for p in (work / "out" / "runs").glob("*"):
-        import shutil
-
+    for p in (work / "out" / "runs").glob("*"):  # the next backend's probe starts a run of its own
         shutil.rmtree(p)
     return {"backend": backend, "train_samples_per_s": result["train_samples_per_s"], "steps": result["steps"],
             "batch_size": result["batch_size"], "train_process_cpu_s": out["train"]["cpu_s"],
@@ -100,6 +99,7 @@ def main(argv=None) -> int:
         ratio = f"{r['samples_per_cpu_s'] / tf_row['samples_per_cpu_s']:.2f}x" if tf_row else "-"
         lines.append(f"| {r['backend']} | {r['train_samples_per_s']:.2f} | {r['samples_per_cpu_s']:.2f} | {ratio} |")
     text = "\n".join(lines) + "\n"
+    shutil.rmtree(work, ignore_errors=True)  # its generated rows, models and runs
     if not args.smoke:
         res = {**record.stamp(__file__, argv, tensorflow=False), "model": what, "rows": rows, "max_len": args.max_len}
         record.write(res, text, record.RESULTS / "backends-cpu.json")

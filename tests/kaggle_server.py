@@ -10,6 +10,7 @@ import json
 import shutil
 import sys
 import tempfile
+import weakref
 import zipfile
 from pathlib import Path
 from unittest import mock
@@ -103,6 +104,8 @@ class KaggleServer:
                  run_statuses=("complete",), extracts: bool = True, rules_accepted: bool = True,
                  submissions_left: int = 5, push_error: str = ""):
         self.tmp = Path(tmp) if tmp else Path(tempfile.mkdtemp(prefix="kaggle-server-"))
+        if not tmp:  # a folder of its own: gone with the server (hundreds were left in /tmp by a suite)
+            weakref.finalize(self, shutil.rmtree, self.tmp, True)
         self.user, self.processing, self.run_statuses = user, list(processing), list(run_statuses)
         self.extracts, self.rules_accepted, self.submissions_left = extracts, rules_accepted, submissions_left
         self.push_error = push_error
