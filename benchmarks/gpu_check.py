@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -234,6 +235,13 @@ def main(argv=None) -> int:
               if not gpus else "gpu-check: --smoke", flush=True)
         args.max_len, args.batch_size, args.steps, args.infer_rows = 64, 4, 2, 8
     work = Path(tempfile.mkdtemp(prefix="quest-gpu-check-"))
+    try:
+        return _check(args, argv, gpus, smoke, gpu_name, work, synth, provenance)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # generated rows, models, encodings: the results are written
+
+
+def _check(args, argv, gpus, smoke: bool, gpu_name: str, work: Path, synth, provenance) -> int:
     data = work / "data"
     synth.write(data, n_train=24 if smoke else 2048, n_test=16, seed=0)
     mdir = model_dir(work, smoke)
