@@ -3,6 +3,7 @@ and the real QUEST rows in ../shared/data/ (tests using those skip when the fold
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -52,6 +53,16 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(pytest.mark.xdist_group(_worker_group(item)))
         if backend != "tensorflow" and item.get_closest_marker("tensorflow_only"):
             item.add_marker(pytest.mark.skip(reason=f"TensorFlow's side only; KERAS_BACKEND={backend}"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_fake_server_folders_left():
+    """The fake Kaggle server's own temp folders go at the end of the session (parallel workers skip the
+    interpreter's exit hooks that would otherwise delete them)."""
+    yield
+    server = sys.modules.get("kaggle_server")
+    for folder in getattr(server, "OWN_FOLDERS", []):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 TOY = SHARED / "quest-toy"

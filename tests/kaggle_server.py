@@ -92,6 +92,9 @@ class Kernel:
     pushed: Path | None = None  # the pushed notebook's folder (notebook + the sources it named)
 
 
+OWN_FOLDERS: list[Path] = []  # folders servers made for themselves; a suite left hundreds in /tmp
+
+
 class KaggleServer:
     """Datasets, kernels and submissions of one user, answering with kagglesdk's response classes.
 
@@ -104,7 +107,8 @@ class KaggleServer:
                  run_statuses=("complete",), extracts: bool = True, rules_accepted: bool = True,
                  submissions_left: int = 5, push_error: str = ""):
         self.tmp = Path(tmp) if tmp else Path(tempfile.mkdtemp(prefix="kaggle-server-"))
-        if not tmp:  # a folder of its own: gone with the server (hundreds were left in /tmp by a suite)
+        if not tmp:  # a folder of its own: gone with the server, or at the end of the session (conftest)
+            OWN_FOLDERS.append(self.tmp)
             weakref.finalize(self, shutil.rmtree, self.tmp, True)
         self.user, self.processing, self.run_statuses = user, list(processing), list(run_statuses)
         self.extracts, self.rules_accepted, self.submissions_left = extracts, rules_accepted, submissions_left
