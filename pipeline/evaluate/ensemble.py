@@ -84,14 +84,13 @@ def fit_weights(y: np.ndarray, preds: list[np.ndarray], method: str, per_column:
     return _ascend(lambda w: metrics.spearman(y, blend(preds, w, "mean")).mean, n, grid)
 
 
-def load_members(cfg, members: list[Run], test_csv: Path):
+def load_members(cfg, members: list[Run], test_csv: Path, train: pd.DataFrame):
     """OOF (rows present in every run) and test predictions of each run; all must share one folds.csv,
     the one cfg names. Test predictions are read from each run's `predict` output."""
     prints = {r.name: r.read_info().folds_fingerprint for r in members}
     if len(set(prints.values())) > 1:
         raise RunError(f"runs were trained on different fold splits {prints}; their OOF cannot be blended")
     data = tables.fingerprint(cfg)
-    train = tables.load(cfg, "train")
     for r in members:
         r.check_folds(cfg)
         r.check_data(data)
@@ -116,7 +115,7 @@ def ensemble(cfg, run_names: list[str] | None = None) -> list[Path]:
     train, sample = tables.load(cfg, "train"), tables.load(cfg, "sample_submission")
     test_csv = cfg.data_file("test_file")
     tables.check_same_rows(tables.load(cfg, "test"), sample, test_csv, cfg.data_file("sample_submission_file"))
-    common, oof_preds, tests = load_members(cfg, members, test_csv)
+    common, oof_preds, tests = load_members(cfg, members, test_csv, train)
     stamp = files.sha256_text(*(files.sha256_file(r.oof) for r in members),
                               *(t.to_csv() for t in tests), config_lib.to_toml(cfg), files.sha256_file(test_csv))
     sub_path = cfg.submission_file

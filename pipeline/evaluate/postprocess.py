@@ -219,16 +219,17 @@ def clears(before: np.ndarray, after: np.ndarray, margin: float, held_by: Held, 
     return bool(gains.mean() > margin * gains.std(ddof=1) / np.sqrt(max(independent, 1.0)))
 
 
-def _honest(y: np.ndarray, p: np.ndarray, held_by: Held, cands_for, margin: float) -> dict:
-    """The shipped procedure judged on rows it never saw: for each held part (Held.units), the candidates, the
+def _honest(y: np.ndarray, p: np.ndarray, held_by: Held, units, cands_for, margin: float) -> dict:
+    """The shipped procedure judged on rows it never saw: for each held part (units: Held.units, each with the
+    held sets of the other rows, drawn once for every column), the candidates, the
     transform (chosen on all the other rows) and whether to keep it (its nested gain on held sets of the other
     rows, DRAWS of them, clearing the margin), as `ensemble` decides them, then the part's sets scored untouched
     and transformed. Returns per part the mean scores, and per scored set the scores."""
     parts = {"before": [], "after": []}
     sets = {"before": [], "after": []}
-    for held, scored in held_by.units():
+    for held, scored, inner in units:
         train = ~held
-        before_in, after_in = _nested(y, p, train, held_by.sets(train), cands_for)
+        before_in, after_in = _nested(y, p, train, inner, cands_for)
         keep = clears(before_in, after_in, margin, held_by, int(train.sum()))
         method, params = choose(y[train], p[train], cands_for(train)) if keep else ("none", {})
         b = [score_column(y[s], p[s]) for s in scored]
@@ -266,13 +267,14 @@ def fit(y: np.ndarray, p: np.ndarray, fold: np.ndarray, columns, y_label_source:
     held_by = Held(np.asarray(fold), None if groups is None else np.asarray(groups), eval_rows, one_fold)
     everything = np.ones(len(y), bool)
     held_sets = held_by.sets(everything)
+    units = [(held, scored, held_by.sets(~held)) for held, scored in held_by.units()]  # the same for every column
     for j, col in enumerate(columns):
         def cands_for(rows, j=j):
             return candidates(labels[rows, j], methods, round_grids, kmeans_ks)
 
         before_sets, after_sets = _nested(y[:, j], p[:, j], everything, held_sets, cands_for)
         before, after = float(before_sets.mean()), float(after_sets.mean())
-        honest = _honest(y[:, j], p[:, j], held_by, cands_for, margin)
+        honest = _honest(y[:, j], p[:, j], held_by, units, cands_for, margin)
         gain = float(np.mean(np.subtract(honest["parts"]["after"], honest["parts"]["before"])))
         method, params = choose(y[:, j], p[:, j], cands_for(everything))
         applied = clears(before_sets, after_sets, margin, held_by, len(y)) and method != "none"

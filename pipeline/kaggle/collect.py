@@ -130,7 +130,8 @@ def check(cfg, run: Run, src: Run, handle: str) -> list[int]:
         raise RunError(f"{where} trained with {trained_with}, this run's folds with {want['versions']}: a bundle "
                        "runs one keras / keras-hub; package the code dataset from this environment")
     new = []
-    fold_of = folds_lib.by_id(cfg, tables.load(cfg, "train"))
+    train = tables.load(cfg, "train")
+    fold_of = folds_lib.by_id(cfg, train)
     for k in src.finished_folds():
         src.verify_weights(k)
         rows = pd.read_csv(src.fold(k).oof, usecols=[ID])[ID]
@@ -151,7 +152,7 @@ def check(cfg, run: Run, src: Run, handle: str) -> list[int]:
         new.append(k)
     from pipeline.run import predict
 
-    predict.check_backends(src, tables.load(cfg, "train"), new)  # a kernel on another backend: equal predictions
+    predict.check_backends(src, train, new)  # a kernel on another backend: equal predictions
     return new
 
 

@@ -106,15 +106,16 @@ class Batches:
     endless generator, epoch after epoch), each cut to its width, and with train.grad_accum = k each batch
     yielded as k micro-batches (np.array_split: the optimizer accumulates them, each weighing the same)."""
 
-    def __init__(self, feed, y, plans, micro_batches: int, weights=None):
-        self.feed, self.y, self.plans, self.k, self.weights = feed, np.asarray(y, np.float32), plans, micro_batches, weights
+    def __init__(self, feed, y, plans, shape, micro_batches: int, weights=None):
+        self.feed, self.y, self.plans, self.shape, self.k = feed, np.asarray(y, np.float32), plans, shape, micro_batches
+        self.weights = None if weights is None else np.asarray(weights, np.float32)  # once, not per batch
         self.shapes: set = set()
 
     def __iter__(self):
         for rows, _ in self.plans():
             # k micro-batches per optimizer step; a batch of fewer rows than k repeats its rows to fill them
             for part in np.array_split(np.resize(rows, max(len(rows), self.k)), self.k):
-                x = self.feed_batch(part)
+                x = self.feed.batch(part, self.shape.dynamic_padding, self.shape.pad_multiple)
                 shape = tuple(v.shape for v in x.values())
                 if shape not in self.shapes:
                     self.shapes.add(shape)
@@ -124,16 +125,11 @@ class Batches:
                 if self.weights is None:
                     yield x, self.y[part]
                 else:
-                    yield x, self.y[part], np.asarray(self.weights, np.float32)[part]
-
-    def feed_batch(self, rows):
-        return self.feed.batch(rows, self.dynamic_padding, self.pad_multiple)
+                    yield x, self.y[part], self.weights[part]
 
 
-def train_batches(feed, y, plans, shape, micro_batches: int, weights=None) -> Batches:
-    batches = Batches(feed, y, plans, micro_batches, weights)
-    batches.dynamic_padding, batches.pad_multiple = shape.dynamic_padding, shape.pad_multiple
-    return iter(batches)
+def train_batches(feed, y, plans, shape, micro_batches: int, weights=None):
+    return iter(Batches(feed, y, plans, shape, micro_batches, weights))
 
 
 def predict_batches(model, batches) -> np.ndarray:

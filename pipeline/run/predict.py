@@ -123,13 +123,13 @@ def check_backends(run, train: pd.DataFrame, folds: list[int] | None = None) -> 
     from pipeline.run.rundir import RunError
 
     run, here, said = Run(run), keras.config.backend(), []
+    predictor = Predictor.of(run, precision="none")
     for k in run.finished_folds() if folds is None else folds:
         m = files.read_json(run.fold(k).metrics)
         theirs = m.get("backend", "tensorflow")  # folds trained before they recorded it: TensorFlow's
         if theirs == here:
             continue
         saved = pd.read_csv(run.fold(k).oof).head(PORTABLE_ROWS)
-        predictor = Predictor.of(run, precision="none")
         rows = predictor.rows(train.set_index(ID).loc[saved[ID]].reset_index())
         diff = float(np.abs(predictor.mean(rows, [k]) - saved[list(TARGETS)].to_numpy()).max())
         tolerance = PORTABLE_TOLERANCE.get(m.get("precision", "float32"), 2e-2)
