@@ -96,3 +96,64 @@ def test_the_transfer_benchmark_measures_on_rows_its_models_never_saw(tmp_path, 
     bench.write_folds(tmp_path, train, fold)
     merged = pd.read_csv(tmp_path / "folds-rotation4.csv")["fold"].to_numpy()
     assert (merged[np.isin(fold, [4, 0])] == 3).all() and set(merged[~np.isin(fold, [4, 0])]) == {0, 1, 2}
+
+
+def test_onnx_runtime_runs_the_same_model_as_keras(tmp_path, monkeypatch, synth_dir, tiny_model_dir):
+    """cpu_limit.py's peer: the pipeline's model written as an ONNX graph from its weights computes what Keras
+    computes, on padded rows of several lengths (the masked keys and the masked mean pooling included)."""
+    pytest.importorskip("onnxruntime", reason="a benchmark dependency: requirements-dev.txt")
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import keras
+    import numpy as np
+    import onnx_bert
+
+    from conftest import tiny_train_config
+    from pipeline.modeling import model, targets
+
+    cfg = tiny_train_config(tmp_path, synth_dir, tiny_model_dir)
+    keras.utils.set_random_seed(3)
+    m = model.build(cfg, tiny_model_dir, targets.fit("raw", np.random.default_rng(0).random((20, 30))))
+    rng = np.random.default_rng(1)
+    tok = rng.integers(5, m.backbone.get_config()["vocabulary_size"], (3, 40)).astype(np.int32)
+    seg = np.zeros_like(tok)
+    seg[:, 20:] = 1
+    mask = (np.arange(40)[None] < np.array([[40], [23], [7]])).astype(np.int32)
+    tok[mask == 0] = 0
+    x = {"token_ids": tok, "segment_ids": seg, "padding_mask": mask}
+    got = onnx_bert.session(onnx_bert.export(m)).run(None, x)[0]
+    want = np.asarray(m(x, training=False))
+    assert got.shape == want.shape == (3, 30)
+    np.testing.assert_allclose(got, want, atol=2e-5)
+    assert np.abs(want[1] - want[2]).max() > 1e-3  # the rows differ, so the masks mattered
+    with pytest.raises(ValueError, match="one linear head"):
+        onnx_bert.export(model.build(tiny_train_config(tmp_path, synth_dir, tiny_model_dir, model__head="per_target"),
+                                     tiny_model_dir, targets.fit("raw", np.random.default_rng(0).random((20, 30)))))
+
+
+def test_the_cpu_limit_benchmark_counts_useful_flops_and_shares_of_the_peak(monkeypatch):
+    """The work counted per row follows the parameters the tokens pass through and the attention's square in the
+    length; shares are useful FLOP/s over the float32 peak (bf16 arms also over the bf16 peak); the ONNX ratio is
+    the pipeline's inference rate over ONNX Runtime's on the same batches."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import cpu_limit
+
+    per_row = cpu_limit.model_flops({"num_layers": 6, "hidden_dim": 384}, 10_600_000)
+    infer, train = per_row(100)
+    assert infer == 2 * 10_600_000 * 100 + 4 * 6 * 100 ** 2 * 384 and train == 3 * infer
+    assert per_row(200)[0] - 2 * per_row(100)[0] == 4 * 6 * 384 * (200 ** 2 - 2 * 100 ** 2)  # attention: quadratic
+    rate = {"median": 10.0, "min": 9.0, "max": 11.0}
+    res = {"peak_gflops": {"float32": 200.0, "bfloat16": 800.0}, "onnx": {"infer_samples_per_s": {"median": 8.0}},
+           "arms": {"pipeline": {"precision": "float32", "train_samples_per_s": rate, "infer_samples_per_s": rate,
+                                 "train_flops_per_row": 12e9, "infer_flops_per_row": 4e9},
+                    "bf16": {"precision": "mixed_bfloat16", "train_samples_per_s": rate, "infer_samples_per_s": rate,
+                             "train_flops_per_row": 12e9, "infer_flops_per_row": 4e9}}}
+    cpu_limit.shares(res)
+    a, b = res["arms"]["pipeline"], res["arms"]["bf16"]
+    assert a["train_share_of_fp32_peak"] == pytest.approx(0.6) and a["infer_share_of_fp32_peak"] == pytest.approx(0.2)
+    assert "train_share_of_bf16_peak" not in a and b["train_share_of_bf16_peak"] == pytest.approx(0.15)
+    assert a["infer_vs_onnx"] == pytest.approx(1.25)
+    with pytest.raises(SystemExit, match="unknown"):
+        cpu_limit.arms_of(cpu_limit.parse(["--arms", "pipeline", "turbo"]))
+    arms = cpu_limit.arms_of(cpu_limit.parse(["--arms", "pipeline", "--arm", "b16-pad8=train.mixed_precision=bfloat16,"
+                                                                              "train.pad_multiple=8"]))
+    assert arms == {"pipeline": [], "b16-pad8": ["train.mixed_precision=bfloat16", "train.pad_multiple=8"]}
