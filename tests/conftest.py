@@ -74,6 +74,9 @@ def make_config(tmp: Path, data_dir: Path, model_dir: Path | None = None, toy: b
     overrides = [f"data.dir={data_dir}", f"folds.file={tmp / 'folds.csv'}", f"encode.cache_dir={tmp / 'cache'}",
                  f"output.dir={tmp / 'out'}", f"kaggle.models_dir={tmp / 'models'}",
                  f"output.submission={tmp / 'out' / 'submission.csv'}"]
+    # float32 unless a test says otherwise: `auto` picks bfloat16 on CPUs with AMX or AVX-512 BF16 units, and the
+    # tests' tolerances would then depend on which CPU runs them
+    overrides += ["train.mixed_precision=none", "train.predict_precision=none"]
     if toy:
         overrides += ["data.train_file=train_toy.csv", "data.test_file=test_toy.csv",
                       "data.sample_submission_file=sample_submission_toy.csv"]

@@ -30,7 +30,8 @@ def _train(tmp_path, synth_dir, model_dir, name: str, replicas: int, **sets) -> 
             "train.lr_backbone": 2e-3, "train.lr_head": 3e-3, "train.verbose": 0, "train.eval_batch_size": 32,
             # the last epoch's weights, so runs are compared after the same steps (the best epoch by validation
             # Spearman is a near tie on tiny models: float16's rounding could keep epoch 1 where float32 keeps 2)
-            "train.keep": "last", "train.strategy": "mirrored" if replicas > 1 else "default", **sets}
+            "train.keep": "last", "train.mixed_precision": "none", "train.predict_precision": "none",  # as conftest
+            "train.strategy": "mirrored" if replicas > 1 else "default", **sets}
     spec = tmp_path / f"{name}.json"
     spec.write_text(json.dumps({"replicas": replicas, "out": str(tmp_path / f"{name}-result.json"),
                                 "sets": [f"{k}={v}" for k, v in base.items()]}))

@@ -143,3 +143,46 @@ def test_the_gpu_check_says_there_is_no_gpu_and_smokes_its_code_on_the_cpu(tmp_p
 
     assert backend == "tensorflow" or out.stdout.count('"backend": "jax"') == len(gpu_check.arms(2, "jax")) == 5
     assert sorted((ROOT / "benchmarks" / "results").glob("gpu-*")) == before
+
+
+def test_a_cpu_with_bfloat16_matrix_units_is_recognised_by_its_flags(tmp_path):
+    """train.mixed_precision = auto reads the CPU's flags: AMX tiles before AVX-512 BF16 dot products; a CPU with
+    neither, a flags line missing, or no /proc/cpuinfo (macOS, Windows) mean float32."""
+    from pipeline.modeling import device
+
+    def unit(text):
+        path = tmp_path / f"cpuinfo-{len(list(tmp_path.iterdir()))}"
+        path.write_text(text)
+        return device.cpu_bf16_unit(str(path))
+
+    head = "processor\t: 0\nmodel name\t: Some CPU\n"
+    assert unit(head + "flags\t\t: fpu sse avx512f avx512_bf16 amx_tile amx_bf16 amx_int8\n") == "AMX"
+    assert unit(head + "flags\t\t: fpu sse avx2 avx512f avx512_bf16\n") == "AVX-512 BF16"
+    assert unit(head + "flags\t\t: fpu sse avx2 avx512f avx512_vnni\n") == ""
+    assert unit(head) == "" and unit("") == ""
+    assert device.cpu_bf16_unit(str(tmp_path / "absent")) == ""
+
+
+@pytest.mark.tensorflow_only
+def test_auto_precision_on_a_cpu_follows_its_bfloat16_units_and_says_so(monkeypatch, policy, caplog):
+    """On a CPU, auto is bfloat16 mixed precision where the CPU has bfloat16 matrix units (the log names them and
+    how to keep float32), float32 where it has none; an explicit setting is taken as given either way."""
+    import logging
+
+    from pipeline.modeling import device
+
+    for unit, expected in (("AMX", "mixed_bfloat16"), ("AVX-512 BF16", "mixed_bfloat16"), ("", "float32")):
+        monkeypatch.setattr(device, "cpu_bf16_unit", lambda unit=unit: unit)
+        device._say_cpu_precision.cache_clear()
+        with caplog.at_level(logging.INFO, logger="pipeline.modeling.device"):
+            caplog.clear()
+            assert device.set_precision("auto", "cpu") == expected
+        if unit:
+            assert f"CPU with {unit}: bfloat16 mixed precision" in caplog.text and "none keeps float32" in caplog.text
+            assert device.describe().endswith(f"{unit}), bfloat16 mixed precision")
+        else:
+            assert device.describe().endswith("float32")
+        assert device.set_precision("none", "cpu") == "float32"
+    monkeypatch.setattr(device, "cpu_bf16_unit", lambda: "AMX")
+    assert device.set_precision("bfloat16", "cpu") == "mixed_bfloat16"
+    device._say_cpu_precision.cache_clear()

@@ -194,11 +194,14 @@ class TrainConfig:
     eval_batch_size: int = setting(0, "inference batch (rows sorted by length); 0 = auto: 64 on accelerators, 16 on a "
                                    "CPU (same speed per token there, less padding: benchmarks/)", check=at_least(0),
                                    resumable=True)
-    mixed_precision: str = setting("auto", "auto (bf16/fp16 on accelerators, fp32 on CPU), none, bfloat16, float16",
+    mixed_precision: str = setting("auto", "auto (bf16/fp16 on accelerators; on a CPU bf16 where it has AMX or AVX-512 "
+                                   "BF16 units (TensorFlow), else fp32), none, bfloat16, float16",
                                    choices=("auto", "none", "bfloat16", "float16"), resumable=True)
-    predict_precision: str = setting("auto", "auto: what the predicting device supports (fp16 on P100/T4), whatever "
-                                     "trained", choices=("auto", "none", "bfloat16", "float16"), resumable=True)
-    xla: bool = setting(False, "jit-compile the train/predict steps (accelerators; TensorFlow: JAX always compiles)",
+    predict_precision: str = setting("auto", "auto: what the predicting device supports (fp16 on P100/T4, bf16 on a "
+                                     "CPU as train.mixed_precision), whatever trained",
+                                     choices=("auto", "none", "bfloat16", "float16"), resumable=True)
+    xla: bool = setting(False, "jit-compile the train/predict steps (accelerators; TensorFlow: JAX always compiles; "
+                        "not on a CPU, where XLA trains ~9x slower: benchmarks/README.md)",
                         resumable=True)
     strategy: str = setting("auto", "tf.distribute (JAX: DataParallel): auto (TPU, else Mirrored on 2+ GPUs, else one "
                             "device), default (one device), mirrored (every GPU; batch_size rows each), tpu (README)",

@@ -1,6 +1,7 @@
 """Pick the tf.distribute strategy (on JAX: the devices, backend.py) and the precision policy for this machine."""
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -62,6 +63,39 @@ def accelerator_kind(strat) -> str:
     return "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
 
 
+# CPU flags (Linux /proc/cpuinfo) of bfloat16 matrix units, best first: AMX tiles (Sapphire Rapids and later),
+# AVX-512 BF16 dot products (Cooper Lake, Zen 4 and later). oneDNN runs TensorFlow's bfloat16 matmuls on them.
+CPU_BF16_UNITS = {"amx_bf16": "AMX", "avx512_bf16": "AVX-512 BF16"}
+
+
+@functools.cache
+def cpu_bf16_unit(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's bfloat16 matrix unit in words ("AMX", "AVX-512 BF16"), or "" where it has none (or the flags cannot
+    be read: other systems than Linux)."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return ""
+    flags = set(next((l for l in text.splitlines() if l.startswith("flags")), "").partition(":")[2].split())
+    return next((name for flag, name in CPU_BF16_UNITS.items() if flag in flags), "")
+
+
+def cpu_auto_precision() -> str:
+    """train.mixed_precision = auto on a CPU: bfloat16 where TensorFlow runs its matrix multiplies on bfloat16 units
+    (measured faster at the same out-of-fold score: benchmarks/README.md, "The CPU at its limit"), else none.
+    JAX keeps float32 on a CPU (XLA:CPU; not measured in bfloat16)."""
+    return "bfloat16" if cpu_bf16_unit() and not backend.is_jax() else "none"
+
+
+@functools.cache
+def _say_cpu_precision(setting: str) -> None:
+    unit = cpu_bf16_unit()
+    if setting == "bfloat16":
+        log.info("CPU with %s: bfloat16 mixed precision (train.mixed_precision = auto; none keeps float32)", unit)
+    elif unit:
+        log.info("CPU with %s, but bfloat16 is used on TensorFlow only: float32 on %s", unit, backend.name())
+
+
 def describe() -> str:
     """The device and the precision prediction will use, in words (for the Kaggle notebook)."""
     if backend.is_jax():
@@ -70,6 +104,8 @@ def describe() -> str:
 
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
+        if cpu_auto_precision() == "bfloat16":
+            return f"CPU ({os.cpu_count()} cores, {cpu_bf16_unit()}), bfloat16 mixed precision"
         return f"CPU ({os.cpu_count()} cores), float32"
     details = tf.config.experimental.get_device_details(gpus[0])
     cc = details.get("compute_capability", (0, 0))
@@ -78,7 +114,8 @@ def describe() -> str:
 
 
 def set_precision(setting: str, kind: str) -> str:
-    """Apply the Keras dtype policy. auto: bf16 on TPU and Ampere+ GPUs, fp16 on older GPUs, fp32 on CPU."""
+    """Apply the Keras dtype policy. auto: bf16 on TPU and Ampere+ GPUs, fp16 on older GPUs; on a CPU bf16 where it
+    has bfloat16 matrix units (cpu_auto_precision), else fp32."""
     import keras
 
     if setting == "auto":
@@ -87,7 +124,8 @@ def set_precision(setting: str, kind: str) -> str:
         elif kind == "gpu":
             setting = "bfloat16" if _compute_capability() >= 8 else "float16"
         else:
-            setting = "none"
+            setting = cpu_auto_precision()
+            _say_cpu_precision(setting)
     policy = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[setting]
     keras.mixed_precision.set_global_policy(policy)
     return policy

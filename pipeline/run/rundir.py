@@ -259,7 +259,7 @@ class Run(layout.RunPaths):
 
     def check_precision(self, policy: str, where: str = "this machine"):
         """A run's folds share one numeric precision, the one actually used (train.mixed_precision "auto" is
-        float16 on a P100/T4, bfloat16 on newer GPUs, float32 on a CPU)."""
+        float16 on a P100/T4, bfloat16 on newer GPUs and on CPUs with bfloat16 units, else float32 on a CPU)."""
         if found := self._fold_recording_other("precision", policy):
             k, m = found
             raise RunError(f"fold {k} of {self.name} was trained in {m['precision']}; {where} trains in {policy}. "
