@@ -15,7 +15,7 @@ import numpy as np
 
 from pipeline.core.columns import CATEGORIES, QUESTION_TARGETS, TARGETS
 from pipeline.core.errors import UsageError
-from pipeline.modeling import targets
+from pipeline.modeling import device, dropout as dropout_masks, targets
 from pipeline.modeling.layers import MaskedMeanPooling, OneHot, TargetHead, WeightedLayerSum
 from pipeline.text import modeldir
 from pipeline.text.batching import INPUT_NAMES
@@ -24,7 +24,8 @@ from pipeline.text.encode import SEQUENCE_PREFIXES
 
 def load_backbone(path: str | Path, random_init: bool = False, dropout: float = -1.0) -> keras.Model:
     """A keras-hub backbone from a HF directory or keras-hub preset, with weights unless random_init; dropout >= 0
-    replaces the backbone's own rate (keras-hub's BERT family: 0.1, whatever a Hugging Face config says)."""
+    replaces the backbone's own rate (keras-hub's BERT family: 0.1, whatever a Hugging Face config says). Training
+    with TensorFlow on a CPU, its dropout layers draw byte masks (dropout.py)."""
     import keras_hub
 
     info = modeldir.inspect(path)
@@ -33,10 +34,13 @@ def load_backbone(path: str | Path, random_init: bool = False, dropout: float = 
             f"{info.path}: no weights ({'model.weights.h5' if info.layout == 'keras_hub' else 'model.safetensors'}); "
             "set model.random_init=true to train this architecture from scratch")
     try:
-        return keras_hub.models.Backbone.from_preset(str(info.path), load_weights=not random_init,
-                                                     **({"dropout": float(dropout)} if dropout >= 0 else {}))
+        backbone = keras_hub.models.Backbone.from_preset(str(info.path), load_weights=not random_init,
+                                                         **({"dropout": float(dropout)} if dropout >= 0 else {}))
     except (ValueError, KeyError) as err:
         raise modeldir.ModelDirError(f"{info.path}: keras-hub cannot build a backbone from it ({err})") from None
+    if device.tensorflow_on_cpu():
+        dropout_masks.use_byte_masks(backbone)  # same rate and expectation, ~1.7x cheaper masks (dropout.py)
+    return backbone
 
 
 def _without_dtype(description: dict) -> dict:
