@@ -1,0 +1,103 @@
+"""TensorFlow's cheaper ops on a CPU (pipeline/modeling/cpu_ops.py, issue 43). Byte-mask dropout: the same rate
+(rounded to 1/256) and expectation as Keras' own dropout, seeded, with the mask as its gradient. GELU in float32
+under a bfloat16 policy. Every backbone loaded or rebuilt with TensorFlow on a CPU takes both; nothing saved
+changes."""
+import numpy as np
+import pytest
+
+from pipeline.modeling import cpu_ops, model
+
+pytestmark = pytest.mark.tensorflow_only
+
+
+def _run(layer, x, training=True):
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        xt = tf.convert_to_tensor(x)
+        tape.watch(xt)
+        y = layer(xt, training=training)
+        loss = tf.reduce_sum(tf.cast(y, tf.float32))
+    return np.asarray(tf.cast(y, tf.float32)), np.asarray(tf.cast(tape.gradient(loss, xt), tf.float32))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_byte_masks_drop_the_rounded_rate_and_keep_the_expectation(dtype):
+    x = np.ones((64, 4, 33, 31), dtype)  # an element count that is not a multiple of four
+    y, grad = _run(cpu_ops.ByteMaskDropout(0.1, seed=3, dtype=dtype), x)
+    assert cpu_ops.byte_threshold(0.1) == 26
+    dropped = (y == 0).mean()
+    assert abs(dropped - 26 / 256) < 0.004, dropped  # 270k elements: the standard error is 0.0006
+    assert np.allclose(y[y != 0], 256 / 230, rtol=1e-3 if dtype == "float32" else 4e-3)  # 1 / (1 - 26/256)
+    assert abs(y.mean() - 1) < 0.01
+    assert np.array_equal(grad, y)  # d(sum y)/dx = scaled mask: the backward pass drops the same elements
+
+
+def test_byte_masks_are_seeded_fresh_per_call_and_off_at_inference():
+    x = np.random.default_rng(0).normal(size=(8, 16, 24)).astype("float32")
+    first, second = cpu_ops.ByteMaskDropout(0.1, seed=5), cpu_ops.ByteMaskDropout(0.1, seed=5)
+    a, b = _run(first, x)[0], _run(second, x)[0]
+    assert np.array_equal(a, b)  # the same seed, the same masks: a run repeats its masks
+    assert not np.array_equal(a, _run(first, x)[0])  # and each call draws new ones
+    assert np.array_equal(_run(first, x, training=False)[0], x)
+    assert (a == 0).mean() > 0.05
+
+
+def test_rates_below_one_byte_level_fall_back_to_keras_dropout():
+    assert cpu_ops.byte_threshold(0.001) == 0 and cpu_ops.byte_threshold(0.999) == 255
+    y = _run(cpu_ops.ByteMaskDropout(0.001, seed=1), np.ones((200, 100), "float32"))[0]
+    assert 0 < (y == 0).sum() < 60 and np.allclose(y[y != 0], 1 / 0.999)  # Keras' own: exactly rate 0.001
+
+
+def test_xla_compiles_byte_masks():
+    import tensorflow as tf
+
+    layer = cpu_ops.ByteMaskDropout(0.25, seed=2)
+    y = tf.function(lambda x: layer(x, training=True), jit_compile=True)(tf.ones((16, 8, 10)))
+    assert abs(float(tf.reduce_mean(tf.cast(y == 0, tf.float32))) - 64 / 256) < 0.06
+
+
+def test_gelu_runs_in_float32_between_casts():
+    import keras
+
+    x = keras.ops.cast(np.linspace(-6, 6, 4001, dtype="float32"), "bfloat16")
+    exact = keras.activations.gelu(keras.ops.cast(x, "float32"), approximate=True)
+    fast = cpu_ops.Float32Activation(lambda v: keras.activations.gelu(v, approximate=True))(x)
+    assert keras.backend.standardize_dtype(fast.dtype) == "bfloat16"
+    assert np.array_equal(np.asarray(keras.ops.cast(fast, "float32")),
+                          np.asarray(keras.ops.cast(keras.ops.cast(exact, "bfloat16"), "float32")))  # one rounding
+
+
+def _dropouts(backbone):
+    import keras
+
+    return [l for l in backbone._flatten_layers(include_self=False) if isinstance(l, keras.layers.Dropout)]
+
+
+def _float32_gelus(backbone):
+    return [l for l in backbone._flatten_layers(include_self=False)
+            if isinstance(getattr(l, "activation", None), cpu_ops.Float32Activation)]
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_a_backbone_loaded_or_rebuilt_on_a_cpu_takes_the_cheaper_ops_and_saves_as_before(tiny_model_dir, policy):
+    import keras
+
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        backbone = model.load_backbone(tiny_model_dir, random_init=True)
+        quest = model.QuestModel(backbone)
+        rebuilt = model.model_from_json(model.model_to_json(quest))
+        for b in (backbone, rebuilt.backbone):
+            drops = _dropouts(b)
+            assert len(drops) == 1 + 3 * b.num_layers and all(type(l) is cpu_ops.ByteMaskDropout for l in drops)
+            assert len(_float32_gelus(b)) == (b.num_layers if policy == "mixed_bfloat16" else 0)  # feed-forward
+        assert "ByteMaskDropout" not in model.model_to_json(quest) and "float32" not in model.model_to_json(quest)
+        plain = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(backbone))
+        assert all(type(l) is keras.layers.Dropout for l in _dropouts(plain)) and not _float32_gelus(plain)
+        x = {"token_ids": np.ones((2, 12), "int32"), "segment_ids": np.zeros((2, 12), "int32"),
+             "padding_mask": np.ones((2, 12), "int32")}
+        rebuilt.set_weights(quest.get_weights())
+        assert np.allclose(np.asarray(quest(x), "float32"), np.asarray(rebuilt(x), "float32"))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
