@@ -14,8 +14,8 @@ L^2*hidden for inference and three times that for training (forward + backward),
 non-embedding parameters (10.6M for MiniLM). A share is useful FLOP/s over the float32 peak.
 
     python benchmarks/cpu_limit.py                       # MiniLM, real rows, every lever: ~25 min on 2 cores
-    python benchmarks/cpu_limit.py --arms pipeline bf16  # two arms
-    python benchmarks/cpu_limit.py --arms pipeline bf16 --profile   # and where each step's time goes, by op type
+    python benchmarks/cpu_limit.py --arms float32 pipeline    # two arms: before issue 43 and today
+    python benchmarks/cpu_limit.py --arms float32 pipeline --profile   # and where each step's time goes, by op type
     python benchmarks/cpu_limit.py --smoke               # tiny random BERT: checks the script, not a result
 Data: the shared real train rows when present, else generated rows with the real length shape (bench_train.py).
 """
@@ -37,18 +37,23 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import record  # noqa: E402  (benchmarks/record.py)
 
-# Each lever: the pipeline's own settings (config --set) plus `threads=INTRA/INTER` (TensorFlow's op pools).
-# benchmarks/README.md ("The CPU at its limit") says what each gave and which the pipeline keeps.
+# Each lever: the pipeline's defaults (on a CPU with AMX or AVX-512 BF16: bfloat16; pipeline/modeling/cpu_ops.py's
+# byte-mask dropout and float32 GELU) plus its own settings (config --set), `threads=INTRA/INTER` (TensorFlow's op
+# pools) or `keras-ops=dropout,gelu` (those of Keras instead of cpu_ops.py's). "float32" is the pipeline before
+# issue 43. benchmarks/README.md ("The CPU at its limit") says what each gave and which the pipeline keeps.
+FLOAT32 = ["train.mixed_precision=none", "train.predict_precision=none"]
 LEVERS = {
+    "float32": [*FLOAT32, "keras-ops=dropout,gelu"],
+    "float32-byte-masks": FLOAT32,
+    "bf16": ["keras-ops=dropout,gelu"],
+    "bf16-byte-masks": ["keras-ops=gelu"],
     "pipeline": [],
-    "bf16": ["train.mixed_precision=bfloat16", "train.predict_precision=bfloat16"],
     "no-dropout": ["model.backbone_dropout=0"],
-    "bf16-no-dropout": ["train.mixed_precision=bfloat16", "train.predict_precision=bfloat16",
-                        "model.backbone_dropout=0"],
-    "xla": ["train.xla=true"],
     "pad8": ["train.pad_multiple=8"],
     "threads-2-1": ["threads=2/1"],
+    "xla": ["train.xla=true"],
 }
+PSEUDO_SETTINGS = ("threads=", "keras-ops=")  # the worker's own, not config keys
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -99,7 +104,8 @@ def model_flops(backbone_config: dict, n_params: int):
 def non_embedding_params(backbone) -> int:
     """Parameters the tokens flow through as matrix multiplies: the transformer layers (embeddings are lookups,
     BERT's pooler is frozen and unused by mean pooling)."""
-    return int(sum(w.numpy().size for l in backbone.layers if l.name.startswith("transformer_layer_") for w in l.weights))
+    return int(sum(w.numpy().size for layer in backbone.layers if layer.name.startswith("transformer_layer_")
+                   for w in layer.weights))
 
 
 def stats(values) -> dict:
@@ -146,9 +152,8 @@ def arm_setup(work: Path, args, settings: list[str]):
     data_dir, model_dir, source = bench_train.data_and_model(work, args.smoke)
     sets = {"data.dir": data_dir, "model.path": model_dir, "model.random_init": str(args.smoke).lower(),
             "folds.file": work / "folds.csv", "encode.cache_dir": work / "cache", "output.dir": work / "out",
-            "encode.max_len": args.max_len, "train.batch_size": args.batch_size, "train.verbose": 0,
-            "train.mixed_precision": "none", "train.predict_precision": "none"}
-    assignments = [f"{k}={v}" for k, v in sets.items()] + [s for s in settings if not s.startswith("threads=")]
+            "encode.max_len": args.max_len, "train.batch_size": args.batch_size, "train.verbose": 0}
+    assignments = [f"{k}={v}" for k, v in sets.items()] + [s for s in settings if not s.startswith(PSEUDO_SETTINGS)]
     cfg = config.load(None, assignments)
     encoder = encode.Encoder.for_model(cfg)
     train = tables.load(cfg, "train")
@@ -184,6 +189,13 @@ def arm_worker(args) -> dict:
     from pipeline.text import batching
     from pipeline.train import optim
 
+    keras_ops = next((s.split("=", 1)[1].split(",") for s in settings if s.startswith("keras-ops=")), [])
+    if keras_ops:
+        import functools
+
+        from pipeline.modeling import cpu_ops
+
+        cpu_ops.use_cpu_ops = functools.partial(cpu_ops.use_cpu_ops, **{op: False for op in keras_ops})
     cfg, info, enc, y, rows, infer_rows, _ = arm_setup(Path(args.workdir), args, settings)
     t = cfg.train
     policy = device.set_precision(t.mixed_precision, "cpu")
@@ -241,7 +253,8 @@ def work_dir(args) -> Path:
 
 # Op types by what they do: the matrix units' work, dropout's (random draw, comparison, select), the rest.
 MATMUL_OPS = ("MatMul", "Einsum", "Conv")
-DROPOUT_OPS = ("StatelessRandomUniformV2", "SelectV2", "GreaterEqual")
+DROPOUT_OPS = ("StatelessRandomUniformV2", "StatelessRandomUniformFullIntV2", "Bitcast", "SelectV2", "GreaterEqual")
+WRAPPERS = ("Run", "Process")  # events that hold the ops (and function calls, "__inference_..."): not ops
 
 
 def op_profile(step, logdir: Path, top: int = 12) -> dict:
@@ -267,8 +280,9 @@ def op_profile(step, logdir: Path, top: int = 12) -> dict:
         for line in plane.lines:
             for event in line.events:
                 name = names.get(event.metadata_id, "")
-                if ":" in name:  # "scope/op_name:OpType"
-                    seconds[name.rsplit(":", 1)[1].removeprefix("_Mkl")] += event.duration_ps / 1e12
+                op = name.rsplit(":", 1)[1].strip().removeprefix("_Mkl") if ":" in name else ""  # "scope/op:OpType"
+                if op[:1].isupper() and op not in WRAPPERS:
+                    seconds[op] += event.duration_ps / 1e12
     total = sum(seconds.values()) or 1.0
     return {"wall_s": wall, "ops_s": total, "top": dict(seconds.most_common(top)),
             "matmul_share": sum(v for k, v in seconds.items() if any(m in k for m in MATMUL_OPS)) / total,
@@ -376,12 +390,14 @@ def markdown(res: dict) -> str:
             lines.append(f"| {name} | {', '.join(arm['settings'])} | did not finish in {arm['timed_out_s']:.0f} s | "
                          "| | | | |")
             continue
-        own = (f" ({100 * arm['train_share_of_bf16_peak']:.0f}% of bf16)", f" ({100 * arm['infer_share_of_bf16_peak']:.0f}"
-               f"% of bf16)") if "train_share_of_bf16_peak" in arm else ("", "")
+        own = tuple(f" ({100 * arm[f'{part}_share_of_bf16_peak']:.0f}% of bf16)" if "train_share_of_bf16_peak" in arm
+                    else "" for part in ("train", "infer"))
         vs = f"{arm['infer_vs_onnx']:.2f}x" if "infer_vs_onnx" in arm else "-"
-        lines.append(f"| {name} | {', '.join(arm['settings']) or 'defaults'} | {_s(arm['train_samples_per_s'])} | "
+        lines.append(f"| {name} | {', '.join(arm['settings']) or 'defaults'} ({arm['precision']}) | "
+                     f"{_s(arm['train_samples_per_s'])} | "
                      f"{100 * arm['train_share_of_fp32_peak']:.0f}%{own[0]} | {_s(arm['infer_samples_per_s'])} | "
-                     f"{100 * arm['infer_share_of_fp32_peak']:.0f}%{own[1]} | {vs} | {100 * arm['padding_share']:.0f}% |")
+                     f"{100 * arm['infer_share_of_fp32_peak']:.0f}%{own[1]} | {vs} | "
+                     f"{100 * arm['padding_share']:.0f}% |")
     if "onnx" in res:
         o = res["onnx"]
         gflops = o["infer_samples_per_s"]["median"] * first["infer_flops_per_row"] / 1e9
@@ -390,15 +406,17 @@ def markdown(res: dict) -> str:
                      f"{100 * gflops / peak['float32']:.0f}% | 1.00x | |")
     profiled = {name: arm["profile"] for name, arm in res["arms"].items() if "profile" in arm}
     if profiled:
-        lines += ["", "Where the time goes (one profiled call at the widest timed shape; shares of the ops' summed time):",
-                  "", "| arm | call | wall s | matmul share | dropout ops share | top op types (s) |",
+        lines += ["", "Where the time goes (one profiled call at the widest timed shape; shares of the ops' summed "
+                  "time; dropout-type ops: random draws, bitcasts, compares, selects, masking's selects included):",
+                  "", "| arm | call | wall s | matmul share | dropout-type ops share | top op types (s) |",
                   "|---|---|---|---|---|---|"]
         for name, prof in profiled.items():
             for call in ("train_step", "inference_batch"):
                 p = prof[call]
                 tops = ", ".join(f"{k} {v:.2f}" for k, v in list(p["top"].items())[:8])
-                lines.append(f"| {name} | {call.replace('_', ' ')} ({prof['rows']} x {prof['width']}) | {p['wall_s']:.2f} | "
-                             f"{100 * p['matmul_share']:.0f}% | {100 * p['dropout_share']:.0f}% | {tops} |")
+                lines.append(f"| {name} | {call.replace('_', ' ')} ({prof['rows']} x {prof['width']}) | "
+                             f"{p['wall_s']:.2f} | {100 * p['matmul_share']:.0f}% | {100 * p['dropout_share']:.0f}% | "
+                             f"{tops} |")
     return "\n".join(lines) + "\n"
 
 
