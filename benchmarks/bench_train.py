@@ -146,16 +146,9 @@ def worker(args) -> dict:
     ds = feeding.train_dataset(feed, y[rows], t.batch_size, 0, t.batching)
     epoch_s = []
 
-    class Timer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            epoch_s.append(time.perf_counter() - self.start)
-
     warm_s = warm_shapes(m, feed, y[rows], t)
     m.fit(ds, epochs=1 + args.repeats, steps_per_epoch=batching.batches_per_epoch(len(rows), t.batch_size), verbose=0,
-          callbacks=[Timer()])  # epoch 1 traces the shapes
+          callbacks=[epoch_timer(epoch_s)])  # epoch 1 traces the shapes
     infer_feed = enc.feed(infer_rows)
     predict = lambda: feeding.predict(m, infer_feed, t.eval_batch_size, t.batching)  # noqa: E731
     predict()
@@ -187,6 +180,20 @@ def worker(args) -> dict:
         keras.backend.clear_session()
         out["quality"] = quality(args)
     return out
+
+
+def epoch_timer(seconds: list):
+    """A Keras callback that appends each epoch's wall seconds to `seconds`."""
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds.append(time.perf_counter() - self.start)
+
+    return EpochTimer()
 
 
 def warm_shapes(m, feed, y, t) -> float:

@@ -206,16 +206,10 @@ def arm_worker(args) -> dict:
     feed = enc.feed(rows).only(m.input)
     epoch_s = []
 
-    class Timer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            epoch_s.append(time.perf_counter() - self.start)
-
     warm_s = bench_train.warm_shapes(m, feed, y[rows], t)
     ds = feeding.train_dataset(feed, y[rows], t.batch_size, 0, t.batching)
-    m.fit(ds, epochs=1 + args.repeats, steps_per_epoch=steps, verbose=0, callbacks=[Timer()])
+    m.fit(ds, epochs=1 + args.repeats, steps_per_epoch=steps, verbose=0,
+          callbacks=[bench_train.epoch_timer(epoch_s)])
     infer_feed = enc.feed(infer_rows)
     feeding.predict(m, infer_feed, t.eval_batch_size, t.batching, xla=t.xla)  # traces / compiles each shape
     infer_s = []
