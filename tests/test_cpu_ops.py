@@ -101,3 +101,21 @@ def test_a_backbone_loaded_or_rebuilt_on_a_cpu_takes_the_cheaper_ops_and_saves_a
         assert np.allclose(np.asarray(quest(x), "float32"), np.asarray(rebuilt(x), "float32"))
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("accelerator", ["GPU", "TPU"])
+def test_a_backbone_on_an_accelerator_keeps_keras_ops(tiny_model_dir, monkeypatch, accelerator):
+    """The cheaper ops are measured on a CPU only: where TensorFlow lists a GPU or TPU, Keras' own stay."""
+    import keras
+    import tensorflow as tf
+
+    listed = tf.config.list_logical_devices
+    monkeypatch.setattr(tf.config, "list_logical_devices",
+                        lambda kind=None: [tf.config.LogicalDevice(f"/device:{kind}:0", kind)] if kind == accelerator
+                        else listed(kind))
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        backbone = model.load_backbone(tiny_model_dir, random_init=True)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert all(type(l) is keras.layers.Dropout for l in _dropouts(backbone)) and not _float32_gelus(backbone)
