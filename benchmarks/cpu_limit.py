@@ -54,7 +54,7 @@ LEVERS = {
     "xla": ["train.xla=true"],
 }
 PSEUDO_SETTINGS = ("threads=", "keras-ops=")  # the worker's own, not config keys
-BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+SHOWN_FLAGS = ("avx512f", "avx512_bf16", "amx_bf16")  # the CPU's vector and bfloat16 units, in the results
 
 
 def parse(argv=None):
@@ -80,15 +80,6 @@ def parse(argv=None):
     p.add_argument("--settings", default="[]", help=argparse.SUPPRESS)
     p.add_argument("--workdir", help=argparse.SUPPRESS)
     return p.parse_args(argv)
-
-
-def cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    line = next((l for l in text.splitlines() if l.startswith("flags")), "")
-    return set(line.partition(":")[2].split())
 
 
 def model_flops(backbone_config: dict, n_params: int):
@@ -120,10 +111,11 @@ def peak_worker(repeats: int) -> dict:
     through MiniLM's feed-forward), float32 and (where the CPU supports it) bfloat16."""
     import tensorflow as tf
 
+    from pipeline.modeling import device
+
     shapes = [(2048, 2048, 2048), (6144, 384, 1536), (6144, 1536, 384)]
     out = {}
-    for dtype in ("float32", "bfloat16") if BF16_FLAGS[0] in cpu_flags() or BF16_FLAGS[1] in cpu_flags() \
-            else ("float32",):
+    for dtype in ("float32", "bfloat16") if device.cpu_bf16_unit() else ("float32",):
         best = 0.0
         for m, k, n in shapes:
             a = tf.cast(tf.random.normal((m, k), seed=1), dtype)
@@ -429,9 +421,11 @@ def main(argv=None):
         import bench_train
 
         _, _, source = bench_train.data_and_model(work, args.smoke)
-        flags = cpu_flags()
+        from pipeline.modeling import device
+
+        flags = device.cpu_flags()
         res = {"name": args.name or f"{'tiny' if args.smoke else 'minilm'}-cpu-limit", **stamp,
-               "cpu": ", ".join(f for f in ("avx512f", *BF16_FLAGS) if f in flags) or "no AVX-512",
+               "cpu": ", ".join(f for f in SHOWN_FLAGS if f in flags) or "no AVX-512",
                "backbone": "tiny BERT (smoke)" if args.smoke else "all-MiniLM-L6-v2", "data": source,
                "max_len": args.max_len, "batch_size": args.batch_size, "rows": args.rows,
                "infer_rows": args.infer_rows, "repeats": args.repeats, "arms": {}}

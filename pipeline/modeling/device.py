@@ -69,14 +69,19 @@ CPU_BF16_UNITS = {"amx_bf16": "AMX", "avx512_bf16": "AVX-512 BF16"}
 
 
 @functools.cache
-def cpu_bf16_unit(cpuinfo: str = "/proc/cpuinfo") -> str:
-    """The CPU's bfloat16 matrix unit in words ("AMX", "AVX-512 BF16"), or "" where it has none (or the flags cannot
-    be read: other systems than Linux)."""
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo); none where they cannot be read (other systems than Linux)."""
     try:
         text = Path(cpuinfo).read_text(errors="replace")
     except OSError:
-        return ""
-    flags = set(next((l for l in text.splitlines() if l.startswith("flags")), "").partition(":")[2].split())
+        return frozenset()
+    return frozenset(next((l for l in text.splitlines() if l.startswith("flags")), "").partition(":")[2].split())
+
+
+def cpu_bf16_unit(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's bfloat16 matrix unit in words ("AMX", "AVX-512 BF16"), or "" where it has none (or the flags cannot
+    be read)."""
+    flags = cpu_flags(cpuinfo)
     return next((name for flag, name in CPU_BF16_UNITS.items() if flag in flags), "")
 
 
