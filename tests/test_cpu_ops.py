@@ -119,3 +119,23 @@ def test_a_backbone_on_an_accelerator_keeps_keras_ops(tiny_model_dir, monkeypatc
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert all(type(l) is keras.layers.Dropout for l in _dropouts(backbone)) and not _float32_gelus(backbone)
+
+
+def test_a_model_trained_under_xla_keeps_keras_dropout_and_trains(tmp_path, synth_dir, tiny_model_dir):
+    """XLA cannot compile the byte masks' draw inside the accumulating train step (its shape is not a compile-time
+    constant there): a model built for train.xla keeps Keras' dropout, and trains with dropout on."""
+    import keras
+
+    from conftest import tiny_train_config
+    from pipeline.modeling import targets
+    from pipeline.train import optim
+
+    cfg = tiny_train_config(tmp_path, synth_dir, tiny_model_dir, train__xla="true", train__grad_accum=2)
+    y = np.random.default_rng(0).random((16, 30)).astype("float32")
+    m = model.build(cfg, tiny_model_dir, targets.fit("raw", y))
+    assert _dropouts(m.backbone) and all(type(l) is keras.layers.Dropout for l in _dropouts(m.backbone))
+    optim.compile_built(m, optim.make(cfg.train, 4, model.head_variables(m), reduced_by_step=True),
+                        keras.losses.BinaryCrossentropy(), True)
+    x = {"token_ids": np.random.default_rng(1).integers(5, 200, (16, 24)).astype("int32"),
+         "segment_ids": np.zeros((16, 24), "int32"), "padding_mask": np.ones((16, 24), "int32")}
+    assert np.isfinite(m.train_on_batch(x, y))

@@ -22,10 +22,12 @@ from pipeline.text.batching import INPUT_NAMES
 from pipeline.text.encode import SEQUENCE_PREFIXES
 
 
-def load_backbone(path: str | Path, random_init: bool = False, dropout: float = -1.0) -> keras.Model:
+def load_backbone(path: str | Path, random_init: bool = False, dropout: float = -1.0, xla: bool = False) -> keras.Model:
     """A keras-hub backbone from a HF directory or keras-hub preset, with weights unless random_init; dropout >= 0
     replaces the backbone's own rate (keras-hub's BERT family: 0.1, whatever a Hugging Face config says). On
-    TensorFlow on a CPU it takes cheaper dropout masks and GELU (cpu_ops.py), as a rebuilt model does."""
+    TensorFlow on a CPU it takes cheaper dropout masks and GELU (cpu_ops.py), as a rebuilt model does; xla (a
+    model trained under XLA) keeps Keras' dropout: XLA cannot compile the byte masks' draw inside the train step's
+    accumulation loop (its shape is not a compile-time constant there)."""
     import keras_hub
 
     info = modeldir.inspect(path)
@@ -38,13 +40,14 @@ def load_backbone(path: str | Path, random_init: bool = False, dropout: float = 
                                                          **({"dropout": float(dropout)} if dropout >= 0 else {}))
     except (ValueError, KeyError) as err:
         raise modeldir.ModelDirError(f"{info.path}: keras-hub cannot build a backbone from it ({err})") from None
-    return with_cpu_ops(backbone)
+    return with_cpu_ops(backbone, byte_masks=not xla)
 
 
-def with_cpu_ops(backbone: keras.Model) -> keras.Model:
-    """The backbone, with cheaper dropout masks and GELU where TensorFlow runs on a CPU (cpu_ops.py)."""
+def with_cpu_ops(backbone: keras.Model, byte_masks: bool = True) -> keras.Model:
+    """The backbone, with cheaper dropout masks (unless byte_masks is off) and GELU where TensorFlow runs on a CPU
+    (cpu_ops.py)."""
     if device.tensorflow_on_cpu():
-        cpu_ops.use_cpu_ops(backbone)
+        cpu_ops.use_cpu_ops(backbone, dropout=byte_masks)
     return backbone
 
 
@@ -248,9 +251,9 @@ def build(cfg, model_path, coding: targets.TargetCoding, host_vocab=(), like: di
     m = cfg.model
     batched = like is None or bool(like["config"].get("head_batched", False))
     dual = cfg.encode.inputs == "dual"
-    backbone = load_backbone(model_path, m.random_init, m.backbone_dropout)
-    answer_backbone = load_backbone(model_path, m.random_init, m.backbone_dropout) if dual and m.towers == "separate" \
-        else None
+    backbone = load_backbone(model_path, m.random_init, m.backbone_dropout, cfg.train.xla)
+    answer_backbone = load_backbone(model_path, m.random_init, m.backbone_dropout, cfg.train.xla) \
+        if dual and m.towers == "separate" else None
     return QuestModel(backbone, answer_backbone, cfg.encode.inputs, m.pooling, m.pool_layers, m.head, m.head_hidden,
                       m.split_heads, m.dropout, m.dropout_samples, list(CATEGORIES) if m.category else [],
                       list(host_vocab) if m.host_dim else [], m.host_dim, coding.to_dict(),
