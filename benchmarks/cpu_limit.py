@@ -38,15 +38,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import record  # noqa: E402  (benchmarks/record.py)
 
 # Each lever: the pipeline's defaults (on a CPU with AMX or AVX-512 BF16: bfloat16; pipeline/modeling/cpu_ops.py's
-# byte-mask dropout and float32 GELU) plus its own settings (config --set), `threads=INTRA/INTER` (TensorFlow's op
-# pools) or `keras-ops=dropout,gelu` (those of Keras instead of cpu_ops.py's). "float32" is the pipeline before
-# issue 43. benchmarks/README.md ("The CPU at its limit") says what each gave and which the pipeline keeps.
+# attention, byte-mask dropout and float32 GELU) plus its own settings (config --set), `threads=INTRA/INTER`
+# (TensorFlow's op pools) or `keras-ops=attention,dropout,gelu` (those of Keras instead of cpu_ops.py's). "float32"
+# is the pipeline before issue 43. benchmarks/README.md ("The CPU at its limit") says what each gave and which the
+# pipeline keeps.
 FLOAT32 = ["train.mixed_precision=none", "train.predict_precision=none"]
 LEVERS = {
-    "float32": [*FLOAT32, "keras-ops=dropout,gelu"],
-    "float32-byte-masks": FLOAT32,
-    "bf16": ["keras-ops=dropout,gelu"],
-    "bf16-byte-masks": ["keras-ops=gelu"],
+    "float32": [*FLOAT32, "keras-ops=attention,dropout,gelu"],
+    "float32-cpu-ops": FLOAT32,
+    "bf16": ["keras-ops=attention,dropout,gelu"],
+    "bf16-byte-masks": ["keras-ops=attention,gelu"],
+    "bf16-byte-masks-gelu": ["keras-ops=attention"],
     "pipeline": [],
     "no-dropout": ["model.backbone_dropout=0"],
     "pad8": ["train.pad_multiple=8"],
@@ -183,11 +185,16 @@ def arm_worker(args) -> dict:
 
     keras_ops = next((s.split("=", 1)[1].split(",") for s in settings if s.startswith("keras-ops=")), [])
     if keras_ops:
-        import functools
+        import inspect
 
         from pipeline.modeling import cpu_ops
 
-        cpu_ops.use_cpu_ops = functools.partial(cpu_ops.use_cpu_ops, **{op: False for op in keras_ops})
+        own = cpu_ops.use_cpu_ops
+        known = [n for n in inspect.signature(own).parameters if n != "model"]
+        if set(keras_ops) - set(known):
+            raise SystemExit(f"keras-ops={','.join(keras_ops)}: expected some of {known}")
+        # Keras' own win over what the caller asks for (model.with_cpu_ops passes some of these itself)
+        cpu_ops.use_cpu_ops = lambda model, **kw: own(model, **{**kw, **{op: False for op in keras_ops}})
     cfg, info, enc, y, rows, infer_rows, _ = arm_setup(Path(args.workdir), args, settings)
     t = cfg.train
     policy = device.set_precision(t.mixed_precision, "cpu")

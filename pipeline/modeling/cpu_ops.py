@@ -1,6 +1,6 @@
 """Cheaper ops for TensorFlow on a CPU, swapped into a backbone's layers (same math, same weights, nothing saved
-changes): byte-mask dropout, and GELU in float32 under a bfloat16 policy. Measured in benchmarks/README.md, "The
-CPU at its limit".
+changes): byte-mask dropout, attention with fewer passes over its probabilities, and GELU in float32 under a
+bfloat16 policy. Measured in benchmarks/README.md, "The CPU at its limit".
 
 Dropout. Keras' own (tf.nn.experimental.stateless_dropout) draws a float uniform for every element, compares it,
 scales and selects; on a CPU that is a large share of a BERT training step, since the attention probabilities are
@@ -10,6 +10,13 @@ forward + backward 1.7-2x cheaper in float32 and bfloat16 on the attention proba
 (`python benchmarks/cpu_probes.py dropout`). The rate is rounded
 to 1/256 (0.1 drops 26/256 = 10.2% of elements: what bfloat16's own uniforms already give) and the scale uses the
 rounded rate, so the expected output is the input.
+
+Attention. A BERT layer's largest tensors are its attention probabilities (batch x heads x L x L: 16x the hidden
+state at L = 512 with 12 heads); Keras' MultiHeadAttention passes over them about 14 times per training step
+(transposing the scores, masking, softmax, zeroing fully masked rows, dropout's cast, scale and multiply, and
+their gradients). CpuAttention keeps 8: one MiniLM layer at 16 x 512 trains in 222 ms instead of 334 (bfloat16;
+float32 297 instead of 421) and infers in 58 ms instead of 87 (float32 112 instead of 165), byte masks in both
+(`python benchmarks/cpu_probes.py attention`).
 
 GELU. TensorFlow's elementwise kernels are slow in bfloat16 on a CPU (Eigen converts element by element; only
 the matrix multiplies run on the bfloat16 units): the feed-forward GELU over 16 x 512 x 1536 takes 62 ms forward
@@ -28,6 +35,23 @@ def byte_threshold(rate: float) -> int:
     return min(LEVELS - 1, max(0, round(rate * LEVELS)))
 
 
+def byte_scale(threshold: int) -> float:
+    """What the kept elements are multiplied by, so that the expected output is the input."""
+    return LEVELS / (LEVELS - threshold)
+
+
+def byte_keep_mask(like, threshold: int, seed_generator):
+    """A boolean mask shaped like the tensor like: an element is kept where its random byte is at least threshold.
+    One fresh seed pair per call from seed_generator; one random 32-bit word for four elements."""
+    import tensorflow as tf
+
+    seed = keras.random.randint((2,), 0, 2 ** 31 - 1, seed=seed_generator)
+    count = tf.size(like)
+    words = tf.random.stateless_uniform([(count + 3) // 4], seed=seed, minval=None, maxval=None, dtype=tf.uint32)
+    draws = tf.reshape(tf.reshape(tf.bitcast(words, tf.uint8), [-1])[:count], tf.shape(like))
+    return draws >= tf.constant(threshold, tf.uint8)
+
+
 class ByteMaskDropout(keras.layers.Dropout):
     """keras.layers.Dropout with byte masks when training (TensorFlow); anything else (inference, a noise_shape,
     rate 0) is Dropout's own. Holds no weights and the same config, so saved models and weights are unchanged."""
@@ -38,12 +62,67 @@ class ByteMaskDropout(keras.layers.Dropout):
             return super().call(inputs, training=training)
         import tensorflow as tf
 
-        seed = keras.random.randint((2,), 0, 2 ** 31 - 1, seed=self.seed_generator)  # a fresh pair per call
-        count = tf.size(inputs)
-        words = tf.random.stateless_uniform([(count + 3) // 4], seed=seed, minval=None, maxval=None, dtype=tf.uint32)
-        draws = tf.reshape(tf.reshape(tf.bitcast(words, tf.uint8), [-1])[:count], tf.shape(inputs))
-        scale = tf.constant(LEVELS / (LEVELS - threshold), inputs.dtype)
-        return inputs * (tf.cast(draws >= tf.constant(threshold, tf.uint8), inputs.dtype) * scale)
+        keep = byte_keep_mask(inputs, threshold, self.seed_generator)
+        return inputs * (tf.cast(keep, inputs.dtype) * tf.constant(byte_scale(threshold), inputs.dtype))
+
+
+STANDARD_EQUATIONS = ("aecd,abcd->acbe", "acbe,aecd->abcd")  # MultiHeadAttention's over one axis: (B, T, N, H)
+
+
+class CpuAttention(keras.layers.MultiHeadAttention):
+    """keras.layers.MultiHeadAttention whose attention probabilities (batch x heads x L x L: the large tensors of a
+    BERT step) take fewer passes on TensorFlow: the scores by one batched matmul (Keras' einsum transposes them
+    afterwards), byte-mask dropout as a select with its scale moved to the 16x smaller context, the zeroing of
+    fully masked rows moved there too, and one gradient for the softmax and the dropout together. The same math,
+    weights and config; anything else (returned scores, a causal mask, other attention axes) is Keras' own."""
+
+    def _compute_attention(self, query, key, value, attention_mask=None, training=None,
+                           return_attention_scores=False, use_causal_mask=False):
+        threshold = byte_threshold(self._dropout) if training else 0
+        if return_attention_scores or use_causal_mask or len(query.shape) != 4 or self._flash_attention or \
+                (self._dot_product_equation, self._combine_equation) != STANDARD_EQUATIONS or \
+                (training and self._dropout > 0 and not threshold):
+            causal = {"use_causal_mask": True} if use_causal_mask else {}  # Keras 3.13 has no such argument
+            return super()._compute_attention(query, key, value, attention_mask, training, return_attention_scores,
+                                              **causal)
+        import tensorflow as tf
+
+        query = query * tf.cast(self._inverse_sqrt_key_dim, query.dtype)
+        heads_first = [0, 2, 1, 3]  # (B, T, N, H) -> (B, N, T, H)
+        scores = tf.matmul(tf.transpose(query, heads_first), tf.transpose(key, heads_first), transpose_b=True)
+        mask = None if attention_mask is None else tf.cast(attention_mask, tf.bool)
+        while mask is not None and len(mask.shape) < 4:
+            mask = tf.expand_dims(mask, 1)  # (B, [T|1], S) -> (B, 1, T|1, S): the heads' axis
+        keep = byte_keep_mask(scores, threshold, self._dropout_layer.seed_generator) if threshold else None
+        context = tf.matmul(masked_softmax_dropout(scores, mask, keep), tf.transpose(value, heads_first))
+        factor = None if mask is None else tf.cast(tf.reduce_any(mask, -1, keepdims=True), context.dtype)
+        if keep is not None:
+            scale = tf.constant(byte_scale(threshold), context.dtype)
+            factor = scale if factor is None else factor * scale
+        if factor is not None:
+            context = context * factor  # (B, N, T, H): a query row with no key to attend to gives zeros, as Keras
+        return tf.transpose(context, heads_first), None
+
+
+def masked_softmax_dropout(scores, mask, keep):
+    """softmax(scores) over the last axis where mask holds (masked scores count as -1e9), kept where keep holds
+    (0 elsewhere; unscaled), with one gradient for all three: w - p * sum(w) for w = output * upstream. The
+    gradient at masked scores is p * (...) = 0, as Keras' select gives, except in rows with nothing unmasked,
+    whose context CpuAttention zeroes (so their upstream gradient is 0)."""
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def probabilities(s):
+        if mask is not None:
+            s = tf.where(mask, s, tf.constant(-3e4 if s.dtype == tf.float16 else -1e9, s.dtype))  # Keras' value
+        p = tf.nn.softmax(s)
+        out = p if keep is None else tf.where(keep, p, tf.zeros((), p.dtype))
+
+        def grad(upstream):
+            w = out * upstream
+            return w - p * tf.reduce_sum(w, -1, keepdims=True)
+        return out, grad
+    return probabilities(scores)
 
 
 GELUS = ("gelu", "gelu_approximate")  # keras' and keras-hub's (BERT's feed-forward) activation names
@@ -60,13 +139,16 @@ class Float32Activation:
         return keras.ops.cast(self.activation(keras.ops.cast(x, "float32")), x.dtype)
 
 
-def use_cpu_ops(model: keras.Layer, dropout: bool = True, gelu: bool = True) -> dict:
+def use_cpu_ops(model: keras.Layer, dropout: bool = True, gelu: bool = True, attention: bool = True) -> dict:
     """Inside model (a keras-hub backbone): every plain keras Dropout (embeddings, attention probabilities,
-    attention and feed-forward outputs) becomes a ByteMaskDropout, and every GELU of a layer computing in bfloat16
-    or float16 runs in float32 (each unless turned off). Returns how many of each. For TensorFlow on a CPU
-    (device.tensorflow_on_cpu)."""
-    swapped = {"dropout": 0, "gelu": 0}
+    attention and feed-forward outputs) becomes a ByteMaskDropout, every plain MultiHeadAttention a CpuAttention
+    (byte masks on its probabilities), and every GELU of a layer computing in bfloat16 or float16 runs in float32
+    (each unless turned off). Returns how many of each. For TensorFlow on a CPU (device.tensorflow_on_cpu)."""
+    swapped = {"dropout": 0, "gelu": 0, "attention": 0}
     for layer in model._flatten_layers(include_self=False):
+        if attention and type(layer) is keras.layers.MultiHeadAttention:
+            layer.__class__ = CpuAttention
+            swapped["attention"] += 1
         if dropout and type(layer) is keras.layers.Dropout:
             layer.__class__ = ByteMaskDropout
             swapped["dropout"] += 1

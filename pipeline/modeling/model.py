@@ -25,9 +25,9 @@ from pipeline.text.encode import SEQUENCE_PREFIXES
 def load_backbone(path: str | Path, random_init: bool = False, dropout: float = -1.0, xla: bool = False) -> keras.Model:
     """A keras-hub backbone from a HF directory or keras-hub preset, with weights unless random_init; dropout >= 0
     replaces the backbone's own rate (keras-hub's BERT family: 0.1, whatever a Hugging Face config says). On
-    TensorFlow on a CPU it takes cheaper dropout masks and GELU (cpu_ops.py), as a rebuilt model does; xla (a
-    model trained under XLA) keeps Keras' dropout: XLA cannot compile the byte masks' draw inside the train step's
-    accumulation loop (its shape is not a compile-time constant there)."""
+    TensorFlow on a CPU it takes cheaper attention, dropout masks and GELU (cpu_ops.py), as a rebuilt model does;
+    xla (a model trained under XLA) keeps Keras' attention and dropout: XLA cannot compile the byte masks' draw
+    inside the train step's accumulation loop (its shape is not a compile-time constant there)."""
     import keras_hub
 
     info = modeldir.inspect(path)
@@ -44,10 +44,10 @@ def load_backbone(path: str | Path, random_init: bool = False, dropout: float = 
 
 
 def with_cpu_ops(backbone: keras.Model, byte_masks: bool = True) -> keras.Model:
-    """The backbone, with cheaper dropout masks (unless byte_masks is off) and GELU where TensorFlow runs on a CPU
-    (cpu_ops.py)."""
+    """The backbone, with cheaper attention and dropout masks (unless byte_masks is off) and GELU where TensorFlow
+    runs on a CPU (cpu_ops.py)."""
     if device.tensorflow_on_cpu():
-        cpu_ops.use_cpu_ops(backbone, dropout=byte_masks)
+        cpu_ops.use_cpu_ops(backbone, dropout=byte_masks, attention=byte_masks)
     return backbone
 
 
