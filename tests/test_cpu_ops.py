@@ -81,26 +81,42 @@ def _attend(layer, x, mask, training, **kwargs):
         y = out[0] if isinstance(out, tuple) else out
         loss = tf.reduce_sum(tf.cast(y, tf.float32) * tf.range(y.shape[-1], dtype=tf.float32))  # not a plain sum
     grads = tape.gradient(loss, [x, *layer.trainable_variables])
-    return [np.asarray(tf.cast(t, tf.float32)) for t in (out if isinstance(out, tuple) else (out,))] + \
-        [np.asarray(g) for g in grads]
+    named = {f"output {i}": t for i, t in enumerate(out if isinstance(out, tuple) else (out,))}
+    named.update(zip(["input", *(v.path for v in layer.trainable_variables)], grads))
+    # the key bias' gradient is 0 in theory (softmax ignores what is added to a whole row): rounding noise
+    return {name.split("/", 1)[-1]: np.asarray(tf.cast(t, tf.float32)) for name, t in named.items()
+            if not name.endswith("key/bias")}
 
 
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
 @pytest.mark.parametrize("training", [False, True])
-def test_cpu_attention_gives_keras_outputs_and_gradients(training):
+def test_cpu_attention_gives_keras_outputs_and_gradients(training, policy):
+    import keras
     import tensorflow as tf
 
     x = tf.constant(np.random.default_rng(0).normal(size=(3, 20, 32)).astype("float32"))
     padding = np.ones((3, 20), "int32")
-    padding[0, 11:] = 0  # padded keys
+    padding[0, 11:] = 0  # padded keys (a (B, 1, S) mask: added inside the scores' matmul)
     padding[2] = 0  # a row with nothing to attend to: Keras gives it zeros
-    keras_layer, cpu_layer = _attention_pair()
-    causal = np.tril(np.ones((20, 20), "int32"))[None] * padding[:, None, :]  # a full (B, T, S) mask
-    for mask in (tf.constant(padding[:, None, :]), tf.constant(causal), None):
-        expected, got = _attend(keras_layer, x, mask, training), _attend(cpu_layer, x, mask, training)
-        for e, g in zip(expected, got):
-            assert np.allclose(e, g, atol=1e-4, rtol=1e-4), np.abs(e - g).max()  # atol: the key bias (0 in theory)
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        keras_layer, cpu_layer = _attention_pair()
+        causal = np.tril(np.ones((20, 20), "int32"))[None] * padding[:, None, :]  # a full (B, T, S) mask: a select
+        for mask in (tf.constant(padding[:, None, :]), tf.constant(causal), None):
+            expected, got = _attend(keras_layer, x, mask, training), _attend(cpu_layer, x, mask, training)
+            assert list(expected) == list(got) and len(got) == 9  # the output; the input's, 7 weights' gradients
+            for name, e in expected.items():
+                g = got[name]
+                assert np.isfinite(g).all(), name
+                if policy == "float32":
+                    assert np.allclose(e, g, atol=1e-5, rtol=1e-4), (name, np.abs(e - g).max())
+                else:  # bfloat16 keeps 8 bits: within a few of its roundings of the largest value
+                    assert np.abs(e - g).max() <= 0.02 * np.abs(e).max(), (name, np.abs(e - g).max())
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
     if training:
-        assert not np.array_equal(_attend(cpu_layer, x, None, True)[0], _attend(cpu_layer, x, None, False)[0])
+        assert not np.array_equal(_attend(cpu_layer, x, None, True)["output 0"],
+                                  _attend(cpu_layer, x, None, False)["output 0"])
 
 
 def test_cpu_attention_leaves_scores_and_causal_masks_to_keras():
@@ -110,7 +126,7 @@ def test_cpu_attention_leaves_scores_and_causal_masks_to_keras():
     keras_layer, cpu_layer = _attention_pair()
     for kwargs in ({"return_attention_scores": True}, {"use_causal_mask": True}):
         expected, got = _attend(keras_layer, x, None, True, **kwargs), _attend(cpu_layer, x, None, True, **kwargs)
-        assert len(expected) == len(got) and all(np.allclose(e, g, atol=1e-4) for e, g in zip(expected, got))
+        assert list(expected) == list(got) and all(np.allclose(e, got[k], atol=1e-5) for k, e in expected.items())
 
 
 def test_gelu_runs_in_float32_between_casts():

@@ -14,9 +14,9 @@ rounded rate, so the expected output is the input.
 Attention. A BERT layer's largest tensors are its attention probabilities (batch x heads x L x L: 16x the hidden
 state at L = 512 with 12 heads); Keras' MultiHeadAttention passes over them about 14 times per training step
 (transposing the scores, masking, softmax, zeroing fully masked rows, dropout's cast, scale and multiply, and
-their gradients). CpuAttention keeps 8: one MiniLM layer at 16 x 512 trains in 222 ms instead of 334 (bfloat16;
-float32 297 instead of 421) and infers in 58 ms instead of 87 (float32 112 instead of 165), byte masks in both
-(`python benchmarks/cpu_probes.py attention`).
+their gradients). CpuAttention keeps 7 (a padding mask rides in the scores' matmul as one more feature): one
+MiniLM layer at 16 x 512 trains in 229 ms instead of 356 (bfloat16; float32 326 instead of 427) and infers in 54
+ms instead of 90 (float32 107 instead of 162), byte masks in both (`python benchmarks/cpu_probes.py attention`).
 
 GELU. TensorFlow's elementwise kernels are slow in bfloat16 on a CPU (Eigen converts element by element; only
 the matrix multiplies run on the bfloat16 units): the feed-forward GELU over 16 x 512 x 1536 takes 62 ms forward
@@ -72,9 +72,10 @@ STANDARD_EQUATIONS = ("aecd,abcd->acbe", "acbe,aecd->abcd")  # MultiHeadAttentio
 class CpuAttention(keras.layers.MultiHeadAttention):
     """keras.layers.MultiHeadAttention whose attention probabilities (batch x heads x L x L: the large tensors of a
     BERT step) take fewer passes on TensorFlow: the scores by one batched matmul (Keras' einsum transposes them
-    afterwards), byte-mask dropout as a select with its scale moved to the 16x smaller context, the zeroing of
-    fully masked rows moved there too, and one gradient for the softmax and the dropout together. The same math,
-    weights and config; anything else (returned scores, a causal mask, other attention axes) is Keras' own."""
+    afterwards) that also adds a padding mask's bias, byte-mask dropout as a select with its scale moved to the 16x
+    smaller context, the zeroing of fully masked rows moved there too, and one gradient for the softmax and the
+    dropout together. The same math, weights and config; anything else (returned scores, a causal mask, other
+    attention axes) is Keras' own."""
 
     def _compute_attention(self, query, key, value, attention_mask=None, training=None,
                            return_attention_scores=False, use_causal_mask=False):
@@ -89,12 +90,17 @@ class CpuAttention(keras.layers.MultiHeadAttention):
 
         query = query * tf.cast(self._inverse_sqrt_key_dim, query.dtype)
         heads_first = [0, 2, 1, 3]  # (B, T, N, H) -> (B, N, T, H)
-        scores = tf.matmul(tf.transpose(query, heads_first), tf.transpose(key, heads_first), transpose_b=True)
+        query, key = tf.transpose(query, heads_first), tf.transpose(key, heads_first)
         mask = None if attention_mask is None else tf.cast(attention_mask, tf.bool)
         while mask is not None and len(mask.shape) < 4:
             mask = tf.expand_dims(mask, 1)  # (B, [T|1], S) -> (B, 1, T|1, S): the heads' axis
+        softmax_mask = mask
+        if mask is not None and mask.shape[2] == 1:  # keys only (keras-hub's padding mask): inside the matmul
+            query, key = with_key_bias(query, key, mask)
+            softmax_mask = None
+        scores = tf.matmul(query, key, transpose_b=True)
         keep = byte_keep_mask(scores, threshold, self._dropout_layer.seed_generator) if threshold else None
-        context = tf.matmul(masked_softmax_dropout(scores, mask, keep), tf.transpose(value, heads_first))
+        context = tf.matmul(masked_softmax_dropout(scores, softmax_mask, keep), tf.transpose(value, heads_first))
         factor = None if mask is None else tf.cast(tf.reduce_any(mask, -1, keepdims=True), context.dtype)
         if keep is not None:
             scale = tf.constant(byte_scale(threshold), context.dtype)
@@ -104,17 +110,35 @@ class CpuAttention(keras.layers.MultiHeadAttention):
         return tf.transpose(context, heads_first), None
 
 
+def large_negative(dtype) -> float:
+    """What a masked score counts as (Keras' value: -1e9, or -3e4 in float16)."""
+    return -3e4 if dtype == "float16" else -1e9
+
+
+def with_key_bias(query, key, mask):
+    """query and key (B, N, T|S, H) with one more feature: 1 for every query, and 0 for a key that mask (B, 1, 1, S)
+    keeps or large_negative for one it masks, so that query . key gains the mask's additive bias inside the matmul
+    (one pass over the scores fewer than a select; the bias adds 0 to every kept score)."""
+    import tensorflow as tf
+
+    shape = tf.concat([tf.shape(query)[:3], [1]], 0)
+    bias = tf.where(tf.transpose(mask, [0, 1, 3, 2]), tf.constant(0, key.dtype),
+                    tf.constant(large_negative(key.dtype.name), key.dtype))  # (B, 1, S, 1)
+    return (tf.concat([query, tf.ones(shape, query.dtype)], -1),
+            tf.concat([key, tf.broadcast_to(bias, tf.concat([tf.shape(key)[:3], [1]], 0))], -1))
+
+
 def masked_softmax_dropout(scores, mask, keep):
-    """softmax(scores) over the last axis where mask holds (masked scores count as -1e9), kept where keep holds
-    (0 elsewhere; unscaled), with one gradient for all three: w - p * sum(w) for w = output * upstream. The
-    gradient at masked scores is p * (...) = 0, as Keras' select gives, except in rows with nothing unmasked,
+    """softmax(scores) over the last axis where mask holds (masked scores count as large_negative), kept where
+    keep holds (0 elsewhere; unscaled), with one gradient for all three: w - p * sum(w) for w = output * upstream.
+    The gradient at masked scores is p * (...) = 0, as Keras' select gives, except in rows with nothing unmasked,
     whose context CpuAttention zeroes (so their upstream gradient is 0)."""
     import tensorflow as tf
 
     @tf.custom_gradient
     def probabilities(s):
         if mask is not None:
-            s = tf.where(mask, s, tf.constant(-3e4 if s.dtype == tf.float16 else -1e9, s.dtype))  # Keras' value
+            s = tf.where(mask, s, tf.constant(large_negative(s.dtype.name), s.dtype))
         p = tf.nn.softmax(s)
         out = p if keep is None else tf.where(keep, p, tf.zeros((), p.dtype))
 
