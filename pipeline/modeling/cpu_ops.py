@@ -79,10 +79,11 @@ class CpuAttention(keras.layers.MultiHeadAttention):
 
     def _compute_attention(self, query, key, value, attention_mask=None, training=None,
                            return_attention_scores=False, use_causal_mask=False):
-        threshold = byte_threshold(self._dropout) if training else 0
+        rate = self._dropout_layer.rate  # the dropout layer's, as Keras' path applies it (a frozen backbone: 0)
+        threshold = byte_threshold(rate) if training else 0
         if return_attention_scores or use_causal_mask or len(query.shape) != 4 or self._flash_attention or \
                 (self._dot_product_equation, self._combine_equation) != STANDARD_EQUATIONS or \
-                (training and self._dropout > 0 and not threshold):
+                (training and rate > 0 and not threshold):
             causal = {"use_causal_mask": True} if use_causal_mask else {}  # Keras 3.13 has no such argument
             return super()._compute_attention(query, key, value, attention_mask, training, return_attention_scores,
                                               **causal)
