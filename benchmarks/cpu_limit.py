@@ -183,18 +183,7 @@ def arm_worker(args) -> dict:
     from pipeline.text import batching
     from pipeline.train import optim
 
-    keras_ops = next((s.split("=", 1)[1].split(",") for s in settings if s.startswith("keras-ops=")), [])
-    if keras_ops:
-        import inspect
-
-        from pipeline.modeling import cpu_ops
-
-        own = cpu_ops.use_cpu_ops
-        known = [n for n in inspect.signature(own).parameters if n != "model"]
-        if set(keras_ops) - set(known):
-            raise SystemExit(f"keras-ops={','.join(keras_ops)}: expected some of {known}")
-        # Keras' own win over what the caller asks for (model.with_cpu_ops passes some of these itself)
-        cpu_ops.use_cpu_ops = lambda model, **kw: own(model, **{**kw, **{op: False for op in keras_ops}})
+    use_keras_ops(settings)
     cfg, info, enc, y, rows, infer_rows, _ = arm_setup(Path(args.workdir), args, settings)
     t = cfg.train
     policy = device.set_precision(t.mixed_precision, "cpu")
@@ -238,6 +227,24 @@ def arm_worker(args) -> dict:
             "n_params": non_embedding_params(m.backbone),
             "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                         "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}}
+
+
+def use_keras_ops(settings: list[str]) -> list[str]:
+    """`keras-ops=attention,dropout,gelu`: those ops stay Keras' own in every backbone this process builds, over
+    what the caller asks for (model.with_cpu_ops passes some of cpu_ops.use_cpu_ops' switches itself). Returns
+    them; an unknown name is an error that lists the known ones."""
+    keras_ops = next((s.split("=", 1)[1].split(",") for s in settings if s.startswith("keras-ops=")), [])
+    if keras_ops:
+        import inspect
+
+        from pipeline.modeling import cpu_ops
+
+        own = cpu_ops.use_cpu_ops
+        known = [n for n in inspect.signature(own).parameters if n != "model"]
+        if set(keras_ops) - set(known):
+            raise SystemExit(f"keras-ops={','.join(keras_ops)}: expected some of {known}")
+        cpu_ops.use_cpu_ops = lambda model, **kw: own(model, **{**kw, **{op: False for op in keras_ops}})
+    return keras_ops
 
 
 def work_dir(args) -> Path:

@@ -130,6 +130,28 @@ def test_onnx_runtime_runs_the_same_model_as_keras(tmp_path, monkeypatch, synth_
                                      tiny_model_dir, targets.fit("raw", np.random.default_rng(0).random((20, 30)))))
 
 
+@pytest.mark.tensorflow_only
+def test_the_cpu_limit_benchmarks_keras_ops_setting_keeps_keras_layers_in_a_loaded_backbone(monkeypatch,
+                                                                                           tiny_model_dir):
+    """An arm's `keras-ops=` wins over the switches model.with_cpu_ops passes itself (it once did not: the arms
+    meant to measure Keras' ops measured cpu_ops.py's)."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import cpu_limit
+    import keras
+
+    from pipeline.modeling import cpu_ops, model
+
+    monkeypatch.setattr(cpu_ops, "use_cpu_ops", cpu_ops.use_cpu_ops)  # restored after the test
+    with pytest.raises(SystemExit, match="expected some of"):
+        cpu_limit.use_keras_ops(["keras-ops=attention,turbo"])
+    assert cpu_limit.use_keras_ops(["train.pad_multiple=8", "keras-ops=attention,dropout"]) == ["attention", "dropout"]
+    layers = list(model.load_backbone(tiny_model_dir, random_init=True)._flatten_layers(include_self=False))
+    attentions = [l for l in layers if isinstance(l, keras.layers.MultiHeadAttention)]
+    dropouts = [l for l in layers if isinstance(l, keras.layers.Dropout)]
+    assert attentions and all(type(l) is keras.layers.MultiHeadAttention for l in attentions)
+    assert dropouts and all(type(l) is keras.layers.Dropout for l in dropouts)
+
+
 def test_the_cpu_limit_benchmark_counts_useful_flops_and_shares_of_the_peak(monkeypatch):
     """The work counted per row follows the parameters the tokens pass through and the attention's square in the
     length; shares are useful FLOP/s over the float32 peak (bf16 arms also over the bf16 peak); the ONNX ratio is
