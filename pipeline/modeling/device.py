@@ -102,7 +102,8 @@ def _say_cpu_precision(setting: str) -> None:
 
 
 def tensorflow_on_cpu() -> bool:
-    """TensorFlow with no GPU or TPU device: where cpu_ops.py's cheaper dropout and GELU were measured faster."""
+    """TensorFlow with no GPU or TPU device: where cpu_ops.py's cheaper attention, dropout and GELU were measured
+    faster."""
     if backend.is_jax():
         return False
     import tensorflow as tf
